@@ -1,0 +1,1 @@
+"""HRNetV2 semantic segmentation: architectures, PyTorch model, ONNX export."""

@@ -1,0 +1,179 @@
+"""HRNetV2 checkpoint -> edgeseg ONNX graph that goes from a raw camera frame to a label map.
+
+Graph (static shapes), input ``frame`` uint8 [H, W, 3] BGR at the frame size:
+
+    Transpose -> Cast float -> BGR->RGB -> x * scale/std - mean/std     (official preprocessing)
+    [Resize bilinear half-pixel to the network input size, if smaller]
+    HRNetV2 -> ``logits`` float [1, C, h/4, w/4]
+    Resize bilinear to H x W (align_corners as trained) -> ArgMax -> Cast uint8 -> ``label_map`` [H, W]
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from converters.checkpoint import StateDict, fill_missing_counters, layout_of, load_strict, read_state_dict
+from converters.hrnet.archs import ARCHS, HRNetSpec, get_arch
+from converters.hrnet.model import HRNetV2
+from converters.onnx_export import DEFAULT_OPSET, trace_to_onnx, write_onnx
+from edgeseg.atomic import check_writable
+from edgeseg.classes import ClassSet, resolve_classes
+from edgeseg.errors import ArgumentError
+from edgeseg.metadata import ModelMetadata, Preprocessing
+from edgeseg.progress import Steps
+
+HEAD_KEY = "last_layer.3.weight"
+MIN_SIDE = 32  # HRNet's lowest branch runs at 1/32 of its input
+MAX_CLASSES = 256  # the label map is uint8
+
+
+class FrameToLabels(nn.Module):
+    """Wraps an HRNetV2 so the exported graph takes the raw frame (see the module docstring)."""
+
+    def __init__(
+        self,
+        net: HRNetV2,
+        frame_hw: tuple[int, int],
+        input_hw: tuple[int, int],
+        pre: Preprocessing,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.frame_hw = frame_hw
+        self.input_hw = input_hw
+        std = torch.tensor(pre.std, dtype=torch.float32)
+        mean = torch.tensor(pre.mean, dtype=torch.float32)
+        # (x * scale - mean) / std folded into one multiply-add per channel.
+        self.register_buffer("gain", (pre.scale / std).view(1, 3, 1, 1))
+        self.register_buffer("offset", (-mean / std).view(1, 3, 1, 1))
+        order = {"rgb": [2, 1, 0], "bgr": [0, 1, 2]}[pre.channel_order]
+        self.register_buffer("channels", torch.tensor(order, dtype=torch.long))
+
+    def forward(self, frame: Tensor) -> tuple[Tensor, Tensor]:
+        x = frame.permute(2, 0, 1).unsqueeze(0).to(torch.float32)
+        x = x.index_select(1, self.channels) * self.gain + self.offset
+        if self.input_hw != self.frame_hw:
+            x = F.interpolate(x, size=self.input_hw, mode="bilinear", align_corners=False, antialias=False)
+        logits = self.net(x)
+        up = F.interpolate(logits, size=self.frame_hw, mode="bilinear", align_corners=self.net.align_corners)
+        label_map = up.argmax(dim=1)[0].to(torch.uint8)
+        return label_map, logits
+
+
+def suggest_arch(sd: StateDict) -> str | None:
+    """Which known arch and class count a state_dict fits exactly, as CLI flags, or None."""
+    if HEAD_KEY not in sd:
+        return None
+    n = int(sd[HEAD_KEY].shape[0])
+    for name, spec in ARCHS.items():
+        with torch.device("meta"):
+            layout = layout_of(HRNetV2(spec, n))
+        filled = fill_missing_counters(sd, layout)
+        if filled.keys() == layout.keys() and all(tuple(filled[k].shape) == layout[k] for k in layout):
+            return f"--arch {name} --num-classes {n}"
+    return None
+
+
+def build_hrnet(
+    arch: str | HRNetSpec,
+    num_classes: int | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    align_corners: bool = False,
+    allow_pickle: bool = False,
+) -> HRNetV2:
+    """An HRNetV2 in eval mode with *weights* loaded strictly (random weights when None).
+
+    *num_classes* defaults to the checkpoint's head size.
+    """
+    spec = arch if isinstance(arch, HRNetSpec) else get_arch(arch)
+    sd = read_state_dict(weights, allow_pickle=allow_pickle) if weights is not None else None
+    if num_classes is None:
+        if sd is None or HEAD_KEY not in sd:
+            raise ArgumentError("number of classes unknown: pass --num-classes N")
+        num_classes = int(sd[HEAD_KEY].shape[0])
+    if not 1 <= num_classes <= MAX_CLASSES:
+        raise ArgumentError(f"--num-classes {num_classes}: must be 1..{MAX_CLASSES} (the label map is uint8)")
+    model = HRNetV2(spec, num_classes, align_corners=align_corners)
+    if sd is not None:
+        load_strict(model, sd, f"hrnet {spec.name} with {num_classes} classes", suggest_arch)
+    return model.eval()
+
+
+def _check_hw(name: str, hw: tuple[int, int]) -> None:
+    if min(hw) < MIN_SIDE:
+        raise ArgumentError(f"{name} {hw[0]}x{hw[1]} is too small: HRNet needs at least {MIN_SIDE} pixels a side")
+
+
+def export_hrnet(
+    model: HRNetV2,
+    output: str | os.PathLike[str],
+    frame_hw: tuple[int, int],
+    input_hw: tuple[int, int] | None = None,
+    classes: ClassSet | None = None,
+    preprocessing: Preprocessing | None = None,
+    opset: int = DEFAULT_OPSET,
+    steps: Steps | None = None,
+) -> ModelMetadata:
+    """Write the frame -> label-map ONNX graph of *model* to *output* (atomically).
+
+    *frame_hw*: (height, width) in pixels of the camera frames the graph will take.
+    *input_hw*: size the network runs at (default: the frame size); frames are resized to it in
+    the graph and the logits are upsampled back to the frame size.
+    """
+    input_hw = input_hw or frame_hw
+    _check_hw("--frame", frame_hw)
+    _check_hw("--input-size", input_hw)
+    classes = classes or resolve_classes(None, model.num_classes)
+    if len(classes.names) != model.num_classes:
+        raise ArgumentError(f"{len(classes.names)} class names for a model with {model.num_classes} classes")
+    pre = preprocessing or Preprocessing()
+    steps = steps or Steps(2, quiet=True)
+    wrapper = FrameToLabels(model.eval(), frame_hw, input_hw, pre).eval()
+    example = (torch.zeros((*frame_hw, 3), dtype=torch.uint8),)
+    with steps.step(f"tracing {model.spec.name} at {frame_hw[0]}x{frame_hw[1]} to ONNX"):
+        graph = trace_to_onnx(wrapper, example, ["frame"], ["label_map", "logits"], opset=opset)
+    meta = ModelMetadata(
+        kind="semantic",
+        arch=f"hrnetv2_{model.spec.name}",
+        classes=classes.names,
+        palette=classes.palette,
+        frame_hw=frame_hw,
+        input_hw=input_hw,
+        preprocessing=pre,
+        input_name="frame",
+        outputs={"label_map": "label_map", "logits": "logits"},
+        extra={"align_corners": model.align_corners, "opset": opset},
+    )
+    with steps.step(f"writing {Path(output).name}"):
+        write_onnx(graph, meta, output)
+    return meta
+
+
+def convert_hrnet(
+    arch: str,
+    output: str | os.PathLike[str],
+    frame_hw: tuple[int, int],
+    weights: str | os.PathLike[str] | None = None,
+    num_classes: int | None = None,
+    classes: str | None = None,
+    input_hw: tuple[int, int] | None = None,
+    align_corners: bool = False,
+    allow_pickle: bool = False,
+    quiet: bool = False,
+) -> ModelMetadata:
+    """The ``edgeseg convert hrnet`` command: checkpoint (or random weights when *weights* is
+    None) -> ONNX at *output*. Checks the output path before any long work."""
+    check_writable(output)
+    get_arch(arch)
+    steps = Steps(3, quiet=quiet)
+    with steps.step(f"reading weights {Path(weights).name}" if weights else "building random weights"):
+        if classes is not None and num_classes is None:
+            num_classes = len(resolve_classes(classes, None).names)
+        model = build_hrnet(arch, num_classes, weights, align_corners, allow_pickle)
+    class_set = resolve_classes(classes, model.num_classes)
+    return export_hrnet(model, output, frame_hw, input_hw, class_set, steps=steps)

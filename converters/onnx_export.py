@@ -1,0 +1,70 @@
+"""PyTorch module -> ONNX file with edgeseg metadata, written atomically."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from edgeseg.atomic import atomic_output
+from edgeseg.errors import ConversionError
+from edgeseg.metadata import METADATA_KEY, ModelMetadata
+
+# TensorRT 10.3 (JetPack 6.x) parses opsets up to 20; 17 has every op we use.
+DEFAULT_OPSET = 17
+
+
+def trace_to_onnx(
+    module: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    opset: int = DEFAULT_OPSET,
+) -> onnx.ModelProto:
+    """Export *module* in eval mode with static shapes (those of *example*).
+
+    Uses the TorchScript exporter: it handles torchvision's detection ops, which the
+    torch.export-based exporter cannot trace (data-dependent guards in batched NMS).
+    """
+    buf = io.BytesIO()
+    module.eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        # Shapes are read as Python ints on purpose (static graph) and the legacy exporter is
+        # chosen on purpose: silence the warnings about both.
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=UserWarning)
+        try:
+            torch.onnx.export(
+                module,
+                example,
+                buf,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        except Exception as exc:  # the exporter raises many untyped errors
+            raise ConversionError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
+    return onnx.load_from_string(buf.getvalue())
+
+
+def write_onnx(model: onnx.ModelProto, metadata: ModelMetadata, path: str | os.PathLike[str]) -> Path:
+    """Attach *metadata*, check the graph, and write *path* atomically. Returns the path."""
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = metadata.to_json()
+    model.producer_name = "edgeseg"
+    model.producer_version = metadata.edgeseg_version
+    onnx.checker.check_model(model)
+    with atomic_output(path) as tmp:
+        onnx.save(model, str(tmp))
+    return Path(path)

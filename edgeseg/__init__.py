@@ -1,0 +1,38 @@
+"""edgeseg: segmentation models converted from PyTorch, run on ONNX Runtime (CPU) or TensorRT (GPU).
+
+    import edgeseg
+    model = edgeseg.load("hrnet.onnx")
+    result = model(frame)          # frame: HxWx3 uint8 BGR, any size
+    result.label_map               # HxW uint8 class ids, frame coordinates
+
+Importing this package never imports torch: the runtime needs numpy, OpenCV and a backend.
+"""
+
+from edgeseg.errors import (
+    ArgumentError,
+    BackendUnavailableError,
+    EdgesegError,
+    FrameError,
+    ModelFileError,
+    OutputError,
+    SourceError,
+)
+from edgeseg.metadata import ModelMetadata
+from edgeseg.model import Model, load
+from edgeseg.result import SemanticResult
+from edgeseg.version import __version__
+
+__all__ = [
+    "ArgumentError",
+    "BackendUnavailableError",
+    "EdgesegError",
+    "FrameError",
+    "Model",
+    "ModelFileError",
+    "ModelMetadata",
+    "OutputError",
+    "SemanticResult",
+    "SourceError",
+    "__version__",
+    "load",
+]

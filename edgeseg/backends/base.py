@@ -1,0 +1,51 @@
+"""The interface every inference backend implements.
+
+A backend owns one compiled model (an ONNX Runtime session, a TensorRT engine) and runs it on
+numpy arrays. It knows nothing about frames, classes or drawing: that is the model's job.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output: name, shape (ints; a str for a dimension the file leaves open)
+    and numpy dtype."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: np.dtype
+
+
+class Backend(ABC):
+    """Runs one model file. Implementations: ONNX Runtime (CPU); TensorRT (GPU, later)."""
+
+    #: short name shown by tools, e.g. ``onnxruntime``
+    name: str = ""
+
+    @property
+    @abstractmethod
+    def inputs(self) -> Sequence[TensorSpec]:
+        """The graph inputs, in order."""
+
+    @property
+    @abstractmethod
+    def outputs(self) -> Sequence[TensorSpec]:
+        """The graph outputs, in order."""
+
+    @abstractmethod
+    def metadata(self) -> Mapping[str, str]:
+        """The file's key/value metadata (``metadata_props`` for ONNX)."""
+
+    @abstractmethod
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """Run once; return the requested outputs by name. Only what is asked for is copied out."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook; most backends free on garbage collection
+        """Release the model's resources early."""

@@ -1,0 +1,235 @@
+"""The ``edgeseg`` command.
+
+    edgeseg convert hrnet --arch w18_small_v2 --weights W.pth --frame 512x1024 -o hrnet.onnx
+    edgeseg run hrnet.onnx --source clip.mp4 -o out.mp4
+    edgeseg info hrnet.onnx
+    edgeseg demo-clip -o clip.mp4
+
+Errors print as one line, ``edgeseg: error: ...``, with exit code 2 for a bad argument, 1 for
+anything else that went wrong, 130 when interrupted (outputs written so far are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+from edgeseg.errors import ArgumentError, BackendUnavailableError, EdgesegError
+from edgeseg.version import __version__
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def parse_hw(text: str, flag: str = "--frame") -> tuple[int, int]:
+    """``"720x1280"`` -> (720, 1280): HEIGHTxWIDTH in pixels, both positive."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        h, w = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise ArgumentError(f"{flag} {text!r} is malformed: write HEIGHTxWIDTH in pixels, e.g. 720x1280") from None
+    if h <= 0 or w <= 0:
+        raise ArgumentError(f"{flag} {text!r}: height and width must be positive, e.g. 720x1280")
+    return h, w
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"edgeseg: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _hw_type(flag: str) -> Callable[[str], tuple[int, int]]:
+    def convert(text: str) -> tuple[int, int]:
+        try:
+            return parse_hw(text, flag)
+        except ArgumentError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def _import_converters() -> Any:
+    try:
+        import converters.hrnet.export as hrnet_export
+    except ImportError as exc:
+        if exc.name and exc.name.split(".")[0] in ("torch", "torchvision"):
+            raise BackendUnavailableError(
+                "converting needs PyTorch: pip install 'edgeseg[convert]' (or pip install -e '.[convert]')"
+            ) from exc
+        raise
+    return hrnet_export
+
+
+def cmd_convert_hrnet(args: argparse.Namespace) -> int:
+    if args.weights is None and not args.random_weights:
+        raise ArgumentError("give --weights PATH, or --random-weights to export an untrained model (for testing)")
+    if args.weights is not None and args.random_weights:
+        raise ArgumentError("--weights and --random-weights exclude each other")
+    hrnet_export = _import_converters()
+    meta = hrnet_export.convert_hrnet(
+        arch=args.arch,
+        output=args.output,
+        frame_hw=args.frame,
+        weights=args.weights,
+        num_classes=args.num_classes,
+        classes=args.classes,
+        input_hw=args.input_size,
+        align_corners=args.align_corners,
+        allow_pickle=args.trust_checkpoint,
+        quiet=args.quiet,
+    )
+    if args.random_weights:
+        print("edgeseg: warning: random weights: the model's output is noise", file=sys.stderr)
+    print(
+        f"wrote {args.output}: {meta.arch}, {meta.num_classes} classes, frame {meta.frame_hw[0]}x{meta.frame_hw[1]}"
+        f", network input {meta.input_hw[0]}x{meta.input_hw[1]}"
+    )
+    return 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C so a stopped run finalises its output the same way."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edgeseg.draw import draw_semantic
+    from edgeseg.model import load
+    from edgeseg.progress import FrameProgress
+    from edgeseg.sinks import open_sink
+    from edgeseg.sources import open_source
+
+    model = load(args.model, threads=args.threads)
+    source = open_source(args.source)
+    sink = open_sink(args.output, fps=source.fps)
+    progress = FrameProgress(source.frame_count if source.frame_count and source.frame_count > 1 else None,
+                             quiet=args.quiet)
+    interrupted = False
+    try:
+        with _sigterm_as_interrupt():
+            for frame in source:
+                result = model(frame)
+                sink.write(draw_semantic(frame, result, alpha=args.alpha, legend=not args.no_legend))
+                progress.update()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        sink.close()
+        source.close()
+        progress.finish()
+    state = "interrupted after" if interrupted else "done:"
+    print(f"{state} {progress.count} frame(s), {progress.fps:.1f} FPS -> {sink.path}")
+    return EXIT_INTERRUPTED if interrupted else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from edgeseg.model import load
+
+    model = load(args.model)
+    m = model.metadata
+    print(f"file:         {model.path}")
+    print(f"kind:         {m.kind}")
+    print(f"arch:         {m.arch}")
+    print(f"backend:      {model.backend.name}")
+    print(f"frame:        {m.frame_hw[0]}x{m.frame_hw[1]} uint8 BGR; network input {m.input_hw[0]}x{m.input_hw[1]}")
+    print(f"classes ({m.num_classes}): {', '.join(m.classes)}")
+    for role, specs in (("input", model.backend.inputs), ("output", model.backend.outputs)):
+        for s in specs:
+            print(f"{role + ':':13} {s.name} {list(s.shape)} {s.dtype}")
+    print(f"converted by: edgeseg {m.edgeseg_version}")
+    return 0
+
+
+def cmd_demo_clip(args: argparse.Namespace) -> int:
+    from edgeseg.democlip import make_demo_clip
+
+    path = make_demo_clip(args.output, size_hw=args.frame)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="edgeseg", description="Segmentation models from PyTorch to ONNX/TensorRT, run on video.")
+    p.add_argument("--version", action="version", version=f"edgeseg {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    conv = sub.add_parser("convert", help="PyTorch checkpoint -> edgeseg ONNX")
+    models = conv.add_subparsers(dest="model", required=True, parser_class=_Parser)
+    h = models.add_parser("hrnet", help="HRNetV2 semantic segmentation (official HRNet-Semantic-Segmentation)")
+    h.add_argument("--arch", required=True, help="w18_small_v1, w18_small_v2, w18, w32 or w48")
+    h.add_argument("--weights", type=Path, help="checkpoint (.pth): official files or a plain state_dict")
+    h.add_argument("--random-weights", action="store_true", help="no checkpoint: untrained weights (tests)")
+    h.add_argument("--num-classes", type=int, help="default: from the checkpoint or --classes")
+    h.add_argument("--classes", help="class names: 'cityscapes', a .txt (one per line) or a .json list")
+    h.add_argument("--frame", type=_hw_type("--frame"), required=True, help="camera frame HEIGHTxWIDTH, e.g. 512x1024")
+    h.add_argument("--input-size", type=_hw_type("--input-size"), help="run the network at HxW (default: frame)")
+    h.add_argument("--align-corners", action="store_true", help="checkpoints of the HRNet-OCR branch")
+    h.add_argument("--trust-checkpoint", action="store_true", help="allow full pickle loading (runs code)")
+    h.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
+    h.add_argument("-q", "--quiet", action="store_true")
+    h.set_defaults(func=cmd_convert_hrnet)
+
+    r = sub.add_parser("run", help="run a model on an image or video and write the overlay")
+    r.add_argument("model", type=Path, help=".onnx written by `edgeseg convert`")
+    r.add_argument("--source", required=True, help="image or video file")
+    r.add_argument("-o", "--output", type=Path, required=True, help="image (.png/.jpg) or video (.mp4/.avi/.mkv)")
+    r.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    r.add_argument("--alpha", type=float, default=0.5, help="overlay opacity 0..1")
+    r.add_argument("--no-legend", action="store_true")
+    r.add_argument("-q", "--quiet", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+    i = sub.add_parser("info", help="what a model file holds")
+    i.add_argument("model", type=Path)
+    i.set_defaults(func=cmd_info)
+
+    d = sub.add_parser("demo-clip", help="write a demo video made from scikit-image's photos")
+    d.add_argument("-o", "--output", type=Path, default=Path("edgeseg-demo.mp4"))
+    d.add_argument("--frame", type=_hw_type("--frame"), default=(512, 1024), help="HEIGHTxWIDTH")
+    d.set_defaults(func=cmd_demo_clip)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except ArgumentError as exc:
+        print(f"edgeseg: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except EdgesegError as exc:
+        print(f"edgeseg: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("edgeseg: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Typed exceptions raised by edgeseg.
+
+Every message names what was wrong and what to do about it, so the CLI can print it as one line.
+All of them derive from :class:`EdgesegError`; the ones caused by a bad argument also derive from
+``ValueError`` so generic callers can catch them the usual way.
+"""
+
+from __future__ import annotations
+
+
+class EdgesegError(Exception):
+    """Base class of every error edgeseg raises on purpose."""
+
+
+class ModelFileError(EdgesegError, ValueError):
+    """A model file is missing, of the wrong type, or lacks edgeseg metadata."""
+
+
+class FrameError(EdgesegError, ValueError):
+    """A frame passed to a model is not an HxWx3 uint8 BGR image."""
+
+
+class BackendUnavailableError(EdgesegError, ImportError):
+    """The inference backend a model needs is not installed on this machine."""
+
+
+class OutputError(EdgesegError, OSError):
+    """An output file cannot be written where it was asked for."""
+
+
+class SourceError(EdgesegError, OSError):
+    """An input image, video or camera cannot be opened or read."""
+
+
+class ArgumentError(EdgesegError, ValueError):
+    """A command-line style argument (frame size, class list, ...) is malformed."""
+
+
+class ConversionError(EdgesegError):
+    """Converting a PyTorch model failed: unknown architecture, bad checkpoint, export failure."""
+
+
+class UnknownArchError(ConversionError, ValueError):
+    """The requested architecture name is not one edgeseg knows."""
+
+
+class CheckpointError(ConversionError, ValueError):
+    """A weights file is not a checkpoint, or needs full pickle loading."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint's keys or tensor shapes do not fit the requested architecture."""

@@ -1,0 +1,97 @@
+"""A loaded model: a backend plus the metadata that says how to feed it and read its outputs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edgeseg.backends import Backend, open_backend
+from edgeseg.errors import ModelFileError
+from edgeseg.frames import fit_frame, map_labels_back, validate_frame
+from edgeseg.metadata import METADATA_KEY, ModelMetadata
+from edgeseg.result import SemanticResult
+
+Result = SemanticResult
+
+
+def _decode_semantic(meta: ModelMetadata, outputs: dict[str, np.ndarray], frame_hw: tuple[int, int]) -> Result:
+    label_map = outputs[meta.outputs["label_map"]]
+    return SemanticResult(map_labels_back(label_map, frame_hw), meta.classes, meta.palette)
+
+
+# Model kind -> (outputs the decoder reads, decoder). Instance models join with their decoder.
+_DECODERS: dict[str, tuple[tuple[str, ...], Callable[[ModelMetadata, dict[str, np.ndarray], tuple[int, int]], Result]]] = {
+    "semantic": (("label_map",), _decode_semantic),
+}
+
+
+class Model:
+    """A converted edgeseg model, callable on frames.
+
+    ``model(frame)`` takes an HxWx3 uint8 BGR frame of any size; frames whose size differs from
+    the model's ``frame_hw`` are resized to it and the result is mapped back, so results are
+    always in the coordinates of the frame passed in.
+    """
+
+    def __init__(self, backend: Backend, metadata: ModelMetadata, path: Path) -> None:
+        self.backend = backend
+        self.metadata = metadata
+        self.path = path
+        roles, self._decode = _DECODERS[metadata.kind]
+        missing = [r for r in roles if r not in metadata.outputs]
+        graph_outputs = {o.name for o in backend.outputs}
+        missing += [metadata.outputs[r] for r in roles if r in metadata.outputs and metadata.outputs[r] not in graph_outputs]
+        if missing:
+            raise ModelFileError(f"{path.name}: graph lacks the output(s) {missing} its metadata promises; re-convert it")
+        self._output_names = [metadata.outputs[r] for r in roles]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.metadata.classes
+
+    @property
+    def frame_hw(self) -> tuple[int, int]:
+        """(height, width) in pixels of the frame the graph was built for."""
+        return self.metadata.frame_hw
+
+    def run_outputs(self, frame: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
+        """Run the graph on a frame already at ``frame_hw`` and return the named raw outputs
+        (for tools that compare intermediate tensors)."""
+        return self.backend.run({self.metadata.input_name: frame}, outputs)
+
+    def __call__(self, frame: np.ndarray) -> Result:
+        frame = validate_frame(frame)
+        fitted = fit_frame(frame, self.frame_hw)
+        outputs = self.run_outputs(fitted, self._output_names)
+        return self._decode(self.metadata, outputs, (frame.shape[0], frame.shape[1]))
+
+    def __repr__(self) -> str:
+        m = self.metadata
+        return (
+            f"Model({self.path.name}: {m.kind} {m.arch}, {m.num_classes} classes, "
+            f"frame {m.frame_hw[0]}x{m.frame_hw[1]}, backend {self.backend.name})"
+        )
+
+
+def read_metadata(backend: Backend, path: Path) -> ModelMetadata:
+    """The edgeseg metadata stored in a model file; :class:`ModelFileError` if it has none."""
+    text = backend.metadata().get(METADATA_KEY)
+    if text is None:
+        raise ModelFileError(
+            f"{path.name}: no edgeseg metadata; it was not written by `edgeseg convert` "
+            "(convert the PyTorch model with `edgeseg convert`)"
+        )
+    return ModelMetadata.from_json(text, source=path.name)
+
+
+def load(path: str | os.PathLike[str], threads: int | None = None) -> Model:
+    """Load a model file written by ``edgeseg convert``; the backend is picked from the suffix.
+
+    *threads*: CPU threads for ONNX Runtime (default: one per core).
+    """
+    p = Path(path)
+    backend = open_backend(p, threads=threads)
+    return Model(backend, read_metadata(backend, p), p)

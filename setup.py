@@ -1,0 +1,48 @@
+"""edgeseg: PyTorch segmentation models to ONNX and TensorRT, run in real time on Jetson and desktop GPUs."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def read_version() -> str:
+    # Single source of truth for the version, without importing the package at build time.
+    for line in (HERE / "edgeseg" / "version.py").read_text().splitlines():
+        if line.startswith("__version__"):
+            return line.split("=")[1].strip().strip('"')
+    raise RuntimeError("edgeseg/version.py has no __version__")
+
+
+setup(
+    name="edgeseg",
+    version=read_version(),
+    description="Instance and semantic segmentation from PyTorch to TensorRT, real time on Jetson and desktop GPUs",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["edgeseg", "edgeseg.*", "converters", "converters.*"]),
+    package_data={"edgeseg": ["py.typed", "data/*.json"]},
+    install_requires=[
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "onnx>=1.15",
+        "onnxruntime>=1.17",
+    ],
+    extras_require={
+        # Converting needs PyTorch; the runtime never imports it.
+        "convert": ["torch>=2.4", "torchvision>=0.19"],
+        # GPU machines: TensorRT's Python bindings and NVIDIA's cuda-python (cuda.bindings).
+        "trt": ["tensorrt>=10.3", "cuda-python>=12.6"],
+        # Photos for the demo clip come from scikit-image's bundled data.
+        "demo": ["scikit-image>=0.22"],
+        "test": ["pytest>=8", "scikit-image>=0.22", "mypy>=1.10", "ruff>=0.5"],
+    },
+    entry_points={"console_scripts": ["edgeseg=edgeseg.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)
