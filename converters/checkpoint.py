@@ -44,7 +44,7 @@ def read_state_dict(path: str | os.PathLike[str], allow_pickle: bool = False) ->
                 f"torch.load(weights_only=True) rejects it; {TRUST_HINT}"
             ) from exc
         raise CheckpointError(f"{p.name}: not a PyTorch checkpoint ({_first_line(text)})") from exc
-    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, ImportError) as exc:
+    except Exception as exc:  # torch.load fails on foreign bytes with any exception type
         raise CheckpointError(f"{p.name}: not a PyTorch checkpoint ({_first_line(str(exc))})") from exc
     return normalise_state_dict(obj, p.name)
 
@@ -113,8 +113,8 @@ def load_strict(
     shapes, plus *suggest*'s guess of what the checkpoint does fit.
     """
     layout = layout_of(model)
-    sd = fill_missing_counters(sd, layout)
-    missing, unexpected, shapes = mismatches(sd, layout)
+    filled = fill_missing_counters(sd, layout)
+    missing, unexpected, shapes = mismatches(filled, layout)
     if missing or unexpected or shapes:
         parts = []
         if shapes:
@@ -126,4 +126,4 @@ def load_strict(
         hint = suggest(sd) if suggest else None
         fix = f"; it fits {hint}" if hint else ""
         raise CheckpointMismatchError(f"checkpoint does not fit {description}: {' | '.join(parts)}{fix}")
-    model.load_state_dict(sd, strict=True)
+    model.load_state_dict(filled, strict=True)

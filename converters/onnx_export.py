@@ -44,7 +44,7 @@ def trace_to_onnx(
             torch.onnx.export(
                 module,
                 example,
-                buf,
+                buf,  # type: ignore[arg-type]  # file objects are accepted, the stub says paths
                 input_names=list(input_names),
                 output_names=list(output_names),
                 opset_version=opset,

@@ -40,7 +40,7 @@ class ConversionError(EdgesegError):
     """Converting a PyTorch model failed: unknown architecture, bad checkpoint, export failure."""
 
 
-class UnknownArchError(ConversionError, ValueError):
+class UnknownArchError(ConversionError, ArgumentError):
     """The requested architecture name is not one edgeseg knows."""
 
 

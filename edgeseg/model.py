@@ -22,8 +22,10 @@ def _decode_semantic(meta: ModelMetadata, outputs: dict[str, np.ndarray], frame_
     return SemanticResult(map_labels_back(label_map, frame_hw), meta.classes, meta.palette)
 
 
-# Model kind -> (outputs the decoder reads, decoder). Instance models join with their decoder.
-_DECODERS: dict[str, tuple[tuple[str, ...], Callable[[ModelMetadata, dict[str, np.ndarray], tuple[int, int]], Result]]] = {
+Decoder = Callable[[ModelMetadata, dict[str, np.ndarray], tuple[int, int]], Result]
+
+# Model kind -> (output roles the decoder reads, decoder). Instance models join with their decoder.
+_DECODERS: dict[str, tuple[tuple[str, ...], Decoder]] = {
     "semantic": (("label_map",), _decode_semantic),
 }
 
@@ -41,11 +43,10 @@ class Model:
         self.metadata = metadata
         self.path = path
         roles, self._decode = _DECODERS[metadata.kind]
-        missing = [r for r in roles if r not in metadata.outputs]
         graph_outputs = {o.name for o in backend.outputs}
-        missing += [metadata.outputs[r] for r in roles if r in metadata.outputs and metadata.outputs[r] not in graph_outputs]
+        missing = [r for r in roles if metadata.outputs.get(r) not in graph_outputs]
         if missing:
-            raise ModelFileError(f"{path.name}: graph lacks the output(s) {missing} its metadata promises; re-convert it")
+            raise ModelFileError(f"{path.name}: the graph lacks the {', '.join(missing)} output(s); re-convert it")
         self._output_names = [metadata.outputs[r] for r in roles]
 
     @property

@@ -49,6 +49,9 @@ class FrameToLabels(nn.Module):
         std = torch.tensor(pre.std, dtype=torch.float32)
         mean = torch.tensor(pre.mean, dtype=torch.float32)
         # (x * scale - mean) / std folded into one multiply-add per channel.
+        self.gain: Tensor
+        self.offset: Tensor
+        self.channels: Tensor
         self.register_buffer("gain", (pre.scale / std).view(1, 3, 1, 1))
         self.register_buffer("offset", (-mean / std).view(1, 3, 1, 1))
         order = {"rgb": [2, 1, 0], "bgr": [0, 1, 2]}[pre.channel_order]

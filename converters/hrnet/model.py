@@ -123,6 +123,7 @@ class HighResolutionModule(nn.Module):
             return xs
         fused = []
         for i, row in enumerate(self.fuse_layers):
+            assert isinstance(row, nn.ModuleList)
             y = xs[0] if i == 0 else row[0](xs[0])
             for j in range(1, len(xs)):
                 if j == i:

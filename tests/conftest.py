@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeseg.democlip import demo_photos
+
+
+@pytest.fixture(scope="session")
+def photos() -> list[np.ndarray]:
+    """Real photos (scikit-image's bundled data), BGR uint8."""
+    return demo_photos()
+
+
+@dataclass
+class ExportedHRNet:
+    model: object  # converters.hrnet.model.HRNetV2
+    path: Path
+    frame_hw: tuple[int, int]
+    input_hw: tuple[int, int]
+
+
+def _export(tmp: Path, photos: list[np.ndarray], arch: str, num_classes: int, frame_hw: tuple[int, int],
+            input_hw: tuple[int, int] | None, align_corners: bool, name: str) -> ExportedHRNet:
+    from converters.hrnet.export import export_hrnet
+    from tests.hrnet_helpers import calibrated_hrnet
+
+    model = calibrated_hrnet(arch, num_classes, photos, align_corners=align_corners)
+    path = tmp / name
+    export_hrnet(model, path, frame_hw, input_hw)
+    return ExportedHRNet(model, path, frame_hw, input_hw or frame_hw)
+
+
+@pytest.fixture(scope="session")
+def hrnet_small(tmp_path_factory: pytest.TempPathFactory, photos: list[np.ndarray]) -> ExportedHRNet:
+    """W18-Small-v1, 19 classes, frame 320x480, exported once per session."""
+    return _export(tmp_path_factory.mktemp("hrnet"), photos, "w18_small_v1", 19, (320, 480), None, False,
+                   "small.onnx")
+
+
+@pytest.fixture(scope="session")
+def hrnet_resized(tmp_path_factory: pytest.TempPathFactory, photos: list[np.ndarray]) -> ExportedHRNet:
+    """W18-Small-v2 with the OCR-branch upsampling (align_corners) running at a smaller input size
+    than its odd-sized frame: exercises the in-graph resize."""
+    return _export(tmp_path_factory.mktemp("hrnet"), photos, "w18_small_v2", 7, (301, 453), (224, 320), True,
+                   "resized.onnx")
+
+
+def fit(photo: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(photo, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
