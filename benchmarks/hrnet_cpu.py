@@ -21,12 +21,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import edgeseg  # noqa: E402
-from benchmarks.timing import median_seconds  # noqa: E402
-from converters.hrnet.export import FrameToLabels, build_hrnet, export_hrnet  # noqa: E402
-from edgeseg.cli import parse_hw  # noqa: E402
-from edgeseg.democlip import demo_photos, pan_zoom  # noqa: E402
-from edgeseg.metadata import Preprocessing  # noqa: E402
+import edgeseg
+from benchmarks.timing import median_seconds
+from converters.hrnet.export import FrameToLabels, build_hrnet, export_hrnet
+from edgeseg.cli import parse_hw
+from edgeseg.democlip import demo_photos, pan_zoom
+from edgeseg.metadata import Preprocessing
 
 
 def main(argv: list[str] | None = None) -> int:
