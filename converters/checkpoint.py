@@ -80,9 +80,10 @@ def layout_of(model: nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def fill_missing_counters(sd: StateDict, layout: Layout) -> StateDict:
-    """Older checkpoints predate BatchNorm's ``num_batches_tracked``; it does not affect
-    inference, so add zeros where the model expects it."""
-    out = dict(sd)
+    """BatchNorm's ``num_batches_tracked`` does not affect inference: add zeros where the model
+    expects one and the checkpoint predates it, and drop the ones the model has no slot for
+    (frozen BatchNorm, as torchvision's detection backbones use, keeps no counter)."""
+    out = {k: v for k, v in sd.items() if k in layout or not k.endswith("num_batches_tracked")}
     for k in layout:
         if k.endswith("num_batches_tracked") and k not in out:
             out[k] = torch.zeros((), dtype=torch.long)

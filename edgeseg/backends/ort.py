@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgeseg.backends.base import Backend, TensorSpec
+from edgeseg.backends.split_graph import SplitGraph, has_custom_nodes
 from edgeseg.errors import BackendUnavailableError, ModelFileError
 
 # ONNX Runtime reports element types as strings such as "tensor(uint8)".
@@ -54,15 +55,26 @@ class OnnxRuntimeBackend(Backend):
                 raise ValueError(f"threads must be >= 1, got {threads}")
             opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(
-                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # ORT raises its own untyped errors for unreadable graphs
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelFileError(f"{Path(path).name}: ONNX Runtime cannot load it ({first})") from exc
-        self._inputs = [self._spec(a) for a in self._session.get_inputs()]
-        self._outputs = [self._spec(a) for a in self._session.get_outputs()]
+        name = Path(path).name
+
+        def make_session(model: str | bytes) -> Any:
+            try:
+                return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # ORT raises its own untyped errors for unreadable graphs
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ModelFileError(f"{name}: ONNX Runtime cannot load it ({first})") from exc
+
+        proto = _read_onnx(Path(path))
+        self._metadata = {p.key: p.value for p in proto.metadata_props}
+        self._split: SplitGraph | None = None
+        if has_custom_nodes(proto.graph):
+            self._split = SplitGraph(proto, make_session, threads=threads or 0)
+            self._inputs = [_proto_spec(v) for v in proto.graph.input]
+            self._outputs = [_proto_spec(v) for v in proto.graph.output]
+        else:
+            self._session = make_session(proto.SerializeToString())
+            self._inputs = [self._spec(a) for a in self._session.get_inputs()]
+            self._outputs = [self._spec(a) for a in self._session.get_outputs()]
 
     @staticmethod
     def _spec(arg: Any) -> TensorSpec:
@@ -78,8 +90,28 @@ class OnnxRuntimeBackend(Backend):
         return self._outputs
 
     def metadata(self) -> Mapping[str, str]:
-        return dict(self._session.get_modelmeta().custom_metadata_map)
+        return self._metadata
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        if self._split is not None:
+            return self._split.run(feeds, outputs)
         values = self._session.run(list(outputs), dict(feeds))
         return dict(zip(outputs, values, strict=True))
+
+
+def _read_onnx(path: Path) -> Any:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load(str(path), load_external_data=True)
+    except (DecodeError, ValueError, OSError) as exc:
+        raise ModelFileError(f"{path.name}: ONNX Runtime cannot load it (not a valid ONNX file: {exc})") from exc
+
+
+def _proto_spec(value: Any) -> TensorSpec:
+    from onnx import helper
+
+    t = value.type.tensor_type
+    shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim)
+    return TensorSpec(value.name, shape, np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)))

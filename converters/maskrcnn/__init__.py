@@ -1,0 +1,1 @@
+"""Mask R-CNN (torchvision) to a static, TensorRT-ready ONNX graph with two custom ops."""

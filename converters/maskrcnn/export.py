@@ -1,0 +1,165 @@
+"""torchvision Mask R-CNN -> edgeseg ONNX graph (see ``graph.py`` for what the graph does)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torchvision.models.detection import MaskRCNN
+
+from converters.checkpoint import StateDict, fill_missing_counters, layout_of, load_strict, read_state_dict
+from converters.maskrcnn.archs import ARCHS, CLASS_KEY, COCO_CATEGORIES, build_arch
+from converters.maskrcnn.graph import OUTPUT_NAMES, FrameToDetections, GraphOptions
+from converters.onnx_cleanup import remove_dead_nodes, set_static_shapes
+from converters.onnx_export import DEFAULT_OPSET, trace_to_onnx, write_onnx
+from edgeseg.atomic import check_writable
+from edgeseg.classes import ClassSet, generated_palette, read_class_file
+from edgeseg.errors import ArgumentError
+from edgeseg.metadata import ModelMetadata, Preprocessing
+from edgeseg.progress import Steps
+
+MIN_SIDE = 32  # the coarsest FPN level is 1/32 of the (resized, padded) image
+
+
+def suggest_arch(sd: StateDict) -> str | None:
+    """Which known arch and class count a state_dict fits exactly, as CLI flags, or None."""
+    if CLASS_KEY not in sd:
+        return None
+    n = int(sd[CLASS_KEY].shape[0])
+    for name, build in ARCHS.items():
+        with torch.device("meta"):
+            layout = layout_of(build(n))
+        filled = fill_missing_counters(sd, layout)
+        if filled.keys() == layout.keys() and all(tuple(filled[k].shape) == layout[k] for k in layout):
+            return f"--arch {name} --num-classes {n}"
+    return None
+
+
+def build_maskrcnn(
+    arch: str,
+    num_classes: int | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    allow_pickle: bool = False,
+) -> MaskRCNN:
+    """A torchvision Mask R-CNN in eval mode with *weights* loaded strictly (random when None).
+
+    *num_classes* (background included, 91 for COCO) defaults to the checkpoint's.
+    """
+    sd = read_state_dict(weights, allow_pickle=allow_pickle) if weights is not None else None
+    if num_classes is None:
+        if sd is None or CLASS_KEY not in sd:
+            raise ArgumentError("number of classes unknown: pass --num-classes N (background included)")
+        num_classes = int(sd[CLASS_KEY].shape[0])
+    if num_classes < 2:
+        raise ArgumentError(f"--num-classes {num_classes}: Mask R-CNN needs the background and at least one class")
+    model = build_arch(arch, num_classes)
+    if sd is not None:
+        load_strict(model, sd, f"maskrcnn {arch} with {num_classes} classes", suggest_arch)
+    return model.eval()
+
+
+def maskrcnn_classes(spec: str | None, num_classes: int) -> ClassSet:
+    """Names by label id (index 0 is the background): ``coco``, a file, or generated."""
+    if spec is None:
+        names: tuple[str, ...] = ("__background__", *(f"class_{i}" for i in range(1, num_classes)))
+    elif spec.lower() == "coco":
+        names = COCO_CATEGORIES
+    else:
+        names = read_class_file(Path(spec))
+        if len(names) == num_classes - 1:  # the file lists the objects only
+            names = ("__background__", *names)
+    if len(names) != num_classes:
+        raise ArgumentError(
+            f"--classes {spec} lists {len(names)} names (background included) but the model has {num_classes} "
+            "classes; make them agree"
+        )
+    return ClassSet(names, generated_palette(num_classes))
+
+
+def export_maskrcnn(
+    model: MaskRCNN,
+    output: str | os.PathLike[str],
+    frame_hw: tuple[int, int],
+    options: GraphOptions | None = None,
+    classes: ClassSet | None = None,
+    arch: str = "maskrcnn",
+    opset: int = DEFAULT_OPSET,
+    steps: Steps | None = None,
+) -> ModelMetadata:
+    """Write the frame -> detections ONNX graph of any torchvision ``MaskRCNN`` to *output*.
+
+    *frame_hw*: (height, width) in pixels of the uint8 BGR frames the graph takes.
+    """
+    if min(frame_hw) < MIN_SIDE:
+        raise ArgumentError(
+            f"frame {frame_hw[0]}x{frame_hw[1]} is too small: Mask R-CNN needs at least {MIN_SIDE} pixels a side"
+        )
+    options = options or GraphOptions()
+    steps = steps or Steps(3, quiet=True)
+    num_classes = int(model.roi_heads.box_predictor.cls_score.out_features)
+    classes = classes or maskrcnn_classes(None, num_classes)
+    with steps.step("computing anchors and sizes for the frame"):
+        wrapper = FrameToDetections(model, frame_hw, options).eval()
+    if min(wrapper.resized_hw) < MIN_SIDE:
+        raise ArgumentError(
+            f"frame {frame_hw[0]}x{frame_hw[1]} is too elongated: the model resizes it to "
+            f"{wrapper.resized_hw[0]}x{wrapper.resized_hw[1]}, under {MIN_SIDE} pixels a side"
+        )
+    k = wrapper.detections
+    with steps.step(f"tracing {arch} at {frame_hw[0]}x{frame_hw[1]} to ONNX"):
+        graph = trace_to_onnx(wrapper, (torch.zeros((*frame_hw, 3), dtype=torch.uint8),), ["frame"],
+                              list(OUTPUT_NAMES), opset=opset)
+        remove_dead_nodes(graph)
+        set_static_shapes(graph, {"frame": (*frame_hw, 3), "num_detections": (1,), "boxes": (k, 4),
+                                  "scores": (k,), "labels": (k,), "masks": (k, *frame_hw)})
+    t = model.transform
+    meta = ModelMetadata(
+        kind="instance",
+        arch=arch,
+        classes=classes.names,
+        palette=classes.palette,
+        frame_hw=frame_hw,
+        input_hw=wrapper.resized_hw,
+        preprocessing=Preprocessing(mean=tuple(t.image_mean), std=tuple(t.image_std)),  # type: ignore[arg-type]
+        input_name="frame",
+        outputs={name: name for name in OUTPUT_NAMES},
+        extra={
+            "padded_hw": list(wrapper.padded_hw),
+            "max_detections": k,
+            "score_thresh": wrapper.score_thresh,
+            "paste": options.paste,
+            "mask_threshold": options.mask_threshold,
+            "max_candidates": wrapper.candidates,
+            "proposals": wrapper.proposals,
+            "opset": opset,
+        },
+    )
+    with steps.step(f"writing {Path(output).name}"):
+        write_onnx(graph, meta, output)
+    return meta
+
+
+def convert_maskrcnn(
+    arch: str,
+    output: str | os.PathLike[str],
+    frame_hw: tuple[int, int],
+    weights: str | os.PathLike[str] | None = None,
+    num_classes: int | None = None,
+    classes: str | None = None,
+    options: GraphOptions | None = None,
+    allow_pickle: bool = False,
+    quiet: bool = False,
+) -> ModelMetadata:
+    """The ``edgeseg convert maskrcnn`` command. Checks the output path before any long work."""
+    check_writable(output)
+    if arch.lower().removeprefix("maskrcnn_") not in ARCHS:
+        build_arch(arch, 2)  # raises the unknown-arch error
+    steps = Steps(4, quiet=quiet)
+    with steps.step(f"reading weights {Path(weights).name}" if weights else "building random weights"):
+        if num_classes is None and weights is None and classes is not None and classes.lower() == "coco":
+            num_classes = len(COCO_CATEGORIES)
+        model = build_maskrcnn(arch, num_classes, weights, allow_pickle)
+    n = int(model.roi_heads.box_predictor.cls_score.out_features)
+    return export_maskrcnn(model, output, frame_hw, options, maskrcnn_classes(classes, n),
+                           arch=f"maskrcnn_{arch.lower().removeprefix('maskrcnn_')}", steps=steps)

@@ -1,0 +1,246 @@
+"""torchvision Mask R-CNN inference, rewritten as one static graph from a raw frame to detections.
+
+For a fixed frame size every step of torchvision's eval-mode ``MaskRCNN.forward`` is reproduced
+with fixed shapes. Where torchvision removes elements (small boxes, low scores, NMS losers), the
+graph instead gives them the score -1, which takes them out of every later NonMaxSuppression and
+TopK; the only data-dependent shape is NonMaxSuppression's selection, which is scattered back into
+a fixed-length score vector and reduced to a fixed top-K at once.
+
+    frame uint8 [H, W, 3] BGR
+      -> RGB, /255, normalise, resize (min_size/max_size), zero-pad to a multiple of 32
+      -> backbone + FPN
+      -> RPN head; per level top-k (pre_nms_top_n); decode against constant anchors; clip;
+         small boxes out; NonMaxSuppression per level; top post_nms_top_n      -> proposals [P, 4]
+      -> MultiLevelRoIAlign 7x7 -> box head -> class scores, per-class boxes; clip; score and
+         size thresholds; top ``max_candidates``; NonMaxSuppression per class; top K detections
+      -> MultiLevelRoIAlign 14x14 -> mask head -> the detected class's mask, sigmoid
+      -> boxes scaled to the frame -> PasteMasks at frame size, thresholded
+    outputs: num_detections int32 [1], boxes float [K, 4] (x0, y0, x1, y1 frame pixels),
+             scores float [K], labels int32 [K], masks uint8 [K, H, W]
+    (rows at and after num_detections are zero)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.rpn import concat_box_prediction_layers
+from torchvision.ops import boxes as box_ops
+from torchvision.ops.poolers import MultiScaleRoIAlign, _setup_scales
+
+from converters.maskrcnn.ops import multiclass_nms, multilevel_roi_align, paste_masks
+from edgeseg.custom_ops import PASTE_MODES
+
+REMOVED = -1.0  # score given to elements torchvision would drop
+SELECTABLE = -0.5  # NonMaxSuppression's score floor: every real score is above it, REMOVED below
+
+OUTPUT_NAMES = ("num_detections", "boxes", "scores", "labels", "masks")
+
+
+@dataclass(frozen=True)
+class GraphOptions:
+    """Export-time choices. ``score_thresh``/``detections`` override the module's own
+    ``box_score_thresh``/``box_detections_per_img`` when set. ``max_candidates`` bounds the
+    class-specific boxes that enter the final NMS (the highest-scoring ones; torchvision keeps
+    all above the score threshold: the two differ only if more than this many pass it and the
+    ones past the bound would have reached the top K). ``paste`` is ``torchvision`` or
+    ``continuous``; ``mask_threshold`` binarises pasted masks."""
+
+    score_thresh: float | None = None
+    detections: int | None = None
+    max_candidates: int = 3000
+    paste: str = "torchvision"
+    mask_threshold: float = 0.5
+
+
+def resized_hw(frame_hw: tuple[int, int], min_size: int, max_size: int) -> tuple[int, int]:
+    """The size GeneralizedRCNNTransform resizes a frame to (same float arithmetic)."""
+    h, w = frame_hw
+    scale = min(min_size / min(h, w), max_size / max(h, w))
+    return math.floor(h * scale), math.floor(w * scale)
+
+
+def _roi_attrs(pooler: MultiScaleRoIAlign, scales: list[float]) -> dict[str, object]:
+    size = pooler.output_size
+    oh, ow = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return {
+        "output_height": oh,
+        "output_width": ow,
+        "spatial_scales": scales,
+        "sampling_ratio": int(pooler.sampling_ratio),
+        "aligned": 0,
+        "canonical_scale": int(pooler.canonical_scale),
+        "canonical_level": int(pooler.canonical_level),
+    }
+
+
+class FrameToDetections(nn.Module):
+    """Wraps a torchvision ``MaskRCNN`` (any backbone) as the static graph described above."""
+
+    def __init__(self, model: MaskRCNN, frame_hw: tuple[int, int], options: GraphOptions | None = None) -> None:
+        super().__init__()
+        opts = options or GraphOptions()
+        model = model.eval()
+        t, rpn, heads = model.transform, model.rpn, model.roi_heads
+        if opts.paste not in PASTE_MODES:
+            raise ValueError(f"paste mode must be one of {PASTE_MODES}, got {opts.paste!r}")
+        self.backbone = model.backbone
+        self.rpn_head = rpn.head
+        self.rpn_coder = rpn.box_coder
+        self.box_head = heads.box_head
+        self.box_predictor = heads.box_predictor
+        self.box_coder = heads.box_coder
+        self.mask_head = heads.mask_head
+        self.mask_predictor = heads.mask_predictor
+
+        self.frame_hw = frame_hw
+        self.resized_hw = resized_hw(frame_hw, int(t.min_size[-1]), int(t.max_size))
+        d = int(t.size_divisible)
+        self.padded_hw = (math.ceil(self.resized_hw[0] / d) * d, math.ceil(self.resized_hw[1] / d) * d)
+        self.mean: Tensor
+        self.std: Tensor
+        self.register_buffer("mean", torch.tensor(t.image_mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(t.image_std, dtype=torch.float32).view(1, 3, 1, 1))
+
+        # Everything that depends only on the frame size is computed once, here.
+        with torch.no_grad():
+            feats = self.backbone(torch.zeros((1, 3, *self.padded_hw)))
+            images = ImageList(torch.zeros((1, 3, *self.padded_hw)), [self.resized_hw])
+            anchors = rpn.anchor_generator(images, list(feats.values()))[0]
+        self.anchors: Tensor
+        self.register_buffer("anchors", anchors)
+        per_level = [int(f.shape[-2] * f.shape[-1]) * rpn.anchor_generator.num_anchors_per_location()[0]
+                     for f in feats.values()]
+        self.level_sizes = per_level
+        self.pre_nms = [min(int(rpn._pre_nms_top_n["testing"]), n) for n in per_level]
+        self.proposals = min(int(rpn._post_nms_top_n["testing"]), sum(self.pre_nms))
+        self.rpn_nms = float(rpn.nms_thresh)
+        self.rpn_min_size = float(rpn.min_size)
+        self.rpn_score_thresh = float(rpn.score_thresh)
+        levels = torch.cat([torch.full((k,), i, dtype=torch.int64) for i, k in enumerate(self.pre_nms)])
+        self.level_mask: Tensor
+        self.register_buffer("level_mask", levels[None, :] == torch.arange(len(per_level))[:, None])
+
+        self.box_features = list(heads.box_roi_pool.featmap_names)
+        self.mask_features = list(heads.mask_roi_pool.featmap_names)
+        names = list(feats.keys())
+        self.box_levels = [names.index(n) for n in self.box_features]
+        self.mask_levels = [names.index(n) for n in self.mask_features]
+        box_scales, _ = _setup_scales([feats[n] for n in self.box_features], [self.resized_hw], 224, 4)
+        mask_scales, _ = _setup_scales([feats[n] for n in self.mask_features], [self.resized_hw], 224, 4)
+        self.box_roi = _roi_attrs(heads.box_roi_pool, box_scales)
+        self.mask_roi = _roi_attrs(heads.mask_roi_pool, mask_scales)
+
+        num_classes = int(heads.box_predictor.cls_score.out_features)
+        self.num_classes = num_classes
+        self.score_thresh = float(heads.score_thresh if opts.score_thresh is None else opts.score_thresh)
+        self.box_nms = float(heads.nms_thresh)
+        self.candidates = min(opts.max_candidates, self.proposals * (num_classes - 1))
+        self.detections = min(int(heads.detections_per_img if opts.detections is None else opts.detections),
+                              self.candidates)
+        self.candidate_labels: Tensor
+        self.register_buffer(
+            "candidate_labels", torch.arange(1, num_classes, dtype=torch.int32).repeat(self.proposals)
+        )
+        self.class_ids: Tensor
+        self.register_buffer("class_ids", torch.arange(1, num_classes, dtype=torch.int32)[:, None])
+        # torchvision.models.detection.transform.resize_boxes, in float32
+        rh = torch.tensor(frame_hw[0], dtype=torch.float32) / torch.tensor(self.resized_hw[0], dtype=torch.float32)
+        rw = torch.tensor(frame_hw[1], dtype=torch.float32) / torch.tensor(self.resized_hw[1], dtype=torch.float32)
+        self.to_frame: Tensor
+        self.register_buffer("to_frame", torch.stack([rw, rh, rw, rh]))
+        self.paste_mode = PASTE_MODES.index(opts.paste)
+        self.mask_threshold = float(opts.mask_threshold)
+
+    def preprocess(self, frame: Tensor) -> Tensor:
+        x = frame.permute(2, 0, 1).unsqueeze(0).to(torch.float32)
+        x = x.flip(1) / 255.0  # BGR -> RGB, [0, 1] as torchvision expects
+        x = (x - self.mean) / self.std
+        x = F.interpolate(x, size=self.resized_hw, mode="bilinear", align_corners=False)
+        pad_h = self.padded_hw[0] - self.resized_hw[0]
+        pad_w = self.padded_hw[1] - self.resized_hw[1]
+        return F.pad(x, (0, pad_w, 0, pad_h))
+
+    def propose(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """RPN: proposals [P, 4] in resized-image pixels and whether each one is real."""
+        objectness, deltas = self.rpn_head(features)
+        objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+        objectness = objectness.reshape(-1)
+        picks = []
+        start = 0
+        for n, k in zip(self.level_sizes, self.pre_nms, strict=True):
+            picks.append(objectness[start : start + n].topk(k)[1] + start)
+            start += n
+        idx = torch.cat(picks)
+        boxes = self.rpn_coder.decode_single(deltas[idx], self.anchors[idx])
+        boxes = box_ops.clip_boxes_to_image(boxes, self.resized_hw)
+        prob = torch.sigmoid(objectness[idx])
+        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        keep = (w >= self.rpn_min_size) & (h >= self.rpn_min_size) & (prob >= self.rpn_score_thresh)
+        score = torch.where(keep, prob, torch.full_like(prob, REMOVED))
+        per_level = torch.where(self.level_mask, score[None, :], torch.full_like(self.level_mask, REMOVED, dtype=score.dtype))
+        chosen = multiclass_nms(boxes, per_level, self.proposals, self.rpn_nms, SELECTABLE)[:, 2]
+        top, order = self._scatter_top(score, chosen, self.proposals)
+        return boxes[order], top > SELECTABLE
+
+    @staticmethod
+    def _scatter_top(score: Tensor, chosen: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """Back to a fixed size after NMS: the chosen elements keep their score, the rest get
+        REMOVED; then the top *k* (scores, indices), in descending score."""
+        kept = torch.full_like(score, REMOVED).scatter(0, chosen, score.gather(0, chosen))
+        top, order = kept.topk(k)
+        return top, order
+
+    def detect(self, features: list[Tensor], proposals: Tensor, real: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Box head to final detections: boxes [K, 4] (resized-image pixels), scores, labels,
+        and which rows are detections."""
+        p = proposals.shape[0]
+        rois = torch.cat([torch.zeros_like(proposals[:, :1]), proposals], dim=1)
+        pooled = multilevel_roi_align(rois, [features[i] for i in self.box_levels], **self.box_roi)
+        class_logits, regression = self.box_predictor(self.box_head(pooled))
+        boxes = self.box_coder.decode_single(regression, proposals).reshape(p, self.num_classes, 4)
+        boxes = box_ops.clip_boxes_to_image(boxes, self.resized_hw)[:, 1:].reshape(-1, 4)
+        scores = F.softmax(class_logits, -1)[:, 1:]
+        keep = real[:, None] & (scores > self.score_thresh)
+        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        keep = keep.reshape(-1) & (w >= 1e-2) & (h >= 1e-2)
+        scores = torch.where(keep, scores.reshape(-1), torch.full_like(boxes[:, 0], REMOVED))
+        cand_scores, cand = scores.topk(self.candidates)
+        cand_boxes = boxes[cand]
+        cand_labels = self.candidate_labels[cand]
+        per_class = torch.where(self.class_ids == cand_labels[None, :], cand_scores[None, :],
+                                torch.full_like(cand_scores, REMOVED)[None, :])
+        chosen = multiclass_nms(cand_boxes, per_class, self.detections, self.box_nms, SELECTABLE)[:, 2]
+        top, order = self._scatter_top(cand_scores, chosen, self.detections)
+        valid = top > SELECTABLE
+        det_boxes = cand_boxes[order] * valid[:, None].to(torch.float32)
+        det_labels = torch.where(valid, cand_labels[order], torch.zeros_like(cand_labels[order]))
+        det_scores = torch.where(valid, top, torch.zeros_like(top))
+        return det_boxes, det_scores, det_labels, valid
+
+    def segment(self, features: list[Tensor], boxes: Tensor, labels: Tensor, valid: Tensor) -> Tensor:
+        """Mask head: each detection's class mask [K, M, M], probabilities (0 for non-detections)."""
+        rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
+        pooled = multilevel_roi_align(rois, [features[i] for i in self.mask_levels], **self.mask_roi)
+        logits = self.mask_predictor(self.mask_head(pooled))
+        k, _, mh, mw = logits.shape
+        index = labels.to(torch.int64).view(k, 1, 1, 1).expand(k, 1, mh, mw)
+        chosen = logits.gather(1, index)[:, 0]
+        return torch.sigmoid(chosen) * valid[:, None, None].to(torch.float32)
+
+    def forward(self, frame: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        features = list(self.backbone(self.preprocess(frame)).values())
+        proposals, real = self.propose(features)
+        boxes, scores, labels, valid = self.detect(features, proposals, real)
+        probs = self.segment(features, boxes, labels, valid)
+        frame_boxes = boxes * self.to_frame
+        masks = paste_masks(probs, frame_boxes, height=self.frame_hw[0], width=self.frame_hw[1],
+                            threshold=self.mask_threshold, mode=self.paste_mode, logits=0)
+        num = valid.to(torch.int32).sum().reshape(1)
+        return num, frame_boxes, scores, labels, masks

@@ -1,0 +1,159 @@
+"""PyTorch stand-ins for the graph's special nodes.
+
+Each is an autograd Function whose ``forward`` computes the op in eager PyTorch (with
+torchvision's own kernels, so the export wrapper can be checked against torchvision before any
+ONNX is written) and whose ``symbolic`` emits the ONNX node:
+
+- :func:`multilevel_roi_align` -> custom node ``edgeseg.MultiLevelRoIAlign``
+- :func:`paste_masks` -> custom node ``edgeseg.PasteMasks``
+- :func:`multiclass_nms` -> standard ``NonMaxSuppression`` with a class axis
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor
+
+from edgeseg.custom_ops import DOMAIN, MULTILEVEL_ROI_ALIGN, PASTE_MASKS, PASTE_MODES
+
+
+def _level_of(rois: Tensor, scales: list[float], canonical_scale: float, canonical_level: int) -> Tensor:
+    """torchvision's LevelMapper, in the same float32 arithmetic."""
+    k_min = int(-torch.log2(torch.tensor(scales[0], dtype=torch.float32)).item())
+    k_max = int(-torch.log2(torch.tensor(scales[-1], dtype=torch.float32)).item())
+    area = (rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2])
+    s = torch.sqrt(area)
+    lvl = torch.floor(canonical_level + torch.log2(s / canonical_scale) + torch.tensor(1e-6, dtype=s.dtype))
+    return (torch.clamp(lvl, min=k_min, max=k_max).to(torch.int64) - k_min).to(torch.int64)
+
+
+class _MultiLevelRoIAlign(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, attrs: dict[str, Any], shape: list[int], rois: Tensor, *features: Tensor) -> Tensor:
+        scales = list(attrs["spatial_scales"])
+        size = (attrs["output_height"], attrs["output_width"])
+        levels = _level_of(rois, scales, attrs["canonical_scale"], attrs["canonical_level"])
+        out = rois.new_zeros((rois.shape[0], features[0].shape[1], *size))
+        for k, (feat, scale) in enumerate(zip(features, scales, strict=True)):
+            idx = torch.where(levels == k)[0]
+            out[idx] = torchvision.ops.roi_align(
+                feat, rois[idx], size, scale, attrs["sampling_ratio"], bool(attrs["aligned"])
+            )
+        return out
+
+    @staticmethod
+    def symbolic(g: Any, attrs: dict[str, Any], shape: list[int], rois: Any, *features: Any) -> Any:
+        out = g.op(
+            f"{DOMAIN}::{MULTILEVEL_ROI_ALIGN.op_type}",
+            rois,
+            *features,
+            output_height_i=attrs["output_height"],
+            output_width_i=attrs["output_width"],
+            spatial_scales_f=list(attrs["spatial_scales"]),
+            sampling_ratio_i=attrs["sampling_ratio"],
+            aligned_i=attrs["aligned"],
+            canonical_scale_i=attrs["canonical_scale"],
+            canonical_level_i=attrs["canonical_level"],
+            plugin_version_s=attrs["plugin_version"],
+            plugin_namespace_s=attrs["plugin_namespace"],
+        )
+        # Custom ops have no ONNX shape inference: state the (static) output shape here.
+        out.setType(features[0].type().with_sizes(shape))
+        return out
+
+
+def multilevel_roi_align(rois: Tensor, features: list[Tensor], **attrs: Any) -> Tensor:
+    """RoIAlign of each RoI on the FPN level its size selects (torchvision's MultiScaleRoIAlign)."""
+    full = MULTILEVEL_ROI_ALIGN.node_attributes(**attrs)
+    shape = [int(rois.shape[0]), int(features[0].shape[1]), full["output_height"], full["output_width"]]
+    out: Tensor = _MultiLevelRoIAlign.apply(full, shape, rois, *features)
+    return out
+
+
+def _paste_eager(masks: Tensor, boxes: Tensor, attrs: dict[str, Any]) -> Tensor:
+    h, w = attrs["height"], attrs["width"]
+    probs = torch.sigmoid(masks) if attrs["logits"] else masks
+    if PASTE_MODES[attrs["mode"]] == "torchvision":
+        from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+        pasted = paste_masks_in_image(probs[:, None], boxes, (h, w), padding=1)[:, 0]
+        return (pasted > attrs["threshold"]).to(torch.uint8)
+    # continuous: sample each pixel centre from the mask, zero outside it
+    ys = torch.arange(h, dtype=torch.float32) + 0.5
+    xs = torch.arange(w, dtype=torch.float32) + 0.5
+    x0, y0, x1, y1 = boxes.unbind(1)
+    gx = (xs[None, :] - x0[:, None]) / (x1 - x0)[:, None] * 2 - 1
+    gy = (ys[None, :] - y0[:, None]) / (y1 - y0)[:, None] * 2 - 1
+    grid = torch.stack([gx[:, None, :].expand(-1, h, -1), gy[:, :, None].expand(-1, -1, w)], dim=3)
+    sampled = F.grid_sample(probs[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return (sampled[:, 0] >= attrs["threshold"]).to(torch.uint8)
+
+
+class _PasteMasks(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, attrs: dict[str, Any], count: int, masks: Tensor, boxes: Tensor) -> Tensor:
+        if masks.shape[0] == 0:
+            return torch.zeros((0, attrs["height"], attrs["width"]), dtype=torch.uint8)
+        return _paste_eager(masks, boxes, attrs)
+
+    @staticmethod
+    def symbolic(g: Any, attrs: dict[str, Any], count: int, masks: Any, boxes: Any) -> Any:
+        out = g.op(
+            f"{DOMAIN}::{PASTE_MASKS.op_type}",
+            masks,
+            boxes,
+            height_i=attrs["height"],
+            width_i=attrs["width"],
+            threshold_f=attrs["threshold"],
+            mode_i=attrs["mode"],
+            logits_i=attrs["logits"],
+            plugin_version_s=attrs["plugin_version"],
+            plugin_namespace_s=attrs["plugin_namespace"],
+        )
+        out.setType(masks.type().with_dtype(torch.uint8).with_sizes([count, attrs["height"], attrs["width"]]))
+        return out
+
+
+def paste_masks(masks: Tensor, boxes: Tensor, **attrs: Any) -> Tensor:
+    """Paste K masks [K, M, M] into K binary frame-size masks [K, H, W] uint8 at *boxes* [K, 4]."""
+    full = PASTE_MASKS.node_attributes(**attrs)
+    out: Tensor = _PasteMasks.apply(full, int(masks.shape[0]), masks, boxes)
+    return out
+
+
+class _MultiClassNMS(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, boxes: Tensor, scores: Tensor, max_per_class: int, iou: float, score_min: float) -> Tensor:
+        rows = []
+        for c in range(scores.shape[0]):
+            idx = torch.where(scores[c] > score_min)[0]
+            keep = torchvision.ops.nms(boxes[idx], scores[c, idx], iou)[:max_per_class]
+            sel = idx[keep]
+            rows.append(torch.stack([torch.zeros_like(sel), torch.full_like(sel, c), sel], dim=1))
+        return torch.cat(rows, 0) if rows else torch.zeros((0, 3), dtype=torch.int64)
+
+    @staticmethod
+    def symbolic(g: Any, boxes: Any, scores: Any, max_per_class: int, iou: float, score_min: float) -> Any:
+        const = g.op
+        return g.op(
+            "NonMaxSuppression",
+            g.op("Unsqueeze", boxes, const("Constant", value_t=torch.tensor([0], dtype=torch.int64))),
+            g.op("Unsqueeze", scores, const("Constant", value_t=torch.tensor([0], dtype=torch.int64))),
+            const("Constant", value_t=torch.tensor([max_per_class], dtype=torch.int64)),
+            const("Constant", value_t=torch.tensor([iou], dtype=torch.float32)),
+            const("Constant", value_t=torch.tensor([score_min], dtype=torch.float32)),
+            center_point_box_i=0,
+        )
+
+
+def multiclass_nms(boxes: Tensor, scores: Tensor, max_per_class: int, iou: float, score_min: float) -> Tensor:
+    """Per-class NMS: *boxes* [N, 4] (x0, y0, x1, y1), *scores* [C, N]; boxes scoring
+    <= *score_min* in a class take no part in it. Returns [S, 3] int64 rows (0, class, box index),
+    each class's rows in descending score; at most *max_per_class* a class. A box suppresses
+    another of its class when their IoU exceeds *iou*. Only this output's length depends on data."""
+    out: Tensor = _MultiClassNMS.apply(boxes, scores, max_per_class, iou, score_min)
+    return out

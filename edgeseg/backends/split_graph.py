@@ -1,0 +1,193 @@
+"""Running a graph with edgeseg's custom nodes on ONNX Runtime.
+
+ONNX Runtime cannot run ``edgeseg.MultiLevelRoIAlign`` or ``edgeseg.PasteMasks``, and no
+package here ships the C headers its custom-op API needs. So the graph is cut at the custom nodes:
+the standard nodes run as ONNX Runtime sessions (segments), the custom nodes run with the CPU
+build of the plugin math (``edgeseg.ops``) on the numpy arrays the segments return, without
+copies. Each node gets a *stage*: the number of custom nodes on its longest path from the inputs.
+Stage ``s`` runs as: the segment of the standard nodes of stage ``s``, then the custom nodes of
+stage ``s``. A tensor is dropped as soon as no later step needs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgeseg.custom_ops import CUSTOM_OPS, DOMAIN
+from edgeseg.errors import ModelFileError
+
+
+@dataclass
+class Segment:
+    session: Any  # onnxruntime.InferenceSession
+    inputs: list[str]
+    outputs: list[str]
+
+
+@dataclass
+class CustomStep:
+    op_type: str
+    attrs: dict[str, Any]
+    inputs: list[str]
+    outputs: list[str]
+
+
+Step = Segment | CustomStep
+
+
+def has_custom_nodes(graph: Any) -> bool:
+    return any(node.domain == DOMAIN for node in graph.node)
+
+
+def _attribute_values(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: _decode(helper.get_attribute_value(a)) for a in node.attribute}
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def stages(graph: Any) -> list[int]:
+    """The stage of every node of *graph* (see the module docstring), in node order.
+
+    Nodes that read only initializers and constants (Constant, Identity of a weight, shape
+    arithmetic on constants) get -1: they are copied into every segment that needs them instead
+    of being passed between segments."""
+    constant = {t.name for t in graph.initializer}
+    produced_at: dict[str, int] = {}
+    result = []
+    for node in graph.node:
+        if node.domain in ("", "ai.onnx") and all(name in constant for name in node.input if name):
+            result.append(-1)
+            constant.update(node.output)
+            continue
+        stage = max((produced_at.get(name, 0) for name in node.input if name), default=0)
+        result.append(stage)
+        after = stage + 1 if node.domain == DOMAIN else stage
+        for name in node.output:
+            produced_at[name] = after
+    return result
+
+
+def _with_constants(nodes: list[Any], constants: list[Any]) -> list[Any]:
+    """*nodes* preceded by the constant nodes they need, directly or through each other."""
+    by_output = {out: n for n in constants for out in n.output}
+    needed: dict[int, Any] = {}
+    pending = [name for n in nodes for name in n.input]
+    while pending:
+        node = by_output.get(pending.pop())
+        if node is not None and id(node) not in needed:
+            needed[id(node)] = node
+            pending.extend(node.input)
+    return [n for n in constants if id(n) in needed] + nodes
+
+
+class SplitGraph:
+    """An ONNX model with custom nodes, run as ONNX Runtime segments plus CPU kernels.
+
+    *make_session* turns serialized ONNX bytes into an ONNX Runtime session; *threads* is
+    passed to the custom kernels.
+    """
+
+    def __init__(self, model: Any, make_session: Callable[[bytes], Any], threads: int = 0) -> None:
+        from onnx import shape_inference
+
+        model = shape_inference.infer_shapes(model)
+        graph = model.graph
+        self.threads = threads
+        self.input_names = [i.name for i in graph.input]
+        self.output_names = [o.name for o in graph.output]
+        types = {v.name: v for v in (*graph.value_info, *graph.input, *graph.output)}
+        initializers = {t.name: t for t in graph.initializer}
+        node_stages = stages(graph)
+        constants = [n for n, s in zip(graph.node, node_stages, strict=True) if s < 0]
+        custom_reads = {name for n in graph.node if n.domain == DOMAIN for name in n.input}
+        if any(out in custom_reads for n in constants for out in n.output):
+            raise ModelFileError("a custom node reads a constant tensor; re-convert the model")
+
+        self.steps: list[Step] = []
+        for stage in range(max(node_stages, default=0) + 1):
+            standard = [n for n, s in zip(graph.node, node_stages, strict=True) if s == stage and n.domain != DOMAIN]
+            if standard:
+                nodes = _with_constants(standard, constants)
+                self.steps.append(self._segment(model, nodes, initializers, types, make_session, len(nodes) - len(standard)))
+            for node, s in zip(graph.node, node_stages, strict=True):
+                if s == stage and node.domain == DOMAIN:
+                    if node.op_type not in CUSTOM_OPS:
+                        raise ModelFileError(
+                            f"custom op {DOMAIN}.{node.op_type} is unknown to this edgeseg; upgrade edgeseg"
+                        )
+                    self.steps.append(CustomStep(node.op_type, _attribute_values(node), list(node.input),
+                                                 list(node.output)))
+        self._last_use = self._last_uses()
+
+    def _segment(
+        self,
+        model: Any,
+        nodes: list[Any],
+        initializers: Mapping[str, Any],
+        types: Mapping[str, Any],
+        make_session: Callable[[bytes], Any],
+        copied: int,
+    ) -> Segment:
+        """A session for *nodes*, whose first *copied* are constant nodes copied in."""
+        from onnx import helper
+
+        graph = model.graph
+        produced_set = {name for n in nodes for name in n.output if name}
+        produced = [name for n in nodes[copied:] for name in n.output if name]
+        consumed = [name for n in nodes for name in n.input if name]
+        inputs = list(dict.fromkeys(n for n in consumed if n not in produced_set and n not in initializers))
+        # Outputs: produced here and read by a node outside this segment or by the caller.
+        members = {id(n) for n in nodes}
+        needed = set(self.output_names) | {name for n in graph.node if id(n) not in members for name in n.input}
+        outputs = [name for name in produced if name in needed]
+
+        def info(name: str) -> Any:
+            if name not in types:
+                raise ModelFileError(f"tensor {name!r} has no type information; re-convert the model")
+            return types[name]
+
+        sub = helper.make_graph(
+            nodes,
+            "segment",
+            [info(n) for n in inputs],
+            [info(n) for n in outputs],
+            [initializers[n] for n in dict.fromkeys(consumed) if n in initializers],
+        )
+        opsets = [o for o in model.opset_import if o.domain in ("", "ai.onnx")]
+        sub_model = helper.make_model(sub, opset_imports=opsets, ir_version=model.ir_version)
+        return Segment(make_session(sub_model.SerializeToString()), inputs, outputs)
+
+    def _last_uses(self) -> dict[str, int]:
+        last: dict[str, int] = {}
+        for i, step in enumerate(self.steps):
+            for name in step.inputs:
+                last[name] = i
+        return last
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """Run every step; return the requested graph outputs."""
+        env: dict[str, np.ndarray] = dict(feeds)
+        keep = set(outputs)
+        for i, step in enumerate(self.steps):
+            args = [env[name] for name in step.inputs]
+            if isinstance(step, Segment):
+                values = step.session.run(step.outputs, dict(zip(step.inputs, args, strict=True)))
+            else:
+                values = CUSTOM_OPS[step.op_type].kernel(step.attrs, args, self.threads)
+            env.update(zip(step.outputs, values, strict=True))
+            for name in step.inputs:
+                if self._last_use.get(name) == i and name not in keep:
+                    env.pop(name, None)
+        return {name: env[name] for name in outputs}

@@ -1,0 +1,109 @@
+"""The two custom ONNX ops of edgeseg's Mask R-CNN graphs, described as data.
+
+In the ONNX file each op is a node whose ``op_type`` is the TensorRT plugin's name, in the ONNX
+domain ``edgeseg``, with ``plugin_version`` and ``plugin_namespace`` attributes: TensorRT's ONNX
+parser maps a node it does not know to the plugin registered under that name, version and
+namespace (our plugin library, ``plugins/``). ONNX Runtime does not know them either; the CPU
+backend runs them with the CPU build of the same kernel math (``edgeseg.ops``).
+
+Semantics, inputs and attributes of each op: ``plugins/<op>/README.md`` and the docstrings of
+:func:`edgeseg.ops.multilevel_roi_align` and :func:`edgeseg.ops.paste_masks`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DOMAIN = "edgeseg"
+PLUGIN_NAMESPACE = "edgeseg"
+PLUGIN_VERSION = "1"
+
+Attrs = Mapping[str, Any]
+Kernel = Callable[[Attrs, Sequence[np.ndarray], int], list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class CustomOp:
+    """One custom op: its node type, attribute defaults and CPU implementation."""
+
+    op_type: str
+    defaults: Mapping[str, Any]
+    kernel: Kernel
+
+    def node_attributes(self, **values: Any) -> dict[str, Any]:
+        """All attributes of a node (defaults filled in, plugin identity added)."""
+        unknown = set(values) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"{self.op_type}: unknown attribute(s) {sorted(unknown)}")
+        attrs = {**self.defaults, **values}
+        attrs["plugin_version"] = PLUGIN_VERSION
+        attrs["plugin_namespace"] = PLUGIN_NAMESPACE
+        return attrs
+
+
+def _roi_align_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) -> list[np.ndarray]:
+    from edgeseg import ops
+
+    rois, *features = inputs
+    out = ops.multilevel_roi_align(
+        list(features),
+        rois,
+        (int(attrs["output_height"]), int(attrs["output_width"])),
+        [float(s) for s in attrs["spatial_scales"]],
+        sampling_ratio=int(attrs["sampling_ratio"]),
+        aligned=bool(attrs["aligned"]),
+        canonical_scale=int(attrs["canonical_scale"]),
+        canonical_level=int(attrs["canonical_level"]),
+        threads=threads,
+    )
+    return [out]
+
+
+PASTE_MODES = ("torchvision", "continuous")
+
+
+def _paste_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) -> list[np.ndarray]:
+    from edgeseg import ops
+
+    masks, boxes = inputs
+    out = ops.paste_masks(
+        masks,
+        boxes,
+        (int(attrs["height"]), int(attrs["width"])),
+        mode=PASTE_MODES[int(attrs["mode"])],
+        threshold=float(attrs["threshold"]),
+        logits=bool(attrs["logits"]),
+        threads=threads,
+    )
+    return [out]
+
+
+#: inputs: rois [R, 5] float (batch index, x0, y0, x1, y1 in image pixels), then L feature maps
+#: [N, C, H_l, W_l]; output [R, C, output_height, output_width].
+MULTILEVEL_ROI_ALIGN = CustomOp(
+    "MultiLevelRoIAlign",
+    {
+        "output_height": 7,
+        "output_width": 7,
+        "spatial_scales": [0.25, 0.125, 0.0625, 0.03125],
+        "sampling_ratio": 2,
+        "aligned": 0,
+        "canonical_scale": 224,
+        "canonical_level": 4,
+    },
+    _roi_align_kernel,
+)
+
+#: inputs: masks [K, M, M] float, boxes [K, 4] float (x0, y0, x1, y1 in frame pixels);
+#: output [K, height, width] uint8 (1 = foreground).
+PASTE_MASKS = CustomOp(
+    "PasteMasks",
+    {"height": 0, "width": 0, "threshold": 0.5, "mode": 0, "logits": 0},
+    _paste_kernel,
+)
+
+CUSTOM_OPS: dict[str, CustomOp] = {op.op_type: op for op in (MULTILEVEL_ROI_ALIGN, PASTE_MASKS)}
