@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                 return eager(torch.from_numpy(frame))[0].numpy()
 
         def run_edgeseg() -> np.ndarray:
-            return model(frame).label_map
+            return model.semantic(frame).label_map
 
         agree = float((run_torch() == run_edgeseg()).mean())
         t_torch = median_seconds(run_torch, args.runs)

@@ -19,7 +19,7 @@ from edgeseg.errors import (
 )
 from edgeseg.metadata import ModelMetadata
 from edgeseg.model import Model, load
-from edgeseg.result import SemanticResult
+from edgeseg.result import InstanceResult, SemanticResult
 from edgeseg.version import __version__
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "BackendUnavailableError",
     "EdgesegError",
     "FrameError",
+    "InstanceResult",
     "Model",
     "ModelFileError",
     "ModelMetadata",

@@ -1,6 +1,7 @@
 """The ``edgeseg`` command.
 
     edgeseg convert hrnet --arch w18_small_v2 --weights W.pth --frame 512x1024 -o hrnet.onnx
+    edgeseg convert maskrcnn --arch resnet50_fpn --weights W.pth --frame 720x1280 -o maskrcnn.onnx
     edgeseg run hrnet.onnx --source clip.mp4 -o out.mp4
     edgeseg info hrnet.onnx
     edgeseg demo-clip -o clip.mp4
@@ -60,24 +61,38 @@ def _hw_type(flag: str) -> Callable[[str], tuple[int, int]]:
     return convert
 
 
-def _import_converters() -> Any:
+def _import_converter(module: str) -> Any:
+    import importlib
+
     try:
-        import converters.hrnet.export as hrnet_export
+        return importlib.import_module(f"converters.{module}.export")
     except ImportError as exc:
         if exc.name and exc.name.split(".")[0] in ("torch", "torchvision"):
             raise BackendUnavailableError(
                 "converting needs PyTorch: pip install 'edgeseg[convert]' (or pip install -e '.[convert]')"
             ) from exc
         raise
-    return hrnet_export
 
 
-def cmd_convert_hrnet(args: argparse.Namespace) -> int:
+def _check_weights_args(args: argparse.Namespace) -> None:
     if args.weights is None and not args.random_weights:
         raise ArgumentError("give --weights PATH, or --random-weights to export an untrained model (for testing)")
     if args.weights is not None and args.random_weights:
         raise ArgumentError("--weights and --random-weights exclude each other")
-    hrnet_export = _import_converters()
+
+
+def _report(args: argparse.Namespace, meta: Any) -> None:
+    if args.random_weights:
+        print("edgeseg: warning: random weights: the model's output is noise", file=sys.stderr)
+    print(
+        f"wrote {args.output}: {meta.arch}, {meta.num_classes} classes, frame {meta.frame_hw[0]}x{meta.frame_hw[1]}"
+        f", network input {meta.input_hw[0]}x{meta.input_hw[1]}"
+    )
+
+
+def cmd_convert_hrnet(args: argparse.Namespace) -> int:
+    _check_weights_args(args)
+    hrnet_export = _import_converter("hrnet")
     meta = hrnet_export.convert_hrnet(
         arch=args.arch,
         output=args.output,
@@ -90,12 +105,40 @@ def cmd_convert_hrnet(args: argparse.Namespace) -> int:
         allow_pickle=args.trust_checkpoint,
         quiet=args.quiet,
     )
-    if args.random_weights:
-        print("edgeseg: warning: random weights: the model's output is noise", file=sys.stderr)
-    print(
-        f"wrote {args.output}: {meta.arch}, {meta.num_classes} classes, frame {meta.frame_hw[0]}x{meta.frame_hw[1]}"
-        f", network input {meta.input_hw[0]}x{meta.input_hw[1]}"
+    _report(args, meta)
+    return 0
+
+
+def cmd_convert_maskrcnn(args: argparse.Namespace) -> int:
+    _check_weights_args(args)
+    if not 0.0 <= args.score_thresh < 1.0:
+        raise ArgumentError(f"--score-thresh {args.score_thresh}: must be in [0, 1)")
+    if args.max_detections < 1:
+        raise ArgumentError(f"--max-detections {args.max_detections}: must be at least 1")
+    if not 1 <= args.max_candidates <= 3840:
+        raise ArgumentError(f"--max-candidates {args.max_candidates}: must be 1..3840 (TensorRT's TopK limit)")
+    maskrcnn_export = _import_converter("maskrcnn")
+    from converters.maskrcnn.graph import GraphOptions
+
+    options = GraphOptions(
+        score_thresh=args.score_thresh,
+        detections=args.max_detections,
+        max_candidates=args.max_candidates,
+        paste=args.paste,
+        mask_threshold=args.mask_threshold,
     )
+    meta = maskrcnn_export.convert_maskrcnn(
+        arch=args.arch,
+        output=args.output,
+        frame_hw=args.frame,
+        weights=args.weights,
+        num_classes=args.num_classes,
+        classes=args.classes,
+        options=options,
+        allow_pickle=args.trust_checkpoint,
+        quiet=args.quiet,
+    )
+    _report(args, meta)
     return 0
 
 
@@ -118,7 +161,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edgeseg.draw import draw_semantic
+    from edgeseg import draw
     from edgeseg.model import load
     from edgeseg.progress import FrameProgress
     from edgeseg.sinks import open_sink
@@ -134,7 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         with _sigterm_as_interrupt():
             for frame in source:
                 result = model(frame)
-                sink.write(draw_semantic(frame, result, alpha=args.alpha, legend=not args.no_legend))
+                sink.write(draw.draw_result(frame, result, alpha=args.alpha, legend=not args.no_legend))
                 progress.update()
     except KeyboardInterrupt:
         interrupted = True
@@ -193,6 +236,24 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
     h.add_argument("-q", "--quiet", action="store_true")
     h.set_defaults(func=cmd_convert_hrnet)
+
+    m = models.add_parser("maskrcnn", help="torchvision Mask R-CNN instance segmentation")
+    m.add_argument("--arch", required=True, help="resnet50_fpn (torchvision v1) or resnet50_fpn_v2")
+    m.add_argument("--weights", type=Path, help="state_dict (.pth): torchvision's published files or your own")
+    m.add_argument("--random-weights", action="store_true", help="no checkpoint: untrained weights (tests)")
+    m.add_argument("--num-classes", type=int, help="background included (COCO: 91); default: from the checkpoint")
+    m.add_argument("--classes", help="class names: 'coco', a .txt (one per line) or a .json list")
+    m.add_argument("--frame", type=_hw_type("--frame"), required=True, help="camera frame HEIGHTxWIDTH, e.g. 720x1280")
+    m.add_argument("--score-thresh", type=float, default=0.05, help="keep detections scoring above this")
+    m.add_argument("--max-detections", type=int, default=100, help="K, the fixed number of output rows")
+    m.add_argument("--max-candidates", type=int, default=3000, help="class boxes entering the final NMS")
+    m.add_argument("--paste", choices=["torchvision", "continuous"], default="torchvision",
+                   help="mask pasting: torchvision's, or detectron2's continuous coordinates")
+    m.add_argument("--mask-threshold", type=float, default=0.5, help="binarise pasted mask probabilities")
+    m.add_argument("--trust-checkpoint", action="store_true", help="allow full pickle loading (runs code)")
+    m.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
+    m.add_argument("-q", "--quiet", action="store_true")
+    m.set_defaults(func=cmd_convert_maskrcnn)
 
     r = sub.add_parser("run", help="run a model on an image or video and write the overlay")
     r.add_argument("model", type=Path, help=".onnx written by `edgeseg convert`")

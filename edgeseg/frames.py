@@ -50,7 +50,8 @@ def fit_frame(frame: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 
 
 def map_labels_back(label_map: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """Resize an HxW label map to *size_hw* with nearest-neighbour sampling, so labels stay labels."""
+    """Resize an HxW label map (or binary mask) to *size_hw* with nearest-neighbour sampling, so
+    labels stay labels."""
     h, w = size_hw
     if label_map.shape[:2] == (h, w):
         return label_map

@@ -12,9 +12,9 @@ from edgeseg.backends import Backend, open_backend
 from edgeseg.errors import ModelFileError
 from edgeseg.frames import fit_frame, map_labels_back, validate_frame
 from edgeseg.metadata import METADATA_KEY, ModelMetadata
-from edgeseg.result import SemanticResult
+from edgeseg.result import InstanceResult, SemanticResult
 
-Result = SemanticResult
+Result = SemanticResult | InstanceResult
 
 
 def _decode_semantic(meta: ModelMetadata, outputs: dict[str, np.ndarray], frame_hw: tuple[int, int]) -> Result:
@@ -24,9 +24,29 @@ def _decode_semantic(meta: ModelMetadata, outputs: dict[str, np.ndarray], frame_
 
 Decoder = Callable[[ModelMetadata, dict[str, np.ndarray], tuple[int, int]], Result]
 
-# Model kind -> (output roles the decoder reads, decoder). Instance models join with their decoder.
+def _decode_instance(meta: ModelMetadata, outputs: dict[str, np.ndarray], frame_hw: tuple[int, int]) -> Result:
+    o = meta.outputs
+    n = int(outputs[o["num_detections"]].reshape(-1)[0])
+    boxes = outputs[o["boxes"]][:n].astype(np.float32, copy=True)
+    masks = outputs[o["masks"]][:n]
+    if frame_hw != meta.frame_hw:
+        sy, sx = frame_hw[0] / meta.frame_hw[0], frame_hw[1] / meta.frame_hw[1]
+        boxes *= np.array([sx, sy, sx, sy], dtype=np.float32)
+        masks = np.stack([map_labels_back(m, frame_hw) for m in masks]) if n else np.zeros((0, *frame_hw), np.uint8)
+    return InstanceResult(
+        boxes=boxes,
+        scores=outputs[o["scores"]][:n].astype(np.float32, copy=False),
+        labels=outputs[o["labels"]][:n].astype(np.int32, copy=False),
+        masks=masks,
+        classes=meta.classes,
+        palette=meta.palette,
+    )
+
+
+# Model kind -> (output roles the decoder reads, decoder).
 _DECODERS: dict[str, tuple[tuple[str, ...], Decoder]] = {
     "semantic": (("label_map",), _decode_semantic),
+    "instance": (("num_detections", "boxes", "scores", "labels", "masks"), _decode_instance),
 }
 
 
@@ -68,6 +88,22 @@ class Model:
         fitted = fit_frame(frame, self.frame_hw)
         outputs = self.run_outputs(fitted, self._output_names)
         return self._decode(self.metadata, outputs, (frame.shape[0], frame.shape[1]))
+
+    def semantic(self, frame: np.ndarray) -> SemanticResult:
+        """``model(frame)`` for a semantic model, typed as such; :class:`ModelFileError` for
+        an instance model."""
+        result = self(frame)
+        if not isinstance(result, SemanticResult):
+            raise ModelFileError(f"{self.path.name} is an {self.metadata.kind} model; call model.instances(frame)")
+        return result
+
+    def instances(self, frame: np.ndarray) -> InstanceResult:
+        """``model(frame)`` for an instance model, typed as such; :class:`ModelFileError` for
+        a semantic model."""
+        result = self(frame)
+        if not isinstance(result, InstanceResult):
+            raise ModelFileError(f"{self.path.name} is a {self.metadata.kind} model; call model.semantic(frame)")
+        return result
 
     def __repr__(self) -> str:
         m = self.metadata

@@ -23,3 +23,28 @@ class SemanticResult:
         """Pixels per class name, for the classes present in the frame."""
         counts = np.bincount(self.label_map.ravel(), minlength=len(self.classes))
         return {self.classes[i]: int(n) for i, n in enumerate(counts[: len(self.classes)]) if n}
+
+
+@dataclass(frozen=True)
+class InstanceResult:
+    """Detected objects of one frame, highest score first, in the coordinates of the frame passed in.
+
+    ``boxes`` float32 [N, 4]: x0, y0, x1, y1 in pixels, continuous coordinates (pixel (i, j)
+    covers [j, j+1) x [i, i+1), so x1 - x0 is the box width). ``scores`` float32 [N] in 0..1.
+    ``labels`` int32 [N]: class ids, index into ``classes`` (0 is the background and never
+    appears). ``masks`` uint8 [N, H, W]: 1 where the object is, at frame resolution.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @property
+    def class_names(self) -> list[str]:
+        return [self.classes[int(i)] for i in self.labels]

@@ -26,7 +26,7 @@ def main(model_path: str, video_path: str) -> int:
             ok, frame = cap.read()  # HxWx3 uint8 BGR, any size
             if not ok:
                 break
-            result = model(frame)  # result.label_map: HxW uint8 class ids, frame coordinates
+            result = model.semantic(frame)  # result.label_map: HxW uint8 class ids, frame coordinates
             if index % 10 == 0:
                 areas = result.class_areas()
                 top = max(areas, key=lambda name: areas[name])

@@ -84,7 +84,7 @@ def test_interrupted_run_keeps_a_playable_video(onnx_model: Path, workdir: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import edgeseg.draw
 
-    real = edgeseg.draw.draw_semantic
+    real = edgeseg.draw.draw_result
     calls = {"n": 0}
 
     def draw_then_interrupt(*args: object, **kwargs: object) -> np.ndarray:
@@ -93,7 +93,7 @@ def test_interrupted_run_keeps_a_playable_video(onnx_model: Path, workdir: Path,
             raise KeyboardInterrupt
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(edgeseg.draw, "draw_semantic", draw_then_interrupt)
+    monkeypatch.setattr(edgeseg.draw, "draw_result", draw_then_interrupt)
     out = workdir / "interrupted.mp4"
     assert cli.main(["run", str(onnx_model), "--source", str(workdir / "clip.mp4"), "-o", str(out), "-q"]) == 130
     assert frame_count(out) == 5

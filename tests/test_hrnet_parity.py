@@ -41,7 +41,7 @@ def test_logits_and_label_maps_match_pytorch(which: str, request: pytest.Fixture
         assert decided > 0.9 * frame.shape[0] * frame.shape[1]
         assert agree >= 0.9999, f"label maps agree on {agree:.6f} of {decided} decided pixels"
         # The public call returns the same label map as the raw graph output.
-        np.testing.assert_array_equal(model(frame).label_map, out["label_map"])
+        np.testing.assert_array_equal(model.semantic(frame).label_map, out["label_map"])
 
 
 def test_label_maps_are_not_trivial(hrnet_small: ExportedHRNet, photos: list[np.ndarray]) -> None:
@@ -49,17 +49,17 @@ def test_label_maps_are_not_trivial(hrnet_small: ExportedHRNet, photos: list[np.
     model = edgeseg.load(hrnet_small.path)
     classes = set()
     for photo in photos:
-        classes |= set(np.unique(model(fit(photo, hrnet_small.frame_hw)).label_map).tolist())
+        classes |= set(np.unique(model.semantic(fit(photo, hrnet_small.frame_hw)).label_map).tolist())
     assert len(classes) >= 3
 
 
 def test_frame_of_another_size_maps_back(hrnet_small: ExportedHRNet, photos: list[np.ndarray]) -> None:
     model = edgeseg.load(hrnet_small.path)
     photo = photos[1]  # coffee, 400x600: larger than the 320x480 model frame
-    result = model(photo)
+    result = model.semantic(photo)
     assert result.label_map.shape == photo.shape[:2]
     assert result.label_map.dtype == np.uint8
-    at_model_size = model(fit(photo, hrnet_small.frame_hw)).label_map
+    at_model_size = model.semantic(fit(photo, hrnet_small.frame_hw)).label_map
     import cv2
 
     expected = cv2.resize(at_model_size, (photo.shape[1], photo.shape[0]), interpolation=cv2.INTER_NEAREST)

@@ -47,7 +47,7 @@ def test_non_contiguous_frame_is_accepted(hrnet_small: ExportedHRNet) -> None:
     model = edgeseg.load(hrnet_small.path)
     big = np.random.default_rng(0).integers(0, 255, (320, 960, 3), dtype=np.uint8)
     view = big[:, ::2]
-    np.testing.assert_array_equal(model(view).label_map, model(np.ascontiguousarray(view)).label_map)
+    np.testing.assert_array_equal(model.semantic(view).label_map, model.semantic(np.ascontiguousarray(view)).label_map)
 
 
 def test_missing_and_foreign_model_files(tmp_path: Path) -> None:

@@ -22,6 +22,10 @@ from edgeseg.progress import Steps
 MIN_SIDE = 32  # the coarsest FPN level is 1/32 of the (resized, padded) image
 
 
+def _triple(values: list[float]) -> tuple[float, float, float]:
+    return (float(values[0]), float(values[1]), float(values[2]))
+
+
 def suggest_arch(sd: StateDict) -> str | None:
     """Which known arch and class count a state_dict fits exactly, as CLI flags, or None."""
     if CLASS_KEY not in sd:
@@ -121,7 +125,7 @@ def export_maskrcnn(
         palette=classes.palette,
         frame_hw=frame_hw,
         input_hw=wrapper.resized_hw,
-        preprocessing=Preprocessing(mean=tuple(t.image_mean), std=tuple(t.image_std)),  # type: ignore[arg-type]
+        preprocessing=Preprocessing(mean=_triple(t.image_mean), std=_triple(t.image_std)),
         input_name="frame",
         outputs={name: name for name in OUTPUT_NAMES},
         extra={

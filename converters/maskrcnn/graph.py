@@ -184,7 +184,8 @@ class FrameToDetections(nn.Module):
         w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         keep = (w >= self.rpn_min_size) & (h >= self.rpn_min_size) & (prob >= self.rpn_score_thresh)
         score = torch.where(keep, prob, torch.full_like(prob, REMOVED))
-        per_level = torch.where(self.level_mask, score[None, :], torch.full_like(self.level_mask, REMOVED, dtype=score.dtype))
+        removed = torch.full_like(score, REMOVED)[None, :]
+        per_level = torch.where(self.level_mask, score[None, :], removed)
         chosen = multiclass_nms(boxes, per_level, self.proposals, self.rpn_nms, SELECTABLE)[:, 2]
         top, order = self._scatter_top(score, chosen, self.proposals)
         return boxes[order], top > SELECTABLE

@@ -101,11 +101,10 @@ class OnnxRuntimeBackend(Backend):
 
 def _read_onnx(path: Path) -> Any:
     import onnx
-    from google.protobuf.message import DecodeError
 
     try:
         return onnx.load(str(path), load_external_data=True)
-    except (DecodeError, ValueError, OSError) as exc:
+    except Exception as exc:  # protobuf's DecodeError and friends: the file is not ONNX
         raise ModelFileError(f"{path.name}: ONNX Runtime cannot load it (not a valid ONNX file: {exc})") from exc
 
 

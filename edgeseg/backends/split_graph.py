@@ -120,7 +120,8 @@ class SplitGraph:
             standard = [n for n, s in zip(graph.node, node_stages, strict=True) if s == stage and n.domain != DOMAIN]
             if standard:
                 nodes = _with_constants(standard, constants)
-                self.steps.append(self._segment(model, nodes, initializers, types, make_session, len(nodes) - len(standard)))
+                copied = len(nodes) - len(standard)
+                self.steps.append(self._segment(model, nodes, initializers, types, make_session, copied))
             for node, s in zip(graph.node, node_stages, strict=True):
                 if s == stage and node.domain == DOMAIN:
                     if node.op_type not in CUSTOM_OPS:
