@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from converters.checkpoint import StateDict, fill_missing_counters, layout_of, load_strict, read_state_dict
 from converters.hrnet.archs import ARCHS, HRNetSpec, get_arch
 from converters.hrnet.model import HRNetV2
+from converters.onnx_cleanup import tidy
 from converters.onnx_export import DEFAULT_OPSET, trace_to_onnx, write_onnx
 from edgeseg.atomic import check_writable
 from edgeseg.classes import ClassSet, resolve_classes
@@ -140,6 +141,7 @@ def export_hrnet(
     example = (torch.zeros((*frame_hw, 3), dtype=torch.uint8),)
     with steps.step(f"tracing {model.spec.name} at {frame_hw[0]}x{frame_hw[1]} to ONNX"):
         graph = trace_to_onnx(wrapper, example, ["frame"], ["label_map", "logits"], opset=opset)
+        tidy(graph)
     meta = ModelMetadata(
         kind="semantic",
         arch=f"hrnetv2_{model.spec.name}",

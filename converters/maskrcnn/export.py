@@ -11,7 +11,7 @@ from torchvision.models.detection import MaskRCNN
 from converters.checkpoint import StateDict, fill_missing_counters, layout_of, load_strict, read_state_dict
 from converters.maskrcnn.archs import ARCHS, CLASS_KEY, COCO_CATEGORIES, build_arch
 from converters.maskrcnn.graph import OUTPUT_NAMES, FrameToDetections, GraphOptions
-from converters.onnx_cleanup import remove_dead_nodes, set_static_shapes
+from converters.onnx_cleanup import tidy
 from converters.onnx_export import DEFAULT_OPSET, trace_to_onnx, write_onnx
 from edgeseg.atomic import check_writable
 from edgeseg.classes import ClassSet, generated_palette, read_class_file
@@ -114,8 +114,7 @@ def export_maskrcnn(
     with steps.step(f"tracing {arch} at {frame_hw[0]}x{frame_hw[1]} to ONNX"):
         graph = trace_to_onnx(wrapper, (torch.zeros((*frame_hw, 3), dtype=torch.uint8),), ["frame"],
                               list(OUTPUT_NAMES), opset=opset)
-        remove_dead_nodes(graph)
-        set_static_shapes(graph, {"frame": (*frame_hw, 3), "num_detections": (1,), "boxes": (k, 4),
+        tidy(graph, {"frame": (*frame_hw, 3), "num_detections": (1,), "boxes": (k, 4),
                                   "scores": (k,), "labels": (k,), "masks": (k, *frame_hw)})
     t = model.transform
     meta = ModelMetadata(

@@ -1,0 +1,189 @@
+"""Mask R-CNN: the exported graph is static and TensorRT-parsable, and, run through edgeseg.load
+(ONNX Runtime segments + the CPU build of our two ops), reproduces torchvision eager on real photos."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+import edgeseg
+from converters.maskrcnn.archs import build_arch
+from converters.maskrcnn.export import export_maskrcnn
+from converters.maskrcnn.graph import GraphOptions
+from edgeseg.frames import fit_frame
+from edgeseg.result import InstanceResult
+from tests.conftest import fit
+
+# Ops TensorRT's ONNX parser supports (onnx-tensorrt docs/operators.md) that this graph may use.
+TENSORRT_OPS = {
+    "Add", "And", "ArgMax", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Conv", "ConvTranspose",
+    "Div", "Equal", "Exp", "Expand", "Flatten", "Gather", "GatherElements", "Gemm", "Greater", "GreaterOrEqual",
+    "Identity", "Less", "Log", "MatMul", "Max", "MaxPool", "Min", "Mul", "NonMaxSuppression", "Not", "Pad",
+    "ReduceSum", "Relu", "Reshape", "Resize", "ScatterElements", "ScatterND", "Shape", "Sigmoid", "Slice",
+    "Softmax", "Sqrt", "Squeeze", "Sub", "TopK", "Transpose", "Unsqueeze", "Where", "BatchNormalization",
+    "Floor", "Range", "Or", "Neg", "Tile",
+}
+CUSTOM = {"MultiLevelRoIAlign", "PasteMasks"}
+FORBIDDEN = {"Loop", "If", "NonZero", "Scan"}
+TOP = 50
+
+
+@dataclass
+class Exported:
+    torch_model: torch.nn.Module
+    path: Path
+    frame_hw: tuple[int, int]
+
+
+def _export(tmp: Path, arch: str, frame_hw: tuple[int, int]) -> Exported:
+    model = build_arch(arch, 91)
+    model.roi_heads.score_thresh = 0.0  # random weights: keep enough detections to compare 50
+    path = tmp / f"{arch}_{frame_hw[0]}x{frame_hw[1]}.onnx"
+    export_maskrcnn(model, path, frame_hw, GraphOptions(score_thresh=0.0), arch=f"maskrcnn_{arch}")
+    return Exported(model, path, frame_hw)
+
+
+@pytest.fixture(scope="module")
+def v1_400x600(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    return _export(tmp_path_factory.mktemp("maskrcnn"), "resnet50_fpn", (400, 600))
+
+
+@pytest.fixture(scope="module")
+def v1_800x800(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    return _export(tmp_path_factory.mktemp("maskrcnn"), "resnet50_fpn", (800, 800))
+
+
+@pytest.fixture(scope="module")
+def v2_400x600(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    return _export(tmp_path_factory.mktemp("maskrcnn"), "resnet50_fpn_v2", (400, 600))
+
+
+def torchvision_eager(model: torch.nn.Module, frame_bgr: np.ndarray) -> dict[str, np.ndarray]:
+    """torchvision's own inference: RGB float image in [0, 1], masks thresholded at 0.5."""
+    torch.set_num_threads(2)
+    image = torch.from_numpy(np.ascontiguousarray(frame_bgr[:, :, ::-1])).permute(2, 0, 1).float() / 255
+    with torch.no_grad():
+        out = model([image])[0]
+    return {
+        "boxes": out["boxes"].numpy(),
+        "scores": out["scores"].numpy(),
+        "labels": out["labels"].numpy(),
+        "masks": (out["masks"][:, 0] > 0.5).numpy(),
+    }
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of corresponding rows, boxes as x0, y0, x1, y1."""
+    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = iw * ih
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of corresponding masks; two empty masks agree (IoU 1)."""
+    a, b = a.astype(bool), b.astype(bool)
+    inter = (a & b).sum((1, 2))
+    union = (a | b).sum((1, 2))
+    return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+
+
+def assert_matches_torchvision(ours: InstanceResult, ref: dict[str, np.ndarray]) -> None:
+    assert len(ours) >= TOP and len(ref["boxes"]) >= TOP, (len(ours), len(ref["boxes"]))
+    np.testing.assert_array_equal(ours.labels[:TOP], ref["labels"][:TOP])
+    ious = box_iou(ours.boxes[:TOP], ref["boxes"][:TOP])
+    assert ious.min() >= 0.98, f"box IoU min {ious.min():.4f}"
+    np.testing.assert_allclose(ours.scores[:TOP], ref["scores"][:TOP], atol=1e-3)
+    m = mask_iou(ours.masks[:TOP], ref["masks"][:TOP])
+    assert m.mean() >= 0.98, f"mean mask IoU {m.mean():.4f} (min {m.min():.4f})"
+
+
+@pytest.mark.parametrize(("which", "photo_ids"), [("v1_400x600", [0, 1]), ("v1_800x800", [2]), ("v2_400x600", [3])])
+def test_end_to_end_matches_torchvision(which: str, photo_ids: list[int], request: pytest.FixtureRequest,
+                                        photos: list[np.ndarray]) -> None:
+    exported: Exported = request.getfixturevalue(which)
+    model = edgeseg.load(exported.path, threads=2)
+    for i in photo_ids:
+        frame = fit(photos[i], exported.frame_hw)
+        assert_matches_torchvision(model.instances(frame), torchvision_eager(exported.torch_model, frame))
+
+
+def _dynamic_dims(value: onnx.ValueInfoProto) -> bool:
+    dims = value.type.tensor_type.shape.dim
+    return not value.type.tensor_type.HasField("shape") or any(not d.HasField("dim_value") for d in dims)
+
+
+def test_graph_is_static_and_tensorrt_parsable(v1_400x600: Exported) -> None:
+    model = onnx.load(str(v1_400x600.path))
+    graph = model.graph
+    ops = {n.op_type for n in graph.node}
+    assert not ops & FORBIDDEN
+    assert ops - CUSTOM <= TENSORRT_OPS, sorted(ops - CUSTOM - TENSORRT_OPS)
+    assert {n.op_type for n in graph.node if n.domain == "edgeseg"} == CUSTOM
+    assert ("edgeseg", 1) in {(o.domain, o.version) for o in model.opset_import}
+
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in (*graph.input, *graph.output)}
+    assert shapes == {"frame": [400, 600, 3], "num_detections": [1], "boxes": [100, 4], "scores": [100],
+                      "labels": [100], "masks": [100, 400, 600]}
+
+    # The only data-dependent shapes: NonMaxSuppression's selection and what is computed from it
+    # before it is scattered back into a fixed-size vector.
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    dynamic = {v.name for v in inferred.value_info if _dynamic_dims(v)}
+    origin = {o for n in graph.node if n.op_type == "NonMaxSuppression" for o in n.output}
+    for node in graph.node:
+        if node.op_type != "NonMaxSuppression" and any(o in dynamic for o in node.output):
+            assert any(i in origin for i in node.input), f"{node.op_type} {node.name} has a dynamic output"
+            origin.update(node.output)
+        if node.op_type == "ScatterElements":
+            assert node.output[0] not in dynamic
+
+    # Inputs TensorRT's parser needs as initializers (onnx-tensorrt docs/operators.md).
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    must_be_constant = {"TopK": [1], "NonMaxSuppression": [2, 3, 4], "Slice": [3], "Unsqueeze": [1],
+                        "Squeeze": [1], "Conv": [1], "ConvTranspose": [1], "Resize": [2, 3]}
+    for node in graph.node:
+        for i in must_be_constant.get(node.op_type, []):
+            if i < len(node.input) and node.input[i]:
+                assert node.input[i] in consts, f"{node.op_type} {node.name}: input {i} is not an initializer"
+        if node.op_type == "TopK":
+            k = int(consts[node.input[1]].reshape(-1)[0])
+            assert 0 < k < 3840, f"TopK K={k} is over TensorRT's limit"
+        if node.op_type == "Resize":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            assert attrs.get("mode", b"nearest") in (b"linear", b"nearest")
+            assert attrs.get("coordinate_transformation_mode", b"half_pixel") in (
+                b"half_pixel", b"pytorch_half_pixel", b"align_corners", b"asymmetric")
+            assert attrs.get("nearest_mode", b"floor") in (b"floor", b"ceil", b"round_prefer_floor", b"round_prefer_ceil")
+            assert attrs.get("antialias", 0) == 0
+
+    for node in graph.node:
+        if node.domain == "edgeseg":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            assert attrs["plugin_version"] == b"1" and attrs["plugin_namespace"] == b"edgeseg"
+
+
+def test_metadata_describes_the_graph(v1_400x600: Exported) -> None:
+    model = edgeseg.load(v1_400x600.path)
+    m = model.metadata
+    assert (m.kind, m.arch, m.num_classes) == ("instance", "maskrcnn_resnet50_fpn", 91)
+    assert m.frame_hw == (400, 600) and m.input_hw == (800, 1200)
+    assert m.extra["padded_hw"] == [800, 1216] and m.extra["max_detections"] == 100
+    assert m.extra["score_thresh"] == 0.0 and m.extra["paste"] == "torchvision"
+
+
+def test_frame_of_another_size_maps_back(v1_400x600: Exported, photos: list[np.ndarray]) -> None:
+    model = edgeseg.load(v1_400x600.path, threads=2)
+    photo = photos[4]  # 512x512: scaled to the model's 400x600 and back
+    result = model.instances(photo)
+    assert result.masks.shape == (len(result), 512, 512) and result.masks.dtype == np.uint8
+    direct = model.instances(fit_frame(photo, (400, 600)))  # what the model does to the photo
+    sx, sy = 512 / 600, 512 / 400
+    np.testing.assert_allclose(result.boxes, direct.boxes * np.array([sx, sy, sx, sy], np.float32), rtol=1e-6)
