@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 HERE = Path(__file__).parent
 
@@ -41,6 +41,26 @@ setup(
         "test": ["pytest>=8", "scikit-image>=0.22", "mypy>=1.10", "ruff>=0.5"],
     },
     entry_points={"console_scripts": ["edgeseg=edgeseg.cli:main"]},
+    # CPU build of the custom ops' math (plugins/*/..._math.h), loaded by edgeseg/ops.py with
+    # ctypes: a plain shared library with extern "C" functions, no Python C API.
+    ext_modules=[
+        Extension(
+            "edgeseg._ops_cpu",
+            sources=[
+                "plugins/multilevel_roi_align/roi_align_cpu.cpp",
+                "plugins/paste_masks/paste_masks_cpu.cpp",
+            ],
+            depends=[
+                "plugins/common/edgeseg_hd.h",
+                "plugins/multilevel_roi_align/roi_align_math.h",
+                "plugins/paste_masks/paste_masks_math.h",
+            ],
+            include_dirs=["plugins"],
+            language="c++",
+            extra_compile_args=["-O3", "-std=c++17", "-fopenmp"],
+            extra_link_args=["-fopenmp"],
+        )
+    ],
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Image Recognition",

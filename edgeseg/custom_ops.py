@@ -56,7 +56,7 @@ def _roi_align_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) 
         [float(s) for s in attrs["spatial_scales"]],
         sampling_ratio=int(attrs["sampling_ratio"]),
         aligned=bool(attrs["aligned"]),
-        canonical_scale=int(attrs["canonical_scale"]),
+        canonical_scale=float(attrs["canonical_scale"]),
         canonical_level=int(attrs["canonical_level"]),
         threads=threads,
     )
@@ -92,7 +92,7 @@ MULTILEVEL_ROI_ALIGN = CustomOp(
         "spatial_scales": [0.25, 0.125, 0.0625, 0.03125],
         "sampling_ratio": 2,
         "aligned": 0,
-        "canonical_scale": 224,
+        "canonical_scale": 224.0,
         "canonical_level": 4,
     },
     _roi_align_kernel,

@@ -75,7 +75,7 @@ def _roi_attrs(pooler: MultiScaleRoIAlign, scales: list[float]) -> dict[str, obj
         "spatial_scales": scales,
         "sampling_ratio": int(pooler.sampling_ratio),
         "aligned": 0,
-        "canonical_scale": int(pooler.canonical_scale),
+        "canonical_scale": float(pooler.canonical_scale),
         "canonical_level": int(pooler.canonical_level),
     }
 

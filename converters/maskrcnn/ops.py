@@ -56,7 +56,7 @@ class _MultiLevelRoIAlign(torch.autograd.Function):
             spatial_scales_f=list(attrs["spatial_scales"]),
             sampling_ratio_i=attrs["sampling_ratio"],
             aligned_i=attrs["aligned"],
-            canonical_scale_i=attrs["canonical_scale"],
+            canonical_scale_f=attrs["canonical_scale"],
             canonical_level_i=attrs["canonical_level"],
             plugin_version_s=attrs["plugin_version"],
             plugin_namespace_s=attrs["plugin_namespace"],

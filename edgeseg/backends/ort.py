@@ -55,6 +55,9 @@ class OnnxRuntimeBackend(Backend):
                 raise ValueError(f"threads must be >= 1, got {threads}")
             opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
+        # Idle ONNX Runtime threads would spin and steal the cores from our CPU kernels (which
+        # run between segments) and from the caller's own threads.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         name = Path(path).name
 
         def make_session(model: str | bytes) -> Any:

@@ -11,6 +11,7 @@ stage ``s``. A tensor is dropped as soon as no later step needs it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,11 @@ class Segment:
     session: Any  # onnxruntime.InferenceSession
     inputs: list[str]
     outputs: list[str]
+    nodes: int
+
+    @property
+    def label(self) -> str:
+        return f"onnxruntime segment ({self.nodes} nodes)"
 
 
 @dataclass
@@ -34,6 +40,10 @@ class CustomStep:
     attrs: dict[str, Any]
     inputs: list[str]
     outputs: list[str]
+
+    @property
+    def label(self) -> str:
+        return f"{self.op_type} (edgeseg cpu kernel)"
 
 
 Step = Segment | CustomStep
@@ -131,6 +141,8 @@ class SplitGraph:
                     self.steps.append(CustomStep(node.op_type, _attribute_values(node), list(node.input),
                                                  list(node.output)))
         self._last_use = self._last_uses()
+        #: (step label, seconds) of the last run, in order: the per-stage profile tools print
+        self.last_timings: list[tuple[str, float]] = []
 
     def _segment(
         self,
@@ -168,7 +180,7 @@ class SplitGraph:
         )
         opsets = [o for o in model.opset_import if o.domain in ("", "ai.onnx")]
         sub_model = helper.make_model(sub, opset_imports=opsets, ir_version=model.ir_version)
-        return Segment(make_session(sub_model.SerializeToString()), inputs, outputs)
+        return Segment(make_session(sub_model.SerializeToString()), inputs, outputs, len(nodes) - copied)
 
     def _last_uses(self) -> dict[str, int]:
         last: dict[str, int] = {}
@@ -181,7 +193,9 @@ class SplitGraph:
         """Run every step; return the requested graph outputs."""
         env: dict[str, np.ndarray] = dict(feeds)
         keep = set(outputs)
+        timings = []
         for i, step in enumerate(self.steps):
+            start = time.perf_counter()
             args = [env[name] for name in step.inputs]
             if isinstance(step, Segment):
                 values = step.session.run(step.outputs, dict(zip(step.inputs, args, strict=True)))
@@ -191,4 +205,6 @@ class SplitGraph:
             for name in step.inputs:
                 if self._last_use.get(name) == i and name not in keep:
                     env.pop(name, None)
+            timings.append((step.label, time.perf_counter() - start))
+        self.last_timings = timings
         return {name: env[name] for name in outputs}

@@ -1,0 +1,183 @@
+// roi_align_math.h - the math of MultiLevelRoIAlign, one output element per call.
+//
+// Shared by the CPU build (roi_align_cpu.cpp) and the future CUDA kernel, so both compute the
+// same numbers.  The semantics are those of torchvision.ops.roi_align (average pooling of
+// bilinear samples, torchvision's CPU kernel rules for borders) and of
+// torchvision.ops.MultiScaleRoIAlign (FPN level of each RoI from its area); see README.md.
+//
+// Conventions
+//   * Features are NCHW and C-contiguous; one level is described by its pointer and N, C, H, W.
+//   * A RoI row is 5 floats: batch index, x0, y0, x1, y1, in input-image pixels.  Multiplying by
+//     a level's spatial_scale gives feature-map coordinates in which feature pixel (i, j) is
+//     centred at (j + 0.5, i + 0.5) when `aligned` is true, at (j, i) when it is false (the
+//     legacy convention; torchvision's MultiScaleRoIAlign uses it).
+//   * Element type T of the features may be float or (later, on the GPU) half; every sum is
+//     accumulated in float.
+#pragma once
+
+#include "common/edgeseg_hd.h"
+
+namespace edgeseg {
+namespace roi_align {
+
+// Where and how densely one RoI is sampled on one feature level (feature-map units).
+struct RoiBins {
+  int batch;      // image of the batch the RoI belongs to; -1 when roi[0] is not a usable index
+  float start_y;  // top edge of the RoI
+  float start_x;  // left edge of the RoI
+  float bin_h;    // height of one output bin
+  float bin_w;    // width of one output bin
+  int grid_h;     // bilinear samples per bin along y
+  int grid_w;     // bilinear samples per bin along x
+  float count;    // divisor of the average: max(grid_h * grid_w, 1)
+};
+
+// Number of samples per bin along one axis when sampling_ratio <= 0: ceil(extent / bins).
+// Negative or NaN extents (possible with aligned=true) give 0 samples, i.e. a zero output,
+// which is also what torchvision's loops produce for them.
+EDGESEG_HD int adaptive_grid(float extent, int bins) {
+  const float g = ceilf(extent / static_cast<float>(bins));
+  if (!(g >= 1.0f)) return 0;
+  // Far beyond any real feature map; only keeps the float -> int conversion defined.
+  if (g > 1073741824.0f) return 1073741824;
+  return static_cast<int>(g);
+}
+
+// Sampling geometry of RoI `roi` (5 floats) on a level with the given spatial scale.
+// The order of the float operations follows torchvision's CPU kernel on purpose.
+EDGESEG_HD RoiBins make_roi_bins(const float* roi, float spatial_scale, int out_h, int out_w,
+                                 int sampling_ratio, bool aligned) {
+  RoiBins b;
+  // torchvision converts the float index with a C cast (truncation toward zero); reject values
+  // whose conversion would be undefined (NaN, out of int range).
+  const float index = roi[0];
+  b.batch = (index > -1.0f && index < 2147483648.0f) ? static_cast<int>(index) : -1;
+
+  const float offset = aligned ? 0.5f : 0.0f;
+  const float x0 = roi[1] * spatial_scale - offset;
+  const float y0 = roi[2] * spatial_scale - offset;
+  const float x1 = roi[3] * spatial_scale - offset;
+  const float y1 = roi[4] * spatial_scale - offset;
+  float roi_w = x1 - x0;
+  float roi_h = y1 - y0;
+  if (!aligned) {
+    // Legacy behaviour: a RoI is never smaller than one feature pixel.
+    roi_w = hd_max(roi_w, 1.0f);
+    roi_h = hd_max(roi_h, 1.0f);
+  }
+  b.start_y = y0;
+  b.start_x = x0;
+  b.bin_h = roi_h / static_cast<float>(out_h);
+  b.bin_w = roi_w / static_cast<float>(out_w);
+  b.grid_h = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(roi_h, out_h);
+  b.grid_w = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(roi_w, out_w);
+  const long long n = static_cast<long long>(b.grid_h) * static_cast<long long>(b.grid_w);
+  b.count = static_cast<float>(n > 1 ? n : 1);
+  return b;
+}
+
+// Bilinear value of one H x W feature plane at (y, x), feature-pixel units, with torchvision's
+// border rules:
+//   * a point more than one pixel outside the map (y < -1, y > H, x < -1, x > W) or NaN is 0;
+//   * otherwise negative coordinates are clamped to 0;
+//   * a point at or beyond the last row (column) uses that row (column) alone.
+template <typename T>
+EDGESEG_HD float bilinear_tap(const T* plane, int height, int width, float y, float x) {
+  if (!(y >= -1.0f && y <= static_cast<float>(height) && x >= -1.0f &&
+        x <= static_cast<float>(width))) {
+    return 0.0f;
+  }
+  if (y <= 0.0f) y = 0.0f;
+  if (x <= 0.0f) x = 0.0f;
+
+  int row0 = static_cast<int>(y);
+  int col0 = static_cast<int>(x);
+  int row1;
+  int col1;
+  if (row0 >= height - 1) {
+    row0 = height - 1;
+    row1 = row0;
+    y = static_cast<float>(row0);
+  } else {
+    row1 = row0 + 1;
+  }
+  if (col0 >= width - 1) {
+    col0 = width - 1;
+    col1 = col0;
+    x = static_cast<float>(col0);
+  } else {
+    col1 = col0 + 1;
+  }
+
+  const float fy = y - static_cast<float>(row0);  // weight of row1
+  const float fx = x - static_cast<float>(col0);  // weight of col1
+  const float gy = 1.0f - fy;                     // weight of row0
+  const float gx = 1.0f - fx;                     // weight of col0
+
+  const T* r0 = plane + static_cast<long long>(row0) * width;
+  const T* r1 = plane + static_cast<long long>(row1) * width;
+  return gy * gx * hd_to_float(r0[col0]) + gy * fx * hd_to_float(r0[col1]) +
+         fy * gx * hd_to_float(r1[col0]) + fy * fx * hd_to_float(r1[col1]);
+}
+
+// Output element (c, ph, pw) of a RoI whose geometry on this level is `bins`: the average of
+// grid_h x grid_w bilinear samples spread evenly over bin (ph, pw).  `features` is the whole
+// level, [batch_size, channels, height, width].  A RoI with an invalid batch index gives 0.
+template <typename T>
+EDGESEG_HD float roi_align_bin(const T* features, int batch_size, int channels, int height,
+                               int width, const RoiBins& bins, int c, int ph, int pw) {
+  if (bins.batch < 0 || bins.batch >= batch_size || height <= 0 || width <= 0) return 0.0f;
+  const T* plane =
+      features + (static_cast<long long>(bins.batch) * channels + c) * height * width;
+
+  float sum = 0.0f;
+  for (int iy = 0; iy < bins.grid_h; ++iy) {
+    // Sample rows sit at the centres of grid_h equal slices of the bin.
+    const float y = bins.start_y + static_cast<float>(ph) * bins.bin_h +
+                    (static_cast<float>(iy) + 0.5f) * bins.bin_h / static_cast<float>(bins.grid_h);
+    for (int ix = 0; ix < bins.grid_w; ++ix) {
+      const float x = bins.start_x + static_cast<float>(pw) * bins.bin_w +
+                      (static_cast<float>(ix) + 0.5f) * bins.bin_w / static_cast<float>(bins.grid_w);
+      sum += bilinear_tap(plane, height, width, y, x);
+    }
+  }
+  return sum / bins.count;
+}
+
+// The same from the raw RoI row: everything one output element (r, c, ph, pw) needs.
+template <typename T>
+EDGESEG_HD float roi_align_element(const T* features, int batch_size, int channels, int height,
+                                   int width, const float* roi, float spatial_scale, int out_h,
+                                   int out_w, int sampling_ratio, bool aligned, int c, int ph,
+                                   int pw) {
+  const RoiBins bins = make_roi_bins(roi, spatial_scale, out_h, out_w, sampling_ratio, aligned);
+  return roi_align_bin(features, batch_size, channels, height, width, bins, c, ph, pw);
+}
+
+// FPN exponent k of a level from its spatial scale 2^-k (1/4 -> 2, 1/32 -> 5).
+EDGESEG_HD int level_exponent(float spatial_scale) {
+  return static_cast<int>(roundf(-log2f(spatial_scale)));
+}
+
+// Level index (0 = first, finest level) a RoI is pooled from, as torchvision's LevelMapper
+// decides it:
+//   k = floor(canonical_level + log2(sqrt(area) / canonical_scale) + 1e-6), clamped to
+//   [k_min, k_max], minus k_min, with area = (x1 - x0) * (y1 - y0) in image pixels.
+// Everything is float32 in torchvision's order.  Returns -1 (the RoI gets a zero output, as in
+// torchvision) when the area is negative or NaN, or when k - k_min has no level (scales that are
+// not consecutive powers of two).  With a single level every RoI uses it.
+EDGESEG_HD int roi_level(const float* roi, int num_levels, int k_min, int k_max,
+                         float canonical_scale, int canonical_level) {
+  if (num_levels == 1) return 0;
+  const float area = (roi[3] - roi[1]) * (roi[4] - roi[2]);
+  const float side = sqrtf(area);
+  float k = floorf(static_cast<float>(canonical_level) +
+                   log2f(side / canonical_scale) + 1e-6f);
+  if (k != k) return -1;  // NaN
+  k = hd_clamp(k, static_cast<float>(k_min), static_cast<float>(k_max));
+  const int level = static_cast<int>(k) - k_min;
+  return (level >= 0 && level < num_levels) ? level : -1;
+}
+
+}  // namespace roi_align
+}  // namespace edgeseg

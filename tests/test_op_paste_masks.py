@@ -1,0 +1,287 @@
+"""edgeseg.ops.paste_masks (CPU build of PasteMasks) against torchvision's
+paste_masks_in_image (mode "torchvision") and a grid_sample reference (mode "continuous")."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+
+from edgeseg import ops
+
+MIN_AGREEMENT = 0.9999
+FRAMES = [(1, 1), (37, 53), (64, 64), (97, 131), (120, 81), (200, 333)]
+
+
+def random_boxes(rng: np.random.Generator, k: int, frame_hw: tuple[int, int]) -> np.ndarray:
+    """[k, 4] boxes (x0, y0, x1, y1): ordinary, zero-size, sub-pixel, reversed, partly and
+    wholly outside the frame."""
+    fh, fw = frame_hw
+    rows = []
+    for _ in range(k):
+        kind = rng.integers(0, 7)
+        x0, y0 = rng.uniform(-0.1 * fw, fw), rng.uniform(-0.1 * fh, fh)
+        w, h = rng.uniform(1, max(2, 0.7 * fw)), rng.uniform(1, max(2, 0.7 * fh))
+        if kind == 1:  # zero width and/or height
+            w, h = float(rng.choice([0.0, w])), float(rng.choice([0.0, h]))
+        elif kind == 2:  # sub-pixel
+            w, h = rng.uniform(0, 1), rng.uniform(0, 1)
+        elif kind == 3:  # wholly outside: right/bottom or left/top
+            if rng.integers(0, 2):
+                x0, y0 = fw + rng.uniform(0, 30), fh + rng.uniform(0, 30)
+            else:
+                x0, y0 = -w - rng.uniform(2, 30), -h - rng.uniform(2, 30)
+        elif kind == 4:  # straddling the top-left corner
+            x0, y0 = -rng.uniform(0, 0.5) * w, -rng.uniform(0, 0.5) * h
+        elif kind == 5:  # straddling the bottom-right corner
+            x0, y0 = fw - rng.uniform(0, 1) * w, fh - rng.uniform(0, 1) * h
+        elif kind == 6:  # reversed corners
+            x0, w = x0 + w, -w
+        rows.append([x0, y0, x0 + w, y0 + h])
+    return np.asarray(rows, dtype=np.float32).reshape(k, 4)
+
+
+def torchvision_reference(masks: np.ndarray, boxes: np.ndarray, frame_hw: tuple[int, int], threshold: float):
+    """paste_masks_in_image(...) > threshold, one mask at a time.
+
+    torchvision raises for some boxes wholly outside the frame (its slice bounds go negative and
+    wrap); those planes are expected empty, and the count is returned so the test can check them.
+    """
+    out = np.zeros((masks.shape[0], *frame_hw), dtype=np.uint8)
+    raised = []
+    for i in range(masks.shape[0]):
+        try:
+            pasted = paste_masks_in_image(
+                torch.from_numpy(masks[i : i + 1, None]), torch.from_numpy(boxes[i : i + 1]), frame_hw
+            )
+        except RuntimeError:
+            raised.append(i)
+            continue
+        out[i] = (pasted[0, 0] > threshold).numpy()
+    return out, raised
+
+
+def continuous_reference(
+    masks: np.ndarray, boxes: np.ndarray, frame_hw: tuple[int, int], threshold: float, logits: bool = False
+) -> np.ndarray:
+    """Detectron2's _do_paste_mask semantics over the whole frame, written out:
+
+    The box (x0, y0, x1, y1) is continuous (frame pixels, no rounding). Every frame pixel (x, y)
+    is sampled at its centre (x + 0.5, y + 0.5), which maps to normalised mask coordinates
+    gx = (x + 0.5 - x0) / (x1 - x0) * 2 - 1 and gy = (y + 0.5 - y0) / (y1 - y0) * 2 - 1
+    (-1 and +1 are the box edges). The M x M mask (after a sigmoid when it holds logits) is read
+    there with grid_sample(mode="bilinear", align_corners=False, padding_mode="zeros"), i.e.
+    mask sample j is centred at box-relative position (j + 0.5) / M and samples beyond the mask
+    are 0. The pixel is foreground iff the value is >= threshold.
+    """
+    fh, fw = frame_hw
+    k = masks.shape[0]
+    m = torch.from_numpy(masks)[:, None]
+    if logits:
+        m = torch.sigmoid(m)
+    b = torch.from_numpy(boxes)
+    xs = torch.arange(fw, dtype=torch.float32) + 0.5
+    ys = torch.arange(fh, dtype=torch.float32) + 0.5
+    gx = (xs[None, :] - b[:, 0:1]) / (b[:, 2:3] - b[:, 0:1]) * 2 - 1  # [K, W]
+    gy = (ys[None, :] - b[:, 1:2]) / (b[:, 3:4] - b[:, 1:2]) * 2 - 1  # [K, H]
+    grid = torch.stack([gx[:, None, :].expand(k, fh, fw), gy[:, :, None].expand(k, fh, fw)], dim=3)
+    value = F.grid_sample(m, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
+    return (value >= threshold).numpy().astype(np.uint8)
+
+
+def agreement(ours: np.ndarray, ref: np.ndarray) -> tuple[float, int, int]:
+    assert ours.shape == ref.shape and ours.dtype == np.uint8
+    mismatched = int((ours != ref).sum())
+    total = max(int(ref.size), 1)
+    return 1.0 - mismatched / total, mismatched, total
+
+
+def test_torchvision_mode_matches_paste_masks_in_image():
+    rng = np.random.default_rng(2024)
+    mismatched = total = raised_total = 0
+    for case in range(48):
+        frame_hw = FRAMES[case % len(FRAMES)]
+        k = int(rng.integers(0, 51)) if case % 8 else 0
+        m = int(rng.choice([1, 2, 7, 14, 28]))
+        masks = rng.random((k, m, m)).astype(np.float32)
+        boxes = random_boxes(rng, k, frame_hw)
+        ours = ops.paste_masks(masks, boxes, frame_hw, threads=2)
+        ref, raised = torchvision_reference(masks, boxes, frame_hw, 0.5)
+        assert ours.shape == (k, *frame_hw)
+        if raised:  # only boxes wholly outside the frame make torchvision raise
+            assert not ours[raised].any()
+            raised_total += len(raised)
+        _, bad, size = agreement(ours, ref)
+        mismatched += bad
+        total += size
+    fraction = mismatched / total
+    assert 1.0 - fraction >= MIN_AGREEMENT, f"mismatch fraction {fraction:.3g} ({mismatched} of {total} pixels)"
+    print(f"torchvision mode: mismatch fraction {fraction:.3g} ({mismatched} of {total} pixels); "
+          f"{raised_total} wholly-outside boxes made torchvision raise")
+
+
+def test_torchvision_mode_other_thresholds():
+    rng = np.random.default_rng(5)
+    frame_hw = (90, 70)
+    masks = rng.random((30, 14, 14)).astype(np.float32)
+    boxes = random_boxes(rng, 30, frame_hw)
+    for threshold in (0.0, 0.25, 0.9):
+        ours = ops.paste_masks(masks, boxes, frame_hw, threshold=threshold)
+        ref, _ = torchvision_reference(masks, boxes, frame_hw, threshold)
+        ratio, bad, size = agreement(ours, ref)
+        assert ratio >= MIN_AGREEMENT, f"threshold {threshold}: mismatch fraction {bad / size:.3g}"
+
+
+def test_logits_equal_probabilities_with_sigmoid_first():
+    rng = np.random.default_rng(8)
+    frame_hw = (111, 97)
+    logits = (rng.standard_normal((40, 28, 28)) * 4).astype(np.float32)
+    probs = torch.sigmoid(torch.from_numpy(logits)).numpy()
+    boxes = random_boxes(rng, 40, frame_hw)
+    for mode in ("torchvision", "continuous"):
+        from_logits = ops.paste_masks(logits, boxes, frame_hw, mode=mode, logits=True)
+        from_probs = ops.paste_masks(probs, boxes, frame_hw, mode=mode)
+        ratio, bad, size = agreement(from_logits, from_probs)
+        assert ratio >= MIN_AGREEMENT, f"{mode}: mismatch fraction {bad / size:.3g}"
+    ref, _ = torchvision_reference(probs, boxes, frame_hw, 0.5)
+    ratio, bad, size = agreement(ops.paste_masks(logits, boxes, frame_hw, logits=True), ref)
+    assert ratio >= MIN_AGREEMENT, f"logits vs torchvision: mismatch fraction {bad / size:.3g}"
+
+
+def test_continuous_mode_matches_grid_sample_reference():
+    rng = np.random.default_rng(77)
+    mismatched = total = 0
+    for case in range(36):
+        frame_hw = FRAMES[case % len(FRAMES)]
+        k = int(rng.integers(0, 51)) if case % 9 else 0
+        m = int(rng.choice([1, 2, 7, 14, 28]))
+        logits = bool(case % 2)
+        masks = (rng.standard_normal((k, m, m)) * 3).astype(np.float32)
+        if not logits:
+            masks = torch.sigmoid(torch.from_numpy(masks)).numpy()
+        boxes = random_boxes(rng, k, frame_hw)
+        threshold = float(rng.choice([0.5, 0.5, 0.3, 0.8, 0.05]))
+        ours = ops.paste_masks(masks, boxes, frame_hw, mode="continuous", threshold=threshold, logits=logits)
+        ref = continuous_reference(masks, boxes, frame_hw, threshold, logits)
+        _, bad, size = agreement(ours, ref)
+        mismatched += bad
+        total += size
+    fraction = mismatched / total
+    assert 1.0 - fraction >= MIN_AGREEMENT, f"mismatch fraction {fraction:.3g} ({mismatched} of {total} pixels)"
+    print(f"continuous mode: mismatch fraction {fraction:.3g} ({mismatched} of {total} pixels)")
+
+
+def test_per_pixel_function_equals_fast_path():
+    """The CPU fast path hoists taps out of its loops; paste_pixel() (what the CUDA kernel calls
+    per pixel) must give the same bytes."""
+    rng = np.random.default_rng(3)
+    frame_hw = (150, 170)
+    masks = (rng.standard_normal((40, 28, 28)) * 3).astype(np.float32)
+    boxes = random_boxes(rng, 40, frame_hw)
+    for mode in ("torchvision", "continuous"):
+        for logits in (False, True):
+            fast = ops._paste_masks(masks, boxes, frame_hw, mode, 0.5, logits, 2, per_pixel=False)
+            slow = ops._paste_masks(masks, boxes, frame_hw, mode, 0.5, logits, 2, per_pixel=True)
+            assert np.array_equal(fast, slow)
+
+
+def test_threshold_comparison_is_strict_for_torchvision_and_inclusive_for_continuous():
+    masks = np.full((1, 2, 2), 0.5, dtype=np.float32)
+    # torchvision: box (1, 1, 2.5, 2.5) grows to integer box [0, 3] = 4 = M + 2 pixels, so the
+    # bordered mask is copied unscaled and pixels 1..2 hold exactly 0.5.
+    box = np.array([[1, 1, 2.5, 2.5]], np.float32)
+    ref, _ = torchvision_reference(masks, box, (4, 4), 0.5)
+    assert not ref.any()
+    assert not ops.paste_masks(masks, box, (4, 4), threshold=0.5).any()  # 0.5 > 0.5 is false
+    assert ops.paste_masks(masks, box, (4, 4), threshold=0.4999)[0, 1:3, 1:3].all()
+    # continuous: box (0, 0, 2, 2) in a 2 x 2 frame puts pixel centres on sample centres.
+    box = np.array([[0, 0, 2, 2]], np.float32)
+    assert ops.paste_masks(masks, box, (2, 2), mode="continuous", threshold=0.5).all()  # 0.5 >= 0.5
+    assert continuous_reference(masks, box, (2, 2), 0.5).all()
+
+
+def test_only_box_regions_are_foreground_in_large_frame():
+    masks = np.ones((3, 28, 28), dtype=np.float32)
+    boxes = np.array([[100, 200, 140, 260], [1000, 500, 1001, 501], [5000, 5000, 6000, 6000]], np.float32)
+    frame_hw = (1080, 1920)
+    for mode in ("torchvision", "continuous"):
+        out = ops.paste_masks(masks, boxes, frame_hw, mode=mode)
+        assert out.shape == (3, *frame_hw)
+        ys, xs = np.nonzero(out[0])
+        # The grown torchvision box reaches about one pixel beyond the box.
+        assert xs.min() >= 99 and xs.max() <= 141 and ys.min() >= 199 and ys.max() <= 261
+        assert out[1].sum() <= 9 and not out[2].any()  # a 1 x 1 box covers at most 3 x 3 pixels
+    ref, _ = torchvision_reference(masks, boxes, frame_hw, 0.5)
+    assert np.array_equal(ops.paste_masks(masks, boxes, frame_hw), ref)
+
+
+def test_empty_k():
+    for mode in ("torchvision", "continuous"):
+        out = ops.paste_masks(np.zeros((0, 28, 28), np.float32), np.zeros((0, 4), np.float32), (13, 17), mode=mode)
+        assert out.shape == (0, 13, 17) and out.dtype == np.uint8
+
+
+MASKS = np.zeros((2, 28, 28), np.float32)
+BOXES = np.zeros((2, 4), np.float32)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: ops.paste_masks(MASKS[0], BOXES, (10, 10)),
+            "masks must have shape [K, M, M] with M >= 1; got shape (28, 28)",
+        ),
+        (
+            lambda: ops.paste_masks(MASKS[:, :, :14], BOXES, (10, 10)),
+            "masks must have shape [K, M, M] with M >= 1; got shape (2, 28, 14)",
+        ),
+        (
+            lambda: ops.paste_masks(MASKS.astype(bool), BOXES, (10, 10)),
+            "masks must be a float32 array (integer and float dtypes are converted); got dtype bool",
+        ),
+        (
+            lambda: ops.paste_masks(MASKS, BOXES[:1], (10, 10)),
+            "boxes must have shape [K, 4] (x0, y0, x1, y1) with K = 2 (one per mask); got shape (1, 4)",
+        ),
+        (
+            lambda: ops.paste_masks(MASKS, BOXES.T, (10, 10)),
+            "boxes must have shape [K, 4] (x0, y0, x1, y1) with K = 2 (one per mask); got shape (4, 2)",
+        ),
+        (
+            lambda: ops.paste_masks(MASKS, BOXES.astype(np.complex64), (10, 10)),
+            "boxes must be a float32 array (integer and float dtypes are converted); got dtype complex64",
+        ),
+        (
+            lambda: ops.paste_masks(MASKS, BOXES, (10, 0)),
+            "frame_hw must be (height, width) with positive ints; got (10, 0)",
+        ),
+        (
+            lambda: ops.paste_masks(MASKS, BOXES, (10,)),
+            "frame_hw must be (height, width) with positive ints; got (10,)",
+        ),
+        (
+            lambda: ops.paste_masks(MASKS, BOXES, (10.0, 10)),  # type: ignore[arg-type]
+            "frame_hw must be (height, width) with positive ints; got (10.0, 10)",
+        ),
+        (
+            lambda: ops.paste_masks(MASKS, BOXES, (10, 10), mode="nearest"),
+            "mode must be 'torchvision' or 'continuous'; got 'nearest'",
+        ),
+        (
+            lambda: ops.paste_masks(MASKS, BOXES, (10, 10), threshold=float("nan")),
+            "threshold must be a finite float; got nan",
+        ),
+        (
+            lambda: ops.paste_masks(MASKS, BOXES, (10, 10), threads=1.0),  # type: ignore[arg-type]
+            "threads must be an int >= 0 (0 = OpenMP's default); got 1.0",
+        ),
+    ],
+)
+def test_bad_input_raises_value_error(call, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        call()
