@@ -74,7 +74,7 @@ def fold_constants(model: onnx.ModelProto) -> int:
             result: list[np.ndarray] | None = None
             if standard and node.op_type == "Shape" and node.input[0] in shapes:
                 attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-                shape = shapes[node.input[0]][attrs.get("start", 0) : attrs.get("end", None)]
+                shape = shapes[node.input[0]][attrs.get("start", 0) : attrs.get("end")]
                 result = [np.array(shape, dtype=np.int64)]
             elif standard and all(n in values for n in node.input if n) and not node.op_type.startswith("Random"):
                 result = _evaluate(node, values, opsets)

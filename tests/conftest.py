@@ -52,3 +52,26 @@ def hrnet_resized(tmp_path_factory: pytest.TempPathFactory, photos: list[np.ndar
 
 def fit(photo: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(photo, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
+
+
+@dataclass
+class ExportedMaskRCNN:
+    torch_model: object  # torchvision MaskRCNN with the same weights
+    path: Path
+    frame_hw: tuple[int, int]
+
+
+@pytest.fixture(scope="session")
+def maskrcnn_cli(tmp_path_factory: pytest.TempPathFactory) -> ExportedMaskRCNN:
+    """`edgeseg convert maskrcnn --random-weights --score-thresh 0` at 400x600, once per session.
+    Random weights are seeded, so ``build_arch`` gives the same model for the PyTorch side."""
+    import edgeseg.cli as cli
+    from converters.maskrcnn.archs import build_arch
+
+    path = tmp_path_factory.mktemp("maskrcnn") / "maskrcnn.onnx"
+    code = cli.main(["convert", "maskrcnn", "--arch", "resnet50_fpn", "--random-weights", "--classes", "coco",
+                     "--score-thresh", "0", "--frame", "400x600", "-o", str(path), "-q"])
+    assert code == 0
+    model = build_arch("resnet50_fpn", 91)
+    model.roi_heads.score_thresh = 0.0
+    return ExportedMaskRCNN(model, path, (400, 600))

@@ -16,6 +16,7 @@ import edgeseg.cli as cli
 from converters.hrnet.archs import ARCHS
 from converters.hrnet.model import HRNetV2
 from edgeseg.democlip import make_demo_clip
+from tests.conftest import ExportedMaskRCNN
 
 FRAME = "96x128"
 
@@ -169,3 +170,14 @@ def test_console_script_reports_one_line_and_exit_code(tmp_path: Path) -> None:
         "edgeseg: error: unknown HRNet arch 'w99'; choose one of: w18_small_v1, w18_small_v2, w18, w32, w48"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_instance_model_on_an_image(maskrcnn_cli: ExportedMaskRCNN, tmp_path: Path,
+                                        photos: list[np.ndarray]) -> None:
+    cv2.imwrite(str(tmp_path / "coffee.png"), photos[1])
+    out = tmp_path / "overlay.png"
+    assert cli.main(["run", str(maskrcnn_cli.path), "--source", str(tmp_path / "coffee.png"), "-o", str(out),
+                     "-q", "--threads", "2"]) == 0
+    written = cv2.imread(str(out))
+    assert written is not None and written.shape == photos[1].shape
+    assert np.abs(written.astype(int) - photos[1]).sum() > 0  # masks and boxes drawn

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -18,6 +18,7 @@ from converters.maskrcnn.export import export_maskrcnn
 from converters.maskrcnn.graph import GraphOptions
 from edgeseg.frames import fit_frame
 from edgeseg.result import InstanceResult
+from tests.conftest import ExportedMaskRCNN as Exported
 from tests.conftest import fit
 
 # Ops TensorRT's ONNX parser supports (onnx-tensorrt docs/operators.md) that this graph may use.
@@ -34,13 +35,6 @@ FORBIDDEN = {"Loop", "If", "NonZero", "Scan"}
 TOP = 50
 
 
-@dataclass
-class Exported:
-    torch_model: torch.nn.Module
-    path: Path
-    frame_hw: tuple[int, int]
-
-
 def _export(tmp: Path, arch: str, frame_hw: tuple[int, int]) -> Exported:
     model = build_arch(arch, 91)
     model.roi_heads.score_thresh = 0.0  # random weights: keep enough detections to compare 50
@@ -50,8 +44,8 @@ def _export(tmp: Path, arch: str, frame_hw: tuple[int, int]) -> Exported:
 
 
 @pytest.fixture(scope="module")
-def v1_400x600(tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    return _export(tmp_path_factory.mktemp("maskrcnn"), "resnet50_fpn", (400, 600))
+def v1_400x600(maskrcnn_cli: Exported) -> Exported:
+    return maskrcnn_cli
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +58,7 @@ def v2_400x600(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     return _export(tmp_path_factory.mktemp("maskrcnn"), "resnet50_fpn_v2", (400, 600))
 
 
-def torchvision_eager(model: torch.nn.Module, frame_bgr: np.ndarray) -> dict[str, np.ndarray]:
+def torchvision_eager(model: Any, frame_bgr: np.ndarray) -> dict[str, np.ndarray]:
     """torchvision's own inference: RGB float image in [0, 1], masks thresholded at 0.5."""
     torch.set_num_threads(2)
     image = torch.from_numpy(np.ascontiguousarray(frame_bgr[:, :, ::-1])).permute(2, 0, 1).float() / 255
@@ -161,7 +155,8 @@ def test_graph_is_static_and_tensorrt_parsable(v1_400x600: Exported) -> None:
             assert attrs.get("mode", b"nearest") in (b"linear", b"nearest")
             assert attrs.get("coordinate_transformation_mode", b"half_pixel") in (
                 b"half_pixel", b"pytorch_half_pixel", b"align_corners", b"asymmetric")
-            assert attrs.get("nearest_mode", b"floor") in (b"floor", b"ceil", b"round_prefer_floor", b"round_prefer_ceil")
+            nearest = (b"floor", b"ceil", b"round_prefer_floor", b"round_prefer_ceil")
+            assert attrs.get("nearest_mode", b"floor") in nearest
             assert attrs.get("antialias", 0) == 0
 
     for node in graph.node:
@@ -174,6 +169,7 @@ def test_metadata_describes_the_graph(v1_400x600: Exported) -> None:
     model = edgeseg.load(v1_400x600.path)
     m = model.metadata
     assert (m.kind, m.arch, m.num_classes) == ("instance", "maskrcnn_resnet50_fpn", 91)
+    assert m.classes[1] == "person" and m.classes[0] == "__background__"
     assert m.frame_hw == (400, 600) and m.input_hw == (800, 1200)
     assert m.extra["padded_hw"] == [800, 1216] and m.extra["max_detections"] == 100
     assert m.extra["score_thresh"] == 0.0 and m.extra["paste"] == "torchvision"

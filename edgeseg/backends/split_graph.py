@@ -112,7 +112,9 @@ class SplitGraph:
     def __init__(self, model: Any, make_session: Callable[[bytes], Any], threads: int = 0) -> None:
         from onnx import shape_inference
 
-        model = shape_inference.infer_shapes(model)
+        if not model.graph.value_info:
+            # Converters write every tensor's type; infer it for graphs made elsewhere.
+            model = shape_inference.infer_shapes(model)
         graph = model.graph
         self.threads = threads
         self.input_names = [i.name for i in graph.input]
