@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.timing import timed
 from edgeseg.cli import parse_hw
 
 # Only the torchvision contenders import torch: the edgeseg process must look like a deployment
@@ -43,16 +43,6 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def timed(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
-    fn()  # warm-up: ONNX Runtime and PyTorch allocate on the first call
-    times, out = [], None
-    for _ in range(runs):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
 
 
 def run_edgeseg(work: Path, frame: np.ndarray, threads: int, runs: int) -> dict[str, Any]:

@@ -10,15 +10,17 @@ torch.set_num_threads(2). Prints the median of several runs and the speed-up.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import median_seconds
 from edgeseg import ops
 
 FRAME_HW = (1080, 1920)
@@ -35,16 +37,6 @@ def random_inputs(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     centre = rng.uniform(0, 1, (count, 2)) * np.array([FRAME_HW[1], FRAME_HW[0]])
     boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1).astype(np.float32)
     return masks, boxes
-
-
-def median_seconds(fn: Callable[[], object], runs: int) -> float:
-    fn()  # warm up (page faults of the first allocation, lazy initialisation)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
