@@ -76,6 +76,50 @@ EDGESEG_HD RoiBins make_roi_bins(const float* roi, float spatial_scale, int out_
   return b;
 }
 
+// Coordinate (feature pixels, along one axis) of sample `i` of `grid` in bin `p` of a RoI that
+// starts at `start` and has bins of size `bin`: samples sit at the centres of `grid` equal slices
+// of the bin.
+EDGESEG_HD float sample_coord(float start, float bin, int p, int i, int grid) {
+  return start + static_cast<float>(p) * bin +
+         (static_cast<float>(i) + 0.5f) * bin / static_cast<float>(grid);
+}
+
+// The two pixels (lo, hi) a bilinear sample reads along one axis of `size` pixels and their
+// weights (w_lo + w_hi = 1); inside is false when the sample is 0 (see bilinear_tap).
+struct AxisTaps {
+  int lo;
+  int hi;
+  float w_lo;
+  float w_hi;
+  bool inside;
+};
+
+// bilinear_tap's rules along one axis; bilinear_tap is this along y and along x.
+EDGESEG_HD AxisTaps bilinear_axis(float v, int size) {
+  AxisTaps t;
+  if (!(v >= -1.0f && v <= static_cast<float>(size))) {
+    t.lo = 0;
+    t.hi = 0;
+    t.w_lo = 0.0f;
+    t.w_hi = 0.0f;
+    t.inside = false;
+    return t;
+  }
+  if (v <= 0.0f) v = 0.0f;
+  t.lo = static_cast<int>(v);
+  if (t.lo >= size - 1) {
+    t.lo = size - 1;
+    t.hi = t.lo;
+    v = static_cast<float>(t.lo);
+  } else {
+    t.hi = t.lo + 1;
+  }
+  t.w_hi = v - static_cast<float>(t.lo);
+  t.w_lo = 1.0f - t.w_hi;
+  t.inside = true;
+  return t;
+}
+
 // Bilinear value of one H x W feature plane at (y, x), feature-pixel units, with torchvision's
 // border rules:
 //   * a point more than one pixel outside the map (y < -1, y > H, x < -1, x > W) or NaN is 0;
@@ -83,41 +127,20 @@ EDGESEG_HD RoiBins make_roi_bins(const float* roi, float spatial_scale, int out_
 //   * a point at or beyond the last row (column) uses that row (column) alone.
 template <typename T>
 EDGESEG_HD float bilinear_tap(const T* plane, int height, int width, float y, float x) {
-  if (!(y >= -1.0f && y <= static_cast<float>(height) && x >= -1.0f &&
-        x <= static_cast<float>(width))) {
-    return 0.0f;
-  }
-  if (y <= 0.0f) y = 0.0f;
-  if (x <= 0.0f) x = 0.0f;
+  const AxisTaps ty = bilinear_axis(y, height);
+  if (!ty.inside) return 0.0f;
+  const AxisTaps tx = bilinear_axis(x, width);
+  if (!tx.inside) return 0.0f;
 
-  int row0 = static_cast<int>(y);
-  int col0 = static_cast<int>(x);
-  int row1;
-  int col1;
-  if (row0 >= height - 1) {
-    row0 = height - 1;
-    row1 = row0;
-    y = static_cast<float>(row0);
-  } else {
-    row1 = row0 + 1;
-  }
-  if (col0 >= width - 1) {
-    col0 = width - 1;
-    col1 = col0;
-    x = static_cast<float>(col0);
-  } else {
-    col1 = col0 + 1;
-  }
+  const float fy = ty.w_hi;  // weight of row1
+  const float fx = tx.w_hi;  // weight of col1
+  const float gy = ty.w_lo;  // weight of row0
+  const float gx = tx.w_lo;  // weight of col0
 
-  const float fy = y - static_cast<float>(row0);  // weight of row1
-  const float fx = x - static_cast<float>(col0);  // weight of col1
-  const float gy = 1.0f - fy;                     // weight of row0
-  const float gx = 1.0f - fx;                     // weight of col0
-
-  const T* r0 = plane + static_cast<long long>(row0) * width;
-  const T* r1 = plane + static_cast<long long>(row1) * width;
-  return gy * gx * hd_to_float(r0[col0]) + gy * fx * hd_to_float(r0[col1]) +
-         fy * gx * hd_to_float(r1[col0]) + fy * fx * hd_to_float(r1[col1]);
+  const T* r0 = plane + static_cast<long long>(ty.lo) * width;
+  const T* r1 = plane + static_cast<long long>(ty.hi) * width;
+  return gy * gx * hd_to_float(r0[tx.lo]) + gy * fx * hd_to_float(r0[tx.hi]) +
+         fy * gx * hd_to_float(r1[tx.lo]) + fy * fx * hd_to_float(r1[tx.hi]);
 }
 
 // Output element (c, ph, pw) of a RoI whose geometry on this level is `bins`: the average of
@@ -132,12 +155,9 @@ EDGESEG_HD float roi_align_bin(const T* features, int batch_size, int channels, 
 
   float sum = 0.0f;
   for (int iy = 0; iy < bins.grid_h; ++iy) {
-    // Sample rows sit at the centres of grid_h equal slices of the bin.
-    const float y = bins.start_y + static_cast<float>(ph) * bins.bin_h +
-                    (static_cast<float>(iy) + 0.5f) * bins.bin_h / static_cast<float>(bins.grid_h);
+    const float y = sample_coord(bins.start_y, bins.bin_h, ph, iy, bins.grid_h);
     for (int ix = 0; ix < bins.grid_w; ++ix) {
-      const float x = bins.start_x + static_cast<float>(pw) * bins.bin_w +
-                      (static_cast<float>(ix) + 0.5f) * bins.bin_w / static_cast<float>(bins.grid_w);
+      const float x = sample_coord(bins.start_x, bins.bin_w, pw, ix, bins.grid_w);
       sum += bilinear_tap(plane, height, width, y, x);
     }
   }
