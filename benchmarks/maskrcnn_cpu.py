@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -142,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frame", default="400x600", help="HEIGHTxWIDTH")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--runs", type=int, default=3, help="timed runs per round, after one warm-up")
+    p.add_argument("--rounds", type=int, default=2, help="turns each contender takes")
     p.add_argument("--contender", choices=CONTENDERS, help=argparse.SUPPRESS)
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -155,22 +157,30 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     frame_hw = parse_hw(args.frame)
-    results: dict[str, dict[str, Any]] = {}
+    # This VM's speed drifts by tens of percent over minutes: the contenders take turns, in
+    # --rounds rounds, and each one's figure is the median over all its rounds.
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in CONTENDERS}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         print(f"preparing weights and ONNX files for a {frame_hw[0]}x{frame_hw[1]} frame ...", file=sys.stderr)
         prepare(work, frame_hw)
-        for name in CONTENDERS:
-            print(f"running {name} ...", file=sys.stderr)
-            proc = subprocess.run(
-                [sys.executable, __file__, "--contender", name, "--work", str(work), "--threads", str(args.threads),
-                 "--runs", str(args.runs)],
-                capture_output=True, text=True, check=True,
-            )
-            results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        for turn in range(args.rounds):
+            for name in CONTENDERS:
+                print(f"round {turn + 1}/{args.rounds}: running {name} ...", file=sys.stderr)
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--contender", name, "--work", str(work),
+                     "--threads", str(args.threads), "--runs", str(args.runs)],
+                    capture_output=True, text=True, check=True,
+                )
+                rounds[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    results = {}
+    for name, runs in rounds.items():
+        best = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+        results[name] = {**best, "seconds": statistics.median(r["seconds"] for r in runs),
+                         "peak_mb": max(r["peak_mb"] for r in runs)}
 
     print(f"Mask R-CNN R50-FPN (random weights), frame {frame_hw[0]}x{frame_hw[1]}, {args.threads} threads, "
-          f"median of {args.runs} runs, one frame in -> frame-size binary masks out")
+          f"median of {args.rounds}x{args.runs} runs, one frame in -> frame-size binary masks out")
     for name in CONTENDERS:
         r = results[name]
         print(f"  {name:18} {r['seconds'] * 1000:8.0f} ms  {r['detections']:3d} detections  "
