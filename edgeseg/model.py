@@ -15,14 +15,13 @@ from edgeseg.metadata import METADATA_KEY, ModelMetadata
 from edgeseg.result import InstanceResult, SemanticResult
 
 Result = SemanticResult | InstanceResult
+Decoder = Callable[[ModelMetadata, dict[str, np.ndarray], tuple[int, int]], Result]
 
 
 def _decode_semantic(meta: ModelMetadata, outputs: dict[str, np.ndarray], frame_hw: tuple[int, int]) -> Result:
     label_map = outputs[meta.outputs["label_map"]]
     return SemanticResult(map_labels_back(label_map, frame_hw), meta.classes, meta.palette)
 
-
-Decoder = Callable[[ModelMetadata, dict[str, np.ndarray], tuple[int, int]], Result]
 
 def _decode_instance(meta: ModelMetadata, outputs: dict[str, np.ndarray], frame_hw: tuple[int, int]) -> Result:
     o = meta.outputs
