@@ -51,6 +51,7 @@ setup(
                 "plugins/paste_masks/paste_masks_cpu.cpp",
             ],
             depends=[
+                "plugins/common/cpu_threads.h",
                 "plugins/common/edgeseg_hd.h",
                 "plugins/multilevel_roi_align/roi_align_math.h",
                 "plugins/paste_masks/paste_masks_math.h",

@@ -20,24 +20,12 @@
 #include <algorithm>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
+#include "common/cpu_threads.h"
 #include "multilevel_roi_align/roi_align_math.h"
 
 namespace {
 
 namespace ra = edgeseg::roi_align;
-
-int thread_count(int32_t requested) {
-#ifdef _OPENMP
-  return requested > 0 ? requested : omp_get_max_threads();
-#else
-  (void)requested;
-  return 1;
-#endif
-}
 
 // Channels pooled together (the width of the multiply-adds).
 constexpr int64_t kBlock = 8;
@@ -238,7 +226,7 @@ int32_t edgeseg_multilevel_roi_align_f32(const float* const* features, const int
   std::vector<int> foot(4 * n, 0);
 
   const int64_t plane = out_h * out_w;
-  const int nt = thread_count(threads);
+  const int nt = edgeseg::cpu_thread_count(threads);
 #pragma omp parallel for schedule(dynamic, 16) num_threads(nt)
   for (int64_t r = 0; r < num_rois; ++r) {
     // Tap tables; RoIs without them are written here in full.

@@ -11,24 +11,8 @@
 
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
+#include "common/cpu_threads.h"
 #include "paste_masks/paste_masks_math.h"
-
-namespace {
-
-int thread_count(int32_t requested) {
-#ifdef _OPENMP
-  return requested > 0 ? requested : omp_get_max_threads();
-#else
-  (void)requested;
-  return 1;
-#endif
-}
-
-}  // namespace
 
 extern "C" {
 
@@ -59,7 +43,7 @@ int32_t edgeseg_paste_masks_u8(const float* masks, int64_t num_masks, int64_t ma
   const int64_t mask_stride = mask_size * mask_size;
   const int64_t bordered_stride = static_cast<int64_t>(bordered_size) * bordered_size;
   const bool use_logits = logits != 0;
-  const int nt = thread_count(threads);
+  const int nt = edgeseg::cpu_thread_count(threads);
 
   // Per-box parameters; for the fast path also the bordered (sigmoid-applied) mask and the
   // column taps of the box's rectangle.
