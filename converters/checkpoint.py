@@ -102,6 +102,22 @@ def mismatches(sd: StateDict, layout: Layout) -> tuple[list[str], list[str], lis
     return missing, unexpected, shapes
 
 
+def fitting_arch(sd: StateDict, builders: Mapping[str, Callable[[int], nn.Module]], class_key: str) -> str | None:
+    """The first of *builders* (arch name -> model for a class count) whose layout *sd* fits
+    exactly, with the class count read from *class_key*, as CLI flags; None if none fits.
+    Models are built on the meta device: no memory, no weights."""
+    if class_key not in sd:
+        return None
+    n = int(sd[class_key].shape[0])
+    for name, build in builders.items():
+        with torch.device("meta"):
+            layout = layout_of(build(n))
+        filled = fill_missing_counters(sd, layout)
+        if filled.keys() == layout.keys() and all(tuple(filled[k].shape) == layout[k] for k in layout):
+            return f"--arch {name} --num-classes {n}"
+    return None
+
+
 def load_strict(
     model: nn.Module,
     sd: StateDict,

@@ -10,6 +10,7 @@ Graph (static shapes), input ``frame`` uint8 [H, W, 3] BGR at the frame size:
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from converters.checkpoint import StateDict, fill_missing_counters, layout_of, load_strict, read_state_dict
+from converters.checkpoint import StateDict, fitting_arch, load_strict, read_state_dict
 from converters.hrnet.archs import ARCHS, HRNetSpec, get_arch
 from converters.hrnet.model import HRNetV2
 from converters.onnx_cleanup import tidy
@@ -71,16 +72,8 @@ class FrameToLabels(nn.Module):
 
 def suggest_arch(sd: StateDict) -> str | None:
     """Which known arch and class count a state_dict fits exactly, as CLI flags, or None."""
-    if HEAD_KEY not in sd:
-        return None
-    n = int(sd[HEAD_KEY].shape[0])
-    for name, spec in ARCHS.items():
-        with torch.device("meta"):
-            layout = layout_of(HRNetV2(spec, n))
-        filled = fill_missing_counters(sd, layout)
-        if filled.keys() == layout.keys() and all(tuple(filled[k].shape) == layout[k] for k in layout):
-            return f"--arch {name} --num-classes {n}"
-    return None
+    builders = {name: functools.partial(HRNetV2, spec) for name, spec in ARCHS.items()}
+    return fitting_arch(sd, builders, HEAD_KEY)
 
 
 def build_hrnet(

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torchvision.models.detection import MaskRCNN
 
-from converters.checkpoint import StateDict, fill_missing_counters, layout_of, load_strict, read_state_dict
+from converters.checkpoint import StateDict, fitting_arch, load_strict, read_state_dict
 from converters.maskrcnn.archs import ARCHS, CLASS_KEY, COCO_CATEGORIES, build_arch
 from converters.maskrcnn.graph import OUTPUT_NAMES, FrameToDetections, GraphOptions
 from converters.onnx_cleanup import tidy
@@ -28,16 +28,7 @@ def _triple(values: list[float]) -> tuple[float, float, float]:
 
 def suggest_arch(sd: StateDict) -> str | None:
     """Which known arch and class count a state_dict fits exactly, as CLI flags, or None."""
-    if CLASS_KEY not in sd:
-        return None
-    n = int(sd[CLASS_KEY].shape[0])
-    for name, build in ARCHS.items():
-        with torch.device("meta"):
-            layout = layout_of(build(n))
-        filled = fill_missing_counters(sd, layout)
-        if filled.keys() == layout.keys() and all(tuple(filled[k].shape) == layout[k] for k in layout):
-            return f"--arch {name} --num-classes {n}"
-    return None
+    return fitting_arch(sd, ARCHS, CLASS_KEY)
 
 
 def build_maskrcnn(
