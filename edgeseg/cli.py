@@ -204,6 +204,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     for role, specs in (("input", model.backend.inputs), ("output", model.backend.outputs)):
         for s in specs:
             print(f"{role + ':':13} {s.name} {list(s.shape)} {s.dtype}")
+    if model.backend.custom_ops:
+        from edgeseg.custom_ops import PLUGIN_NAMESPACE, PLUGIN_VERSION
+
+        print(f"plugins:      {', '.join(model.backend.custom_ops)} "
+              f"(namespace {PLUGIN_NAMESPACE}, version {PLUGIN_VERSION})")
     print(f"converted by: edgeseg {m.edgeseg_version}")
     return 0
 

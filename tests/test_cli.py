@@ -181,3 +181,12 @@ def test_run_instance_model_on_an_image(maskrcnn_cli: ExportedMaskRCNN, tmp_path
     written = cv2.imread(str(out))
     assert written is not None and written.shape == photos[1].shape
     assert np.abs(written.astype(int) - photos[1]).sum() > 0  # masks and boxes drawn
+
+
+def test_info_lists_the_plugins_an_instance_model_needs(maskrcnn_cli: ExportedMaskRCNN,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["info", str(maskrcnn_cli.path)]) == 0
+    out = capsys.readouterr().out
+    assert "kind:         instance" in out
+    assert "plugins:      MultiLevelRoIAlign, PasteMasks (namespace edgeseg, version 1)" in out
+    assert "output:       num_detections [1] int32" in out

@@ -243,5 +243,5 @@ class FrameToDetections(nn.Module):
         frame_boxes = boxes * self.to_frame
         masks = paste_masks(probs, frame_boxes, height=self.frame_hw[0], width=self.frame_hw[1],
                             threshold=self.mask_threshold, mode=self.paste_mode, logits=0)
-        num = valid.to(torch.int32).sum().reshape(1)
+        num = valid.to(torch.int32).sum().to(torch.int32).reshape(1)  # sum() widens to int64
         return num, frame_boxes, scores, labels, masks

@@ -28,6 +28,8 @@ class Backend(ABC):
 
     #: short name shown by tools, e.g. ``onnxruntime``
     name: str = ""
+    #: edgeseg custom ops (TensorRT plugins) the model uses, e.g. ``("MultiLevelRoIAlign",)``
+    custom_ops: tuple[str, ...] = ()
 
     @property
     @abstractmethod

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from edgeseg.backends.base import Backend, TensorSpec
-from edgeseg.backends.split_graph import SplitGraph, has_custom_nodes
+from edgeseg.backends.split_graph import SplitGraph
+from edgeseg.custom_ops import DOMAIN
 from edgeseg.errors import BackendUnavailableError, ModelFileError
 
 # ONNX Runtime reports element types as strings such as "tensor(uint8)".
@@ -70,7 +71,8 @@ class OnnxRuntimeBackend(Backend):
         proto = _read_onnx(Path(path))
         self._metadata = {p.key: p.value for p in proto.metadata_props}
         self._split: SplitGraph | None = None
-        if has_custom_nodes(proto.graph):
+        self.custom_ops = tuple(sorted({n.op_type for n in proto.graph.node if n.domain == DOMAIN}))
+        if self.custom_ops:
             self._split = SplitGraph(proto, make_session, threads=threads or 0)
             self._inputs = [_proto_spec(v) for v in proto.graph.input]
             self._outputs = [_proto_spec(v) for v in proto.graph.output]

@@ -49,10 +49,6 @@ class CustomStep:
 Step = Segment | CustomStep
 
 
-def has_custom_nodes(graph: Any) -> bool:
-    return any(node.domain == DOMAIN for node in graph.node)
-
-
 def _attribute_values(node: Any) -> dict[str, Any]:
     from onnx import helper
 
