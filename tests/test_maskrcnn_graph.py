@@ -187,3 +187,28 @@ def test_frame_of_another_size_maps_back(v1_400x600: Exported, photos: list[np.n
     direct = model.instances(fit_frame(photo, (400, 600)))  # what the model does to the photo
     sx, sy = 512 / 600, 512 / 400
     np.testing.assert_allclose(result.boxes, direct.boxes * np.array([sx, sy, sx, sy], np.float32), rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def v1_thresholded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Score threshold 0.6: random weights then leave fewer detections than K = 100."""
+    path = tmp_path_factory.mktemp("maskrcnn") / "thresholded.onnx"
+    export_maskrcnn(build_arch("resnet50_fpn", 91), path, (400, 600), GraphOptions(score_thresh=0.6))
+    return path
+
+
+def test_cpu_backend_runs_the_mask_branch_on_detections_only(v1_thresholded: Path,
+                                                             photos: list[np.ndarray]) -> None:
+    """Trimming the mask branch to the detected rows changes no output byte."""
+    from edgeseg.backends.ort import OnnxRuntimeBackend
+
+    names = ["num_detections", "boxes", "scores", "labels", "masks"]
+    trimmed = OnnxRuntimeBackend(v1_thresholded, threads=2)
+    full = OnnxRuntimeBackend(v1_thresholded, threads=2, trim_rows=False)
+    frame = fit(photos[2], (400, 600))
+    a, b = trimmed.run({"frame": frame}, names), full.run({"frame": frame}, names)
+    assert 0 < int(a["num_detections"][0]) < 100
+    for name in names:
+        assert a[name].shape == b[name].shape and a[name].dtype == b[name].dtype, name
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert trimmed._split is not None and trimmed._split.rows is not None

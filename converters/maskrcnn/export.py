@@ -126,6 +126,8 @@ def export_maskrcnn(
             "mask_threshold": options.mask_threshold,
             "max_candidates": wrapper.candidates,
             "proposals": wrapper.proposals,
+            # the mask branch is row-wise in K: the CPU backend may run it on the detections only
+            "row_trim": True,
             "opset": opset,
         },
     )

@@ -230,8 +230,10 @@ class FrameToDetections(nn.Module):
         rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
         pooled = multilevel_roi_align(rois, [features[i] for i in self.mask_levels], **self.mask_roi)
         logits = self.mask_predictor(self.mask_head(pooled))
-        k, _, mh, mw = logits.shape
-        index = labels.to(torch.int64).view(k, 1, 1, 1).expand(k, 1, mh, mw)
+        _, _, mh, mw = logits.shape
+        # Broadcast, not expand to a fixed [K, ...]: the CPU backend runs this branch on only the
+        # rows that hold detections, so no shape here may name K.
+        index = labels.to(torch.int64).view(-1, 1, 1, 1) + torch.zeros((1, 1, mh, mw), dtype=torch.int64)
         chosen = logits.gather(1, index)[:, 0]
         return torch.sigmoid(chosen) * valid[:, None, None].to(torch.float32)
 

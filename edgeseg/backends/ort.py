@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 
 from edgeseg.backends.base import Backend, TensorSpec
-from edgeseg.backends.split_graph import SplitGraph
+from edgeseg.backends.split_graph import SplitGraph, row_trim_for
 from edgeseg.custom_ops import DOMAIN
 from edgeseg.errors import BackendUnavailableError, ModelFileError
+from edgeseg.metadata import METADATA_KEY
 
 # ONNX Runtime reports element types as strings such as "tensor(uint8)".
 _ORT_TYPES: dict[str, type] = {
@@ -45,7 +46,7 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None, trim_rows: bool = True) -> None:
         ort = _import_ort()
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -73,7 +74,8 @@ class OnnxRuntimeBackend(Backend):
         self._split: SplitGraph | None = None
         self.custom_ops = tuple(sorted({n.op_type for n in proto.graph.node if n.domain == DOMAIN}))
         if self.custom_ops:
-            self._split = SplitGraph(proto, make_session, threads=threads or 0)
+            rows = row_trim_for(self._metadata.get(METADATA_KEY)) if trim_rows else None
+            self._split = SplitGraph(proto, make_session, threads=threads or 0, rows=rows)
             self._inputs = [_proto_spec(v) for v in proto.graph.input]
             self._outputs = [_proto_spec(v) for v in proto.graph.output]
         else:

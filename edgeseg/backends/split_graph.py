@@ -49,6 +49,33 @@ class CustomStep:
 Step = Segment | CustomStep
 
 
+@dataclass(frozen=True)
+class RowTrim:
+    """Instance graphs compute K rows (detection slots) after NMS, of which only the first
+    ``count`` hold detections. On the CPU the steps after ``count`` is known run on those rows
+    alone (at least one), and graph outputs are padded back to ``rows`` rows with zeros, so the
+    caller sees the graph's shapes. Every cross-step tensor with ``rows`` rows after that point
+    must be per-detection, which the converter guarantees."""
+
+    count: str
+    rows: int
+
+
+def row_trim_for(metadata_json: str | None) -> RowTrim | None:
+    """The RowTrim an edgeseg instance model allows, from its metadata; None otherwise."""
+    import json
+
+    if not metadata_json:
+        return None
+    try:
+        meta = json.loads(metadata_json)
+        if meta.get("kind") == "instance" and meta.get("extra", {}).get("row_trim"):
+            return RowTrim(str(meta["outputs"]["num_detections"]), int(meta["extra"]["max_detections"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return None
+
+
 def _attribute_values(node: Any) -> dict[str, Any]:
     from onnx import helper
 
@@ -105,7 +132,8 @@ class SplitGraph:
     passed to the custom kernels.
     """
 
-    def __init__(self, model: Any, make_session: Callable[[bytes], Any], threads: int = 0) -> None:
+    def __init__(self, model: Any, make_session: Callable[[bytes], Any], threads: int = 0,
+                 rows: RowTrim | None = None) -> None:
         from onnx import shape_inference
 
         if not model.graph.value_info:
@@ -123,13 +151,19 @@ class SplitGraph:
         if any(out in custom_reads for n in constants for out in n.output):
             raise ModelFileError("a custom node reads a constant tensor; re-convert the model")
 
+        self.rows = rows
         self.steps: list[Step] = []
+        #: index of the step after which the detection count is known (row trimming starts)
+        self._count_step: int | None = None
         for stage in range(max(node_stages, default=0) + 1):
             standard = [n for n, s in zip(graph.node, node_stages, strict=True) if s == stage and n.domain != DOMAIN]
             if standard:
                 nodes = _with_constants(standard, constants)
                 copied = len(nodes) - len(standard)
-                self.steps.append(self._segment(model, nodes, initializers, types, make_session, copied))
+                dynamic = self._count_step is not None
+                self.steps.append(self._segment(model, nodes, initializers, types, make_session, copied, dynamic))
+                if rows is not None and rows.count in self.steps[-1].outputs:
+                    self._count_step = len(self.steps) - 1
             for node, s in zip(graph.node, node_stages, strict=True):
                 if s == stage and node.domain == DOMAIN:
                     if node.op_type not in CUSTOM_OPS:
@@ -150,8 +184,10 @@ class SplitGraph:
         types: Mapping[str, Any],
         make_session: Callable[[bytes], Any],
         copied: int,
+        dynamic: bool = False,
     ) -> Segment:
-        """A session for *nodes*, whose first *copied* are constant nodes copied in."""
+        """A session for *nodes*, whose first *copied* are constant nodes copied in. *dynamic*:
+        inputs and outputs with ``rows.rows`` rows take any number of rows (see RowTrim)."""
         from onnx import helper
 
         graph = model.graph
@@ -167,7 +203,13 @@ class SplitGraph:
         def info(name: str) -> Any:
             if name not in types:
                 raise ModelFileError(f"tensor {name!r} has no type information; re-convert the model")
-            return types[name]
+            value = types[name]
+            dims = value.type.tensor_type.shape.dim
+            if dynamic and self.rows is not None and dims and dims[0].dim_value == self.rows.rows:
+                value = type(value)()
+                value.CopyFrom(types[name])
+                value.type.tensor_type.shape.dim[0].dim_param = "detections"
+            return value
 
         sub = helper.make_graph(
             nodes,
@@ -192,17 +234,38 @@ class SplitGraph:
         env: dict[str, np.ndarray] = dict(feeds)
         keep = set(outputs)
         timings = []
+        live_rows: int | None = None
+        trimmed: set[str] = set()  # outputs computed on the live rows only
         for i, step in enumerate(self.steps):
             start = time.perf_counter()
             args = [env[name] for name in step.inputs]
+            if live_rows is not None and self.rows is not None:
+                args = [a[:live_rows] if a.ndim and a.shape[0] == self.rows.rows else a for a in args]
             if isinstance(step, Segment):
                 values = step.session.run(step.outputs, dict(zip(step.inputs, args, strict=True)))
             else:
                 values = CUSTOM_OPS[step.op_type].kernel(step.attrs, args, self.threads)
             env.update(zip(step.outputs, values, strict=True))
+            if live_rows is not None:
+                trimmed.update(step.outputs)
+            if i == self._count_step and self.rows is not None:
+                # At least one row: zero-row batches are not something every ONNX Runtime op takes.
+                live_rows = max(1, int(env[self.rows.count].reshape(-1)[0]))
             for name in step.inputs:
                 if self._last_use.get(name) == i and name not in keep:
                     env.pop(name, None)
             timings.append((step.label, time.perf_counter() - start))
         self.last_timings = timings
-        return {name: env[name] for name in outputs}
+        result = {name: env[name] for name in outputs}
+        if live_rows is not None:
+            result = {name: self._pad_rows(value) if name in trimmed else value for name, value in result.items()}
+        return result
+
+    def _pad_rows(self, value: np.ndarray) -> np.ndarray:
+        """A trimmed output back at the graph's ``rows`` rows; the extra rows are zero."""
+        assert self.rows is not None
+        if value.ndim == 0 or value.shape[0] >= self.rows.rows:
+            return value
+        padded = np.zeros((self.rows.rows, *value.shape[1:]), dtype=value.dtype)
+        padded[: value.shape[0]] = value
+        return padded
