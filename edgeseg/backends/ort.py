@@ -15,17 +15,6 @@ from edgeseg.custom_ops import DOMAIN
 from edgeseg.errors import BackendUnavailableError, ModelFileError
 from edgeseg.metadata import METADATA_KEY
 
-# ONNX Runtime reports element types as strings such as "tensor(uint8)".
-_ORT_TYPES: dict[str, type] = {
-    "tensor(uint8)": np.uint8,
-    "tensor(int8)": np.int8,
-    "tensor(int32)": np.int32,
-    "tensor(int64)": np.int64,
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(bool)": np.bool_,
-}
-
 
 def _import_ort() -> Any:
     try:
@@ -62,7 +51,7 @@ class OnnxRuntimeBackend(Backend):
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         name = Path(path).name
 
-        def make_session(model: str | bytes) -> Any:
+        def make_session(model: str | bytes) -> Any:  # a file path or serialized ONNX
             try:
                 return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
             except Exception as exc:  # ORT raises its own untyped errors for unreadable graphs
@@ -76,17 +65,10 @@ class OnnxRuntimeBackend(Backend):
         if self.custom_ops:
             rows = row_trim_for(self._metadata.get(METADATA_KEY)) if trim_rows else None
             self._split = SplitGraph(proto, make_session, threads=threads or 0, rows=rows)
-            self._inputs = [_proto_spec(v) for v in proto.graph.input]
-            self._outputs = [_proto_spec(v) for v in proto.graph.output]
         else:
-            self._session = make_session(proto.SerializeToString())
-            self._inputs = [self._spec(a) for a in self._session.get_inputs()]
-            self._outputs = [self._spec(a) for a in self._session.get_outputs()]
-
-    @staticmethod
-    def _spec(arg: Any) -> TensorSpec:
-        shape = tuple(d if isinstance(d, int) else str(d) for d in arg.shape)
-        return TensorSpec(arg.name, shape, np.dtype(_ORT_TYPES.get(arg.type, np.float32)))
+            self._session = make_session(str(path))
+        self._inputs = [_proto_spec(v) for v in proto.graph.input]
+        self._outputs = [_proto_spec(v) for v in proto.graph.output]
 
     @property
     def inputs(self) -> Sequence[TensorSpec]:
