@@ -61,10 +61,18 @@ ARCHS: dict[str, Callable[[int], MaskRCNN]] = {
 CLASS_KEY = "roi_heads.box_predictor.cls_score.weight"
 
 
-def build_arch(name: str, num_classes: int) -> MaskRCNN:
-    """An untrained torchvision Mask R-CNN of architecture *name* in eval mode."""
+def arch_key(name: str) -> str:
+    """The ARCHS key *name* stands for (``maskrcnn_`` prefix and dashes allowed);
+    :class:`UnknownArchError` listing the known names otherwise."""
     key = name.lower().replace("-", "_").removeprefix("maskrcnn_")
     if key not in ARCHS:
         raise UnknownArchError(f"unknown Mask R-CNN arch {name!r}; choose one of: {', '.join(ARCHS)}")
+    return key
+
+
+def build_arch(name: str, num_classes: int) -> MaskRCNN:
+    """An untrained torchvision Mask R-CNN of architecture *name* in eval mode, with seeded
+    (reproducible) random weights."""
+    key = arch_key(name)
     torch.manual_seed(0)
     return ARCHS[key](num_classes).eval()

@@ -9,7 +9,7 @@ import torch
 from torchvision.models.detection import MaskRCNN
 
 from converters.checkpoint import StateDict, fitting_arch, load_strict, read_state_dict
-from converters.maskrcnn.archs import ARCHS, CLASS_KEY, COCO_CATEGORIES, build_arch
+from converters.maskrcnn.archs import ARCHS, CLASS_KEY, COCO_CATEGORIES, arch_key, build_arch
 from converters.maskrcnn.graph import OUTPUT_NAMES, FrameToDetections, GraphOptions
 from converters.onnx_cleanup import tidy
 from converters.onnx_export import DEFAULT_OPSET, trace_to_onnx, write_onnx
@@ -149,8 +149,7 @@ def convert_maskrcnn(
 ) -> ModelMetadata:
     """The ``edgeseg convert maskrcnn`` command. Checks the output path before any long work."""
     check_writable(output)
-    if arch.lower().removeprefix("maskrcnn_") not in ARCHS:
-        build_arch(arch, 2)  # raises the unknown-arch error
+    key = arch_key(arch)
     steps = Steps(4, quiet=quiet)
     with steps.step(f"reading weights {Path(weights).name}" if weights else "building random weights"):
         if num_classes is None and weights is None and classes is not None and classes.lower() == "coco":
@@ -158,4 +157,4 @@ def convert_maskrcnn(
         model = build_maskrcnn(arch, num_classes, weights, allow_pickle)
     n = int(model.roi_heads.box_predictor.cls_score.out_features)
     return export_maskrcnn(model, output, frame_hw, options, maskrcnn_classes(classes, n),
-                           arch=f"maskrcnn_{arch.lower().removeprefix('maskrcnn_')}", steps=steps)
+                           arch=f"maskrcnn_{key}", steps=steps)
