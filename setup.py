@@ -24,7 +24,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["edgeseg", "edgeseg.*", "converters", "converters.*"]),
-    package_data={"edgeseg": ["py.typed", "data/*.json"]},
+    # lib/: the TensorRT plugin library, when `cmake --install build/plugins` has put it there.
+    package_data={"edgeseg": ["py.typed", "data/*.json", "lib/*.so"]},
     install_requires=[
         "numpy>=1.24",
         "opencv-python-headless>=4.8",

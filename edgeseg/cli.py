@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from edgeseg.errors import ArgumentError, BackendUnavailableError, EdgesegError
+from edgeseg.errors import ArgumentError, BackendUnavailableError, EdgesegError, ModelFileError
 from edgeseg.version import __version__
 
 EXIT_ERROR = 1
@@ -191,25 +191,70 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from edgeseg.model import load
+    """Describe an .onnx or .engine file; engines are described from their header, so this
+    needs neither TensorRT nor a GPU."""
+    from edgeseg.custom_ops import PLUGIN_NAMESPACE, PLUGIN_VERSION
+    from edgeseg.metadata import METADATA_KEY, ModelMetadata
 
-    model = load(args.model)
-    m = model.metadata
-    print(f"file:         {model.path}")
+    path: Path = args.model
+    if path.suffix.lower() == ".engine" and path.is_file():
+        from edgeseg.engine_file import read_header
+
+        header = read_header(path)
+        if METADATA_KEY not in header.metadata:
+            raise ModelFileError(f"{path.name}: the engine carries no edgeseg metadata; build it with `edgeseg build`")
+        m = ModelMetadata.from_json(header.metadata[METADATA_KEY], source=path.name)
+        b = header.build
+        backend = "tensorrt"
+        tensors = [(str(role), str(name), list(shape), str(dtype))
+                   for role, name, shape, dtype in b.extra.get("tensors", [])]
+        plugins = b.plugins
+        precision = b.precision + (f", FP32 pinned: {' '.join(b.fp32_layers)}" if b.fp32_layers else "")
+        built = f"TensorRT {b.tensorrt_version} for {b.gpu_name} (compute capability {b.compute_capability})"
+    else:
+        from edgeseg.model import load
+
+        model = load(path)
+        m = model.metadata
+        backend = model.backend.name
+        tensors = [(role, s.name, list(s.shape), str(s.dtype))
+                   for role, specs in (("input", model.backend.inputs), ("output", model.backend.outputs))
+                   for s in specs]
+        plugins = model.backend.custom_ops
+        precision = "fp32 (ONNX; choose fp16/int8 with `edgeseg build`)"
+        built = ""
+    print(f"file:         {path}")
     print(f"kind:         {m.kind}")
     print(f"arch:         {m.arch}")
-    print(f"backend:      {model.backend.name}")
+    print(f"backend:      {backend}")
     print(f"frame:        {m.frame_hw[0]}x{m.frame_hw[1]} uint8 BGR; network input {m.input_hw[0]}x{m.input_hw[1]}")
     print(f"classes ({m.num_classes}): {', '.join(m.classes)}")
-    for role, specs in (("input", model.backend.inputs), ("output", model.backend.outputs)):
-        for s in specs:
-            print(f"{role + ':':13} {s.name} {list(s.shape)} {s.dtype}")
-    if model.backend.custom_ops:
-        from edgeseg.custom_ops import PLUGIN_NAMESPACE, PLUGIN_VERSION
-
-        print(f"plugins:      {', '.join(model.backend.custom_ops)} "
-              f"(namespace {PLUGIN_NAMESPACE}, version {PLUGIN_VERSION})")
+    for role, name, shape, dtype in tensors:
+        print(f"{role + ':':13} {name} {shape} {dtype}")
+    print(f"precision:    {precision}")
+    if built:
+        print(f"built by:     {built}")
+    if plugins:
+        print(f"plugins:      {', '.join(plugins)} (namespace {PLUGIN_NAMESPACE}, version {PLUGIN_VERSION})")
     print(f"converted by: edgeseg {m.edgeseg_version}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from edgeseg.trt.gpu_imports import import_tensorrt
+
+    import_tensorrt()
+    from edgeseg.trt.build import BuildOptions, build_engine
+
+    if args.workspace < 1:
+        raise ArgumentError(f"--workspace must be a positive number of MiB, got {args.workspace}")
+    options = BuildOptions(
+        fp16=args.fp16, int8=args.int8, calib_images=args.calib_images, calib_cache=args.calib_cache,
+        calib_max_images=args.calib_max_images, timing_cache=args.timing_cache, workspace_mib=args.workspace,
+        fp32_layers=tuple(args.fp32_layers), verbose=args.verbose,
+    )
+    out = build_engine(args.model, args.output, options, quiet=args.quiet)
+    print(f"wrote {out}")
     return 0
 
 
@@ -261,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_convert_maskrcnn)
 
     r = sub.add_parser("run", help="run a model on an image or video and write the overlay")
-    r.add_argument("model", type=Path, help=".onnx written by `edgeseg convert`")
+    r.add_argument("model", type=Path, help=".onnx written by `edgeseg convert` or .engine by `edgeseg build`")
     r.add_argument("--source", required=True, help="image or video file")
     r.add_argument("-o", "--output", type=Path, required=True, help="image (.png/.jpg) or video (.mp4/.avi/.mkv)")
     r.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
@@ -270,9 +315,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=cmd_run)
 
-    i = sub.add_parser("info", help="what a model file holds")
+    i = sub.add_parser("info", help="what a model file (.onnx or .engine) holds")
     i.add_argument("model", type=Path)
     i.set_defaults(func=cmd_info)
+
+    b = sub.add_parser("build", help="edgeseg ONNX -> TensorRT engine for this GPU (needs TensorRT)")
+    b.add_argument("model", type=Path, help=".onnx written by `edgeseg convert`")
+    b.add_argument("-o", "--output", type=Path, required=True, help="engine file to write (.engine)")
+    b.add_argument("--fp16", action="store_true", help="allow FP16 kernels (TensorRT 10)")
+    b.add_argument("--int8", action="store_true", help="allow INT8 kernels, calibrated on --calib-images (TensorRT 10)")
+    b.add_argument("--calib-images", type=Path, help="folder of representative images for INT8 calibration")
+    b.add_argument("--calib-cache", type=Path, help="calibration cache: read if it exists, written after calibrating")
+    b.add_argument("--calib-max-images", type=int, default=200, help="images used for calibration (default 200)")
+    b.add_argument("--timing-cache", type=Path, help="TensorRT timing cache: read if present, updated after the build")
+    b.add_argument("--workspace", type=int, default=2048, help="builder workspace limit in MiB (default 2048)")
+    b.add_argument("--fp32-layers", action="append", default=[], metavar="PATTERN",
+                   help="keep layers whose names match PATTERN (fnmatch, e.g. '*roi_heads*') in FP32; repeatable")
+    b.add_argument("-v", "--verbose", action="store_true", help="show TensorRT's info messages")
+    b.add_argument("-q", "--quiet", action="store_true")
+    b.set_defaults(func=cmd_build)
 
     d = sub.add_parser("demo-clip", help="write a demo video made from scikit-image's photos")
     d.add_argument("-o", "--output", type=Path, default=Path("edgeseg-demo.mp4"))

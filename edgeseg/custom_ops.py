@@ -65,6 +65,33 @@ def _roi_align_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) 
 
 PASTE_MODES = ("torchvision", "continuous")
 
+#: Mask bytes per element of PasteMasks' output.  TensorRT plugins cannot have uint8 (or bool)
+#: inputs or outputs, so the op hands its uint8 planes over as int32 words of four consecutive
+#: bytes: a reinterpretation, not a conversion, that costs nothing on either backend.
+MASK_BYTES_PER_WORD = 4
+
+
+def pack_mask_bytes(masks: np.ndarray) -> np.ndarray:
+    """View uint8 masks [K, H, W] (W a multiple of 4, C-contiguous) as PasteMasks' int32 [K, H, W / 4]."""
+    return masks.view(np.int32)
+
+
+def unpack_mask_bytes(words: np.ndarray, width: int) -> np.ndarray:
+    """uint8 masks [K, H, width] of PasteMasks' int32 output [K, H, W / 4] (a view when possible).
+
+    *width* is the frame width; the op's ``width`` attribute is that rounded up to a multiple of 4,
+    and the columns beyond the frame are cut off here.  uint8 input (files written before the
+    packing) is returned as it is.
+    """
+    if words.dtype == np.uint8:
+        return words
+    return np.ascontiguousarray(words).view(np.uint8)[..., :width]
+
+
+def packed_mask_width(width: int) -> int:
+    """The ``width`` attribute PasteMasks gets for a frame *width* pixels wide (next multiple of 4)."""
+    return -(-width // MASK_BYTES_PER_WORD) * MASK_BYTES_PER_WORD
+
 
 def _paste_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) -> list[np.ndarray]:
     from edgeseg import ops
@@ -79,7 +106,7 @@ def _paste_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) -> l
         logits=bool(attrs["logits"]),
         threads=threads,
     )
-    return [out]
+    return [pack_mask_bytes(out)]
 
 
 #: inputs: rois [R, 5] float (batch index, x0, y0, x1, y1 in image pixels), then L feature maps
@@ -99,7 +126,8 @@ MULTILEVEL_ROI_ALIGN = CustomOp(
 )
 
 #: inputs: masks [K, M, M] float, boxes [K, 4] float (x0, y0, x1, y1 in frame pixels);
-#: output [K, height, width] uint8 (1 = foreground).
+#: output int32 [K, height, width / 4]: the bytes of uint8 planes [K, height, width], 1 = foreground
+#: (see MASK_BYTES_PER_WORD; width must be a multiple of 4).
 PASTE_MASKS = CustomOp(
     "PasteMasks",
     {"height": 0, "width": 0, "threshold": 0.5, "mode": 0, "logits": 0},

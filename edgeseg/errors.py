@@ -50,3 +50,7 @@ class CheckpointError(ConversionError, ValueError):
 
 class CheckpointMismatchError(CheckpointError):
     """A checkpoint's keys or tensor shapes do not fit the requested architecture."""
+
+
+class EngineMismatchError(ModelFileError):
+    """A TensorRT engine (or plugin library) was built for another TensorRT version or GPU."""

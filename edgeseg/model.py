@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.backends import Backend, open_backend
+from edgeseg.custom_ops import unpack_mask_bytes
 from edgeseg.errors import ModelFileError
 from edgeseg.frames import fit_frame, map_labels_back, validate_frame
 from edgeseg.metadata import METADATA_KEY, ModelMetadata
@@ -27,7 +28,7 @@ def _decode_instance(meta: ModelMetadata, outputs: dict[str, np.ndarray], frame_
     o = meta.outputs
     n = int(outputs[o["num_detections"]].reshape(-1)[0])
     boxes = outputs[o["boxes"]][:n].astype(np.float32, copy=True)
-    masks = outputs[o["masks"]][:n]
+    masks = unpack_mask_bytes(outputs[o["masks"]][:n], meta.frame_hw[1])
     if frame_hw != meta.frame_hw:
         sy, sx = frame_hw[0] / meta.frame_hw[0], frame_hw[1] / meta.frame_hw[1]
         boxes *= np.array([sx, sy, sx, sy], dtype=np.float32)
@@ -123,11 +124,13 @@ def read_metadata(backend: Backend, path: Path) -> ModelMetadata:
     return ModelMetadata.from_json(text, source=path.name)
 
 
-def load(path: str | os.PathLike[str], threads: int | None = None) -> Model:
-    """Load a model file written by ``edgeseg convert``; the backend is picked from the suffix.
+def load(path: str | os.PathLike[str], threads: int | None = None, cuda_graph: bool = False) -> Model:
+    """Load a model file: ``.onnx`` from ``edgeseg convert`` (ONNX Runtime, CPU) or ``.engine``
+    from ``edgeseg build`` (TensorRT, GPU).
 
-    *threads*: CPU threads for ONNX Runtime (default: one per core).
+    *threads*: CPU threads for ONNX Runtime (default: one per core). *cuda_graph*: TensorRT only,
+    replay each run as a captured CUDA graph where the engine allows it (less launch overhead).
     """
     p = Path(path)
-    backend = open_backend(p, threads=threads)
+    backend = open_backend(p, threads=threads, cuda_graph=cuda_graph)
     return Model(backend, read_metadata(backend, p), p)

@@ -10,6 +10,27 @@ import pytest
 from edgeseg.democlip import demo_photos
 
 
+def gpu_missing() -> str | None:
+    """Why tests marked ``gpu`` cannot run here (TensorRT, cuda-python or a GPU missing), or None."""
+    from edgeseg.errors import BackendUnavailableError
+    from edgeseg.trt.gpu_imports import check, import_cudart, import_tensorrt
+
+    try:
+        import_tensorrt()
+        check(import_cudart().cudaGetDeviceCount(), "cudaGetDeviceCount")
+    except BackendUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    reason = gpu_missing() if gpu_items else None
+    if reason:
+        for item in gpu_items:
+            item.add_marker(pytest.mark.skip(reason=f"needs an NVIDIA GPU with TensorRT: {reason}"))
+
+
 @pytest.fixture(scope="session")
 def photos() -> list[np.ndarray]:
     """Real photos (scikit-image's bundled data), BGR uint8."""

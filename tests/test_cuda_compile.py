@@ -4,7 +4,8 @@ Needs only the CUDA toolkit (nvcc), no GPU: every ``plugins/**/*.cu`` is compile
 and architectures below (a future CMakeLists.txt must use the same), and the object is checked to
 hold machine code (SASS) for each target and PTX for the forward-compatible one. The launchers'
 headers (and every other plugin header) must also compile as plain C++ without nvcc's device
-pass, since the TensorRT plugin wrappers are ordinary .cpp files that include them.
+pass, since the TensorRT plugin wrappers are ordinary .cpp files that include them.  (The wrappers'
+own headers need TensorRT's: tests/test_plugin_library.py builds those.)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ROOT / "plugins"
 
 # GPU architectures the plugin kernels are built for, as SASS: Turing, Ampere (A100, RTX 30),
-# Jetson Orin, Ada, Hopper, Jetson Thor.  Mirror this list in the plugins' CMakeLists.txt.
+# Jetson Orin, Ada, Hopper, Jetson Thor.  plugins/CMakeLists.txt has the same default (a test below).
 SASS_ARCHS: tuple[int, ...] = (75, 80, 86, 87, 89, 90, 110)
 # Also embedded as PTX, JIT-compiled by the driver on newer GPUs (Blackwell RTX 50 and later).
 PTX_ARCHS: tuple[int, ...] = (120,)
@@ -42,7 +43,7 @@ NVCC_FLAGS: tuple[str, ...] = (
 
 NVCC_MISSING = "nvcc not found: install the CUDA toolkit to compile the plugin kernels"
 CUDA_SOURCES: list[Path] = sorted(PLUGINS.rglob("*.cu"))
-HEADERS: list[Path] = sorted(PLUGINS.rglob("*.h"))
+HEADERS: list[Path] = sorted(h for h in PLUGINS.rglob("*.h") if "<NvInfer" not in h.read_text())
 
 
 def gencode_flags() -> list[str]:
@@ -176,3 +177,15 @@ def test_headers_compile_as_plain_cpp(nvcc: str, tmp_path: Path) -> None:
     cmd = [nvcc, "-x", "c++", *NVCC_FLAGS, "-c", *units, "--output-directory", str(tmp_path)]
     proc = run(cmd)
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout}{proc.stderr}"
+
+
+def test_cmake_default_architectures_are_the_targets() -> None:
+    """With CUDA 13, plugins/CMakeLists.txt builds for exactly the architectures compiled above."""
+    text = (PLUGINS / "CMakeLists.txt").read_text()
+    base = re.search(r"set\(CMAKE_CUDA_ARCHITECTURES ((?:\d+-real ?)+)\)", text)
+    cuda13 = re.search(r"VERSION_GREATER_EQUAL 13\.0\)\s*list\(APPEND CMAKE_CUDA_ARCHITECTURES ([^)]*)\)", text)
+    assert base and cuda13, "default architecture lists not found in plugins/CMakeLists.txt"
+    listed = (base.group(1) + " " + cuda13.group(1).split("#")[0]).split()
+    real = {int(a.split("-")[0]) for a in listed if a.endswith("-real")}
+    virtual = {int(a.split("-")[0]) for a in listed if a.endswith("-virtual")}
+    assert real == set(SASS_ARCHS) and virtual == set(PTX_ARCHS), listed

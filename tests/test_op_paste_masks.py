@@ -285,3 +285,22 @@ BOXES = np.zeros((2, 4), np.float32)
 def test_bad_input_raises_value_error(call, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         call()
+
+
+@pytest.mark.parametrize("frame_w", [600, 602, 1])
+def test_custom_node_output_is_the_mask_bytes_packed_in_int32(frame_w: int) -> None:
+    """The ONNX node's output (what the TensorRT plugin also writes): int32 words of four mask bytes,
+    pasted at the width rounded up to 4; unpacked and cut to the frame, the frame-width paste."""
+    from edgeseg.custom_ops import PASTE_MASKS, packed_mask_width, unpack_mask_bytes
+
+    rng = np.random.default_rng(frame_w)
+    masks = rng.random((5, 28, 28), dtype=np.float32)
+    boxes = np.array([[0, 0, frame_w, 30], [frame_w - 1, 5, frame_w + 20, 25], [3, 3, 9, 9],
+                      [-4, -4, 2, 2], [0.5, 1.5, frame_w * 0.7, 20]], np.float32)
+    attrs = {**PASTE_MASKS.defaults, "height": 32, "width": packed_mask_width(frame_w)}
+    (words,) = PASTE_MASKS.kernel(attrs, [masks, boxes], 1)
+    assert words.dtype == np.int32 and words.shape == (5, 32, packed_mask_width(frame_w) // 4)
+    expected = ops.paste_masks(masks, boxes, (32, frame_w))
+    np.testing.assert_array_equal(unpack_mask_bytes(words, frame_w), expected)
+    # uint8 outputs of files written before the packing pass through
+    assert unpack_mask_bytes(expected, frame_w) is expected

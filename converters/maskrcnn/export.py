@@ -15,6 +15,7 @@ from converters.onnx_cleanup import tidy
 from converters.onnx_export import DEFAULT_OPSET, trace_to_onnx, write_onnx
 from edgeseg.atomic import check_writable
 from edgeseg.classes import ClassSet, generated_palette, read_class_file
+from edgeseg.custom_ops import MASK_BYTES_PER_WORD, packed_mask_width
 from edgeseg.errors import ArgumentError
 from edgeseg.metadata import ModelMetadata, Preprocessing
 from edgeseg.progress import Steps
@@ -106,7 +107,8 @@ def export_maskrcnn(
         graph = trace_to_onnx(wrapper, (torch.zeros((*frame_hw, 3), dtype=torch.uint8),), ["frame"],
                               list(OUTPUT_NAMES), opset=opset)
         tidy(graph, {"frame": (*frame_hw, 3), "num_detections": (1,), "boxes": (k, 4),
-                                  "scores": (k,), "labels": (k,), "masks": (k, *frame_hw)})
+                     "scores": (k,), "labels": (k,),
+                     "masks": (k, frame_hw[0], packed_mask_width(frame_hw[1]) // MASK_BYTES_PER_WORD)})
     t = model.transform
     meta = ModelMetadata(
         kind="instance",

@@ -16,7 +16,9 @@ a fixed-length score vector and reduced to a fixed top-K at once.
       -> MultiLevelRoIAlign 14x14 -> mask head -> the detected class's mask, sigmoid
       -> boxes scaled to the frame -> PasteMasks at frame size, thresholded
     outputs: num_detections int32 [1], boxes float [K, 4] (x0, y0, x1, y1 frame pixels),
-             scores float [K], labels int32 [K], masks uint8 [K, H, W]
+             scores float [K], labels int32 [K],
+             masks int32 [K, H, ceil(W / 4)]: the bytes of uint8 planes [K, H, W] (1 = foreground),
+             four per word, since TensorRT plugins cannot output uint8 (edgeseg.custom_ops)
     (rows at and after num_detections are zero)
 """
 
@@ -35,7 +37,7 @@ from torchvision.ops import boxes as box_ops
 from torchvision.ops.poolers import MultiScaleRoIAlign, _setup_scales
 
 from converters.maskrcnn.ops import multiclass_nms, multilevel_roi_align, paste_masks
-from edgeseg.custom_ops import PASTE_MODES
+from edgeseg.custom_ops import PASTE_MODES, packed_mask_width
 
 REMOVED = -1.0  # score given to elements torchvision would drop
 SELECTABLE = -0.5  # NonMaxSuppression's score floor: every real score is above it, REMOVED below
@@ -243,7 +245,9 @@ class FrameToDetections(nn.Module):
         boxes, scores, labels, valid = self.detect(features, proposals, real)
         probs = self.segment(features, boxes, labels, valid)
         frame_boxes = boxes * self.to_frame
-        masks = paste_masks(probs, frame_boxes, height=self.frame_hw[0], width=self.frame_hw[1],
+        # The plugin's output is int32 words of four mask bytes, so the planes are pasted a few
+        # columns wider than the frame when its width is not a multiple of 4; readers cut them off.
+        masks = paste_masks(probs, frame_boxes, height=self.frame_hw[0], width=packed_mask_width(self.frame_hw[1]),
                             threshold=self.mask_threshold, mode=self.paste_mode, logits=0)
         num = valid.to(torch.int32).sum().to(torch.int32).reshape(1)  # sum() widens to int64
         return num, frame_boxes, scores, labels, masks

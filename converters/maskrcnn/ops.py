@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor
 
-from edgeseg.custom_ops import DOMAIN, MULTILEVEL_ROI_ALIGN, PASTE_MASKS, PASTE_MODES
+from edgeseg.custom_ops import DOMAIN, MASK_BYTES_PER_WORD, MULTILEVEL_ROI_ALIGN, PASTE_MASKS, PASTE_MODES
 
 
 def _level_of(rois: Tensor, scales: list[float], canonical_scale: float, canonical_level: int) -> Tensor:
@@ -93,12 +93,24 @@ def _paste_eager(masks: Tensor, boxes: Tensor, attrs: dict[str, Any]) -> Tensor:
     return (sampled[:, 0] >= attrs["threshold"]).to(torch.uint8)
 
 
+def _pack_bytes(planes: Tensor) -> Tensor:
+    """uint8 [K, H, W] -> int32 [K, H, W / 4] holding the same bytes (little-endian, as a numpy
+    ``.view(np.int32)`` on every platform edgeseg targets); arithmetic, since tracing cannot
+    record a dtype view."""
+    k, h, w = planes.shape
+    quads = planes.reshape(k, h, w // MASK_BYTES_PER_WORD, MASK_BYTES_PER_WORD).to(torch.int32)
+    shifts = torch.tensor([0, 8, 16, 24], dtype=torch.int32)
+    return (quads << shifts).sum(dim=3, dtype=torch.int32)
+
+
 class _PasteMasks(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, attrs: dict[str, Any], count: int, masks: Tensor, boxes: Tensor) -> Tensor:
         if masks.shape[0] == 0:
-            return torch.zeros((0, attrs["height"], attrs["width"]), dtype=torch.uint8)
-        return _paste_eager(masks, boxes, attrs)
+            planes = torch.zeros((0, attrs["height"], attrs["width"]), dtype=torch.uint8)
+        else:
+            planes = _paste_eager(masks, boxes, attrs)
+        return _pack_bytes(planes)
 
     @staticmethod
     def symbolic(g: Any, attrs: dict[str, Any], count: int, masks: Any, boxes: Any) -> Any:
@@ -114,13 +126,20 @@ class _PasteMasks(torch.autograd.Function):
             plugin_version_s=attrs["plugin_version"],
             plugin_namespace_s=attrs["plugin_namespace"],
         )
-        out.setType(masks.type().with_dtype(torch.uint8).with_sizes([count, attrs["height"], attrs["width"]]))
+        words = attrs["width"] // MASK_BYTES_PER_WORD
+        out.setType(masks.type().with_dtype(torch.int32).with_sizes([count, attrs["height"], words]))
         return out
 
 
 def paste_masks(masks: Tensor, boxes: Tensor, **attrs: Any) -> Tensor:
-    """Paste K masks [K, M, M] into K binary frame-size masks [K, H, W] uint8 at *boxes* [K, 4]."""
+    """Paste K masks [K, M, M] into K binary frame-size masks at *boxes* [K, 4].
+
+    Returns the op's output: the bytes of uint8 planes [K, height, width] as int32 [K, height,
+    width / 4] (``width`` must be a multiple of 4; see ``edgeseg.custom_ops.MASK_BYTES_PER_WORD``).
+    """
     full = PASTE_MASKS.node_attributes(**attrs)
+    if full["width"] % MASK_BYTES_PER_WORD:
+        raise ValueError(f"PasteMasks width must be a multiple of {MASK_BYTES_PER_WORD}, got {full['width']}")
     out: Tensor = _PasteMasks.apply(full, int(masks.shape[0]), masks, boxes)
     return out
 

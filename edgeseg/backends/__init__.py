@@ -8,11 +8,11 @@ from pathlib import Path
 from edgeseg.backends.base import Backend, TensorSpec
 from edgeseg.errors import ModelFileError
 
-# File suffix -> backend. TensorRT engines join this table with the TensorRT backend.
-SUFFIXES = {".onnx": "onnxruntime"}
+# File suffix -> backend.
+SUFFIXES = {".onnx": "onnxruntime", ".engine": "tensorrt"}
 
 
-def open_backend(path: str | os.PathLike[str], threads: int | None = None) -> Backend:
+def open_backend(path: str | os.PathLike[str], threads: int | None = None, cuda_graph: bool = False) -> Backend:
     """Open *path* with the backend its suffix calls for.
 
     Raises :class:`ModelFileError` for a missing file or an unknown type.
@@ -29,6 +29,15 @@ def open_backend(path: str | os.PathLike[str], threads: int | None = None) -> Ba
             f"{p.name}: unknown model file type {p.suffix or '(no suffix)'!r}; edgeseg loads {known} "
             "files written by `edgeseg convert`"
         )
+    if kind == "tensorrt":
+        from edgeseg.engine_file import read_header
+        from edgeseg.trt.gpu_imports import import_tensorrt
+
+        read_header(p)  # a file that is not an edgeseg engine fails here, before TensorRT is needed
+        import_tensorrt()
+        from edgeseg.backends.tensorrt import TensorRTBackend
+
+        return TensorRTBackend(p, cuda_graph=cuda_graph)
     from edgeseg.backends.ort import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(p, threads=threads)

@@ -1,0 +1,200 @@
+"""TensorRT backend: runs an engine written by ``edgeseg build`` on the GPU.
+
+Everything is allocated once, when the engine is opened: one CUDA stream, one device buffer per
+graph input and output, and pinned host buffers for the copies. A run copies the inputs in,
+enqueues the engine (``execute_async_v3``, or a captured CUDA graph), and copies back only what
+the caller asked for; for instance models only the rows that hold detections (``num_detections``
+is read first). Results are copied out of the pinned buffers, so they stay valid after the next run.
+
+Import this module only after :func:`edgeseg.trt.gpu_imports.import_tensorrt` succeeded
+(``edgeseg.backends.open_backend`` does).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorrt as trt
+
+from edgeseg.backends.base import Backend, TensorSpec
+from edgeseg.backends.split_graph import row_trim_for
+from edgeseg.engine_file import BuildInfo, plan_bytes, read_header
+from edgeseg.errors import EngineMismatchError, FrameError, ModelFileError
+from edgeseg.metadata import METADATA_KEY
+from edgeseg.trt.gpu_imports import check, import_cudart
+from edgeseg.trt.plugin_library import load_plugins
+from edgeseg.trt.trt_logger import CapturingLogger
+
+log = logging.getLogger(__name__)
+
+
+def current_gpu(cudart: Any) -> tuple[str, str]:
+    """(name, compute capability "major.minor") of the current CUDA device."""
+    device = check(cudart.cudaGetDevice(), "cudaGetDevice")
+    props = check(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+    name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
+    return name, f"{props.major}.{props.minor}"
+
+
+def check_engine_fits(build: BuildInfo, gpu: tuple[str, str], path: Path) -> None:
+    """:class:`EngineMismatchError` when the engine was built by another TensorRT or for another GPU."""
+    rebuild = f"rebuild it on this machine: edgeseg build MODEL.onnx -o {path.name}"
+    if build.tensorrt_version != trt.__version__:
+        raise EngineMismatchError(
+            f"{path.name} was built by TensorRT {build.tensorrt_version}, this is TensorRT {trt.__version__}; {rebuild}"
+        )
+    if build.compute_capability != gpu[1]:
+        raise EngineMismatchError(
+            f"{path.name} was built for {build.gpu_name} (compute capability {build.compute_capability}), "
+            f"this GPU is {gpu[0]} ({gpu[1]}); {rebuild}"
+        )
+
+
+class _Buffer:
+    """One graph tensor: device memory and a pinned host mirror of the same size."""
+
+    def __init__(self, cudart: Any, spec: TensorSpec) -> None:
+        self.spec = spec
+        shape = tuple(int(d) for d in spec.shape)
+        self.nbytes = max(int(np.prod(shape)) * spec.dtype.itemsize, 1)
+        self.device = check(cudart.cudaMalloc(self.nbytes), f"cudaMalloc({self.nbytes})")
+        self.host_ptr = check(cudart.cudaMallocHost(self.nbytes), f"cudaMallocHost({self.nbytes})")
+        raw = np.ctypeslib.as_array(ctypes.cast(int(self.host_ptr), ctypes.POINTER(ctypes.c_uint8)), (self.nbytes,))
+        self.host: np.ndarray = raw[: int(np.prod(shape)) * spec.dtype.itemsize].view(spec.dtype).reshape(shape)
+
+    def free(self, cudart: Any) -> None:
+        cudart.cudaFree(self.device)
+        cudart.cudaFreeHost(self.host_ptr)
+
+
+class TensorRTBackend(Backend):
+    """Runs one edgeseg engine file on the current CUDA device."""
+
+    name = "tensorrt"
+
+    def __init__(self, path: Path, cuda_graph: bool = False) -> None:
+        self.path = path
+        header = read_header(path)
+        self._metadata = header.metadata
+        self.build_info = header.build
+        self.custom_ops = header.build.plugins
+        self._cudart = cudart = import_cudart()
+        check_engine_fits(header.build, current_gpu(cudart), path)
+        if self.custom_ops:
+            load_plugins(trt)  # before deserialising: the engine refers to the plugins by name
+        self._logger = CapturingLogger()
+        self._runtime = trt.Runtime(self._logger)
+        engine = self._runtime.deserialize_cuda_engine(plan_bytes(path))
+        if engine is None:
+            raise EngineMismatchError(
+                f"{path.name}: TensorRT could not deserialise the engine ({self._logger.last_error() or 'no reason'}); "
+                "rebuild it on this machine with `edgeseg build`"
+            )
+        self._engine = engine
+        self._context = engine.create_execution_context()
+        self._stream = check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._inputs: list[TensorSpec] = []
+        self._outputs: list[TensorSpec] = []
+        self._buffers: dict[str, _Buffer] = {}
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            dims = engine.get_tensor_shape(name)
+            shape = tuple(int(dims[k]) for k in range(len(dims)))
+            if any(d < 0 for d in shape):
+                raise ModelFileError(f"{path.name}: tensor {name} has a dynamic shape {shape}; edgeseg needs static")
+            spec = TensorSpec(name, shape, np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
+            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            (self._inputs if is_input else self._outputs).append(spec)
+            self._buffers[name] = buffer = _Buffer(cudart, spec)
+            if not self._context.set_tensor_address(name, int(buffer.device)):
+                raise ModelFileError(f"{path.name}: TensorRT refused the address of tensor {name}")
+        trim = row_trim_for(self._metadata.get(METADATA_KEY))
+        # Instance models: outputs with this many rows are copied back only up to num_detections.
+        self._count_name, self._rows = (trim.count, trim.rows) if trim and trim.count in self._buffers else ("", -1)
+        self._graph_exec: Any = None
+        self._use_graph = cuda_graph
+
+    @property
+    def inputs(self) -> Sequence[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> Sequence[TensorSpec]:
+        return self._outputs
+
+    def metadata(self) -> Mapping[str, str]:
+        return self._metadata
+
+    def _copy(self, dst: Any, src: Any, nbytes: int, kind: Any) -> None:
+        check(self._cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self._stream), "cudaMemcpyAsync")
+
+    def _enqueue(self) -> None:
+        if self._graph_exec is not None:
+            check(self._cudart.cudaGraphLaunch(self._graph_exec, self._stream), "cudaGraphLaunch")
+            return
+        if not self._context.execute_async_v3(int(self._stream)):
+            raise ModelFileError(f"{self.path.name}: TensorRT failed to run the engine: {self._logger.last_error()}")
+        if self._use_graph:
+            self._capture_graph()
+
+    def _capture_graph(self) -> None:
+        """After a first plain run (TensorRT allocates lazily), try to capture one run as a CUDA
+        graph; engines with data-dependent shapes (NMS) may refuse, and then run plainly."""
+        self._use_graph = False
+        cudart = self._cudart
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        check(cudart.cudaStreamBeginCapture(self._stream, mode), "cudaStreamBeginCapture")
+        ok = self._context.execute_async_v3(int(self._stream))
+        err, graph = cudart.cudaStreamEndCapture(self._stream)
+        if not ok or int(err) != 0:
+            log.warning("%s: not captured as a CUDA graph (data-dependent shapes?); running it plainly", self.path.name)
+            return
+        self._graph_exec = check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        cudart = self._cudart
+        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        for spec in self._inputs:
+            value = feeds.get(spec.name)
+            if value is None:
+                raise FrameError(f"input {spec.name!r} missing")
+            buffer = self._buffers[spec.name]
+            if value.shape != buffer.host.shape or value.dtype != buffer.host.dtype:
+                raise FrameError(f"input {spec.name}: expected {buffer.host.dtype} {buffer.host.shape}, "
+                                 f"got {value.dtype} {value.shape}")
+            np.copyto(buffer.host, value)
+            self._copy(buffer.device, buffer.host_ptr, buffer.nbytes, h2d)
+        self._enqueue()
+        rows = None
+        if self._count_name:
+            count = self._buffers[self._count_name]
+            self._copy(count.host_ptr, count.device, count.nbytes, d2h)
+            check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+            rows = max(0, min(int(count.host.reshape(-1)[0]), self._rows))
+        wanted = [self._buffers[name] for name in outputs]
+        for buffer in wanted:
+            nbytes = buffer.nbytes
+            if rows is not None and buffer.host.ndim and buffer.host.shape[0] == self._rows:
+                nbytes = buffer.host[:rows].nbytes
+            if nbytes:
+                self._copy(buffer.host_ptr, buffer.device, nbytes, d2h)
+        check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+        result = {}
+        for buffer in wanted:
+            host = buffer.host
+            if rows is not None and host.ndim and host.shape[0] == self._rows:
+                host = host[:rows]
+            result[buffer.spec.name] = host.copy()  # the pinned buffer is reused by the next run
+        return result
+
+    def close(self) -> None:
+        for buffer in self._buffers.values():
+            buffer.free(self._cudart)
+        self._buffers.clear()
+        self._cudart.cudaStreamDestroy(self._stream)

@@ -1,0 +1,214 @@
+"""``edgeseg build``: an edgeseg ONNX file -> a TensorRT engine for this machine's GPU.
+
+Uses TensorRT's Python API: the ONNX parser (our plugin library loaded first when the graph has
+edgeseg custom nodes), a builder config from :class:`BuildOptions`, and writes the plan with the
+model's metadata and how it was built (:mod:`edgeseg.engine_file`), atomically.
+
+Precision: TensorRT 10 builds FP32 by default, FP16 with ``fp16`` and INT8 with ``int8`` (entropy
+calibration on a folder of images); ``fp32_layers`` pins layers whose names match a pattern to
+FP32 (``*roi_heads*``: the Mask R-CNN box and mask heads, which are FP16-sensitive). TensorRT 11
+builds strongly typed networks only: the precision comes from the ONNX file itself, and these
+options are refused there with that reason.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import onnx
+import tensorrt as trt
+
+from edgeseg.atomic import atomic_output, check_writable
+from edgeseg.custom_ops import DOMAIN
+from edgeseg.engine_file import BuildInfo, write_engine
+from edgeseg.errors import ArgumentError, ConversionError, ModelFileError
+from edgeseg.metadata import METADATA_KEY, ModelMetadata
+from edgeseg.progress import Steps
+from edgeseg.trt.gpu_imports import import_cudart
+from edgeseg.trt.plugin_library import load_plugins
+from edgeseg.trt.trt_logger import CapturingLogger
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build. Sizes in MiB; paths may be None."""
+
+    fp16: bool = False
+    int8: bool = False
+    calib_images: Path | None = None
+    calib_cache: Path | None = None
+    calib_max_images: int = 200
+    timing_cache: Path | None = None
+    workspace_mib: int = 2048
+    fp32_layers: tuple[str, ...] = field(default_factory=tuple)
+    verbose: bool = False
+
+    @property
+    def precision(self) -> str:
+        parts = [p for p, on in (("fp16", self.fp16), ("int8", self.int8)) if on]
+        return "+".join(parts) or "fp32"
+
+
+def weakly_typed_builds() -> bool:
+    """True where the builder chooses precisions itself (TensorRT 10); TensorRT 11 removed that."""
+    return hasattr(trt.BuilderFlag, "FP16")
+
+
+class _Progress(trt.IProgressMonitor):
+    """Prints TensorRT's top-level build phases as they finish."""
+
+    def __init__(self, stream: TextIO) -> None:
+        trt.IProgressMonitor.__init__(self)
+        self.stream = stream
+        self.started: dict[str, float] = {}
+
+    def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+        self.started[phase_name] = time.perf_counter()
+
+    def step_complete(self, phase_name: str, step: int) -> bool:
+        return True  # never cancel
+
+    def phase_finish(self, phase_name: str) -> None:
+        took = time.perf_counter() - self.started.pop(phase_name, time.perf_counter())
+        if took >= 1.0:
+            print(f"      {phase_name}: {took:.1f} s", file=self.stream, flush=True)
+
+
+def read_onnx_header(path: Path) -> tuple[dict[str, str], ModelMetadata, tuple[str, ...]]:
+    """(metadata_props, parsed edgeseg metadata, custom ops used) of an edgeseg ONNX file."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise ModelFileError(f"{path.name}: not a readable ONNX file ({exc})") from exc
+    props = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in props:
+        raise ModelFileError(f"{path.name}: no edgeseg metadata; convert the model with `edgeseg convert` first")
+    meta = ModelMetadata.from_json(props[METADATA_KEY], source=path.name)
+    custom = tuple(sorted({n.op_type for n in model.graph.node if n.domain == DOMAIN}))
+    return props, meta, custom
+
+
+def pin_fp32(network: trt.INetworkDefinition, patterns: tuple[str, ...]) -> list[str]:
+    """Set every layer whose name matches one of *patterns* (fnmatch) and its outputs to FP32;
+    return their names. :class:`ArgumentError` when a pattern matches no layer."""
+    pinned: list[str] = []
+    unmatched = set(patterns)
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        hits = [p for p in patterns if fnmatch.fnmatchcase(layer.name, p)]
+        if not hits:
+            continue
+        unmatched -= set(hits)
+        # Integer and shape layers have no float precision to pin.
+        if any(layer.get_output(j).dtype not in (trt.float32, trt.float16) for j in range(layer.num_outputs)):
+            continue
+        layer.precision = trt.float32
+        for j in range(layer.num_outputs):
+            layer.set_output_type(j, trt.float32)
+        pinned.append(layer.name)
+    if unmatched:
+        sample = ", ".join(network.get_layer(i).name for i in range(min(network.num_layers, 5)))
+        raise ArgumentError(f"--fp32-layers {sorted(unmatched)} matched no layer; layer names look like: {sample}")
+    return pinned
+
+
+def network_tensors(network: trt.INetworkDefinition) -> list[list[object]]:
+    """[role, name, shape, numpy dtype name] of every network input and output (for `edgeseg info`)."""
+    rows: list[list[object]] = []
+    for role, count, get in (("input", network.num_inputs, network.get_input),
+                             ("output", network.num_outputs, network.get_output)):
+        for i in range(count):
+            t = get(i)
+            shape = [int(t.shape[k]) for k in range(len(t.shape))]
+            rows.append([role, t.name, shape, np.dtype(trt.nptype(t.dtype)).name])
+    return rows
+
+
+def build_engine(onnx_path: str | Path, output: str | Path, options: BuildOptions | None = None,
+                 stream: TextIO | None = None, quiet: bool = False) -> Path:
+    """Build a TensorRT engine for the current GPU from an edgeseg ONNX file; return its path."""
+    opts = options or BuildOptions()
+    src, out = Path(onnx_path), check_writable(output)
+    log_stream = stream or sys.stderr
+    if not src.is_file():
+        raise ModelFileError(f"{src}: no such ONNX file")
+    if not weakly_typed_builds() and (opts.fp16 or opts.int8 or opts.fp32_layers):
+        raise ArgumentError(
+            f"TensorRT {trt.__version__} builds strongly typed networks only: --fp16, --int8 and --fp32-layers "
+            "need TensorRT 10; on TensorRT 11 the precision comes from the ONNX file (build without them for FP32)"
+        )
+    if opts.int8 and opts.calib_images is None and (opts.calib_cache is None or not opts.calib_cache.is_file()):
+        raise ArgumentError("--int8 needs --calib-images FOLDER (or an existing --calib-cache FILE)")
+
+    cudart = import_cudart()
+    from edgeseg.backends.tensorrt import current_gpu
+
+    gpu = current_gpu(cudart)
+    steps = Steps(4, stream=log_stream, quiet=quiet)
+    props, meta, custom = read_onnx_header(src)
+    logger = CapturingLogger(verbose=opts.verbose)
+    with steps.step(f"parsing {src.name} (TensorRT {trt.__version__}, {gpu[0]})"):
+        if custom:
+            load_plugins(trt)
+        builder = trt.Builder(logger)
+        network = builder.create_network(0)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(src)):
+            errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+            raise ConversionError(f"TensorRT's ONNX parser rejected {src.name}: {errors}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mib * MIB)
+    if not quiet:
+        config.progress_monitor = _Progress(log_stream)
+    calibrator = None
+    pinned: list[str] = []
+    with steps.step(f"configuring {opts.precision}"):
+        if opts.fp16:
+            config.set_flag(trt.BuilderFlag.FP16)
+        if opts.int8:
+            from edgeseg.trt.calibrator import FolderCalibrator, calibration_images
+
+            images = calibration_images(opts.calib_images, opts.calib_max_images) if opts.calib_images else []
+            config.set_flag(trt.BuilderFlag.INT8)
+            calibrator = FolderCalibrator(cudart, meta.input_name, meta.frame_hw, images, opts.calib_cache)
+            config.int8_calibrator = calibrator
+        if opts.fp32_layers:
+            pinned = pin_fp32(network, opts.fp32_layers)
+            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        cache_bytes = opts.timing_cache.read_bytes() if opts.timing_cache and opts.timing_cache.is_file() else b""
+        timing_cache = config.create_timing_cache(cache_bytes)
+        config.set_timing_cache(timing_cache, ignore_mismatch=False)
+
+    with steps.step("building the engine (minutes on a Jetson)"):
+        plan = builder.build_serialized_network(network, config)
+        if calibrator is not None:
+            calibrator.free()
+        if plan is None:
+            raise ConversionError(f"TensorRT could not build {src.name}: {logger.last_error() or 'see the log above'}")
+
+    with steps.step(f"writing {out.name}"):
+        if opts.timing_cache is not None:
+            with atomic_output(opts.timing_cache) as tmp:
+                tmp.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
+        build = BuildInfo(
+            tensorrt_version=trt.__version__,
+            gpu_name=gpu[0],
+            compute_capability=gpu[1],
+            precision=opts.precision,
+            plugins=custom,
+            fp32_layers=opts.fp32_layers,
+            extra={"fp32_layers_pinned": len(pinned), "workspace_mib": opts.workspace_mib,
+                   "calibration_images": calibrator.used if calibrator else 0,
+                   "tensors": network_tensors(network)},
+        )
+        write_engine(out, memoryview(plan), props, build)
+    return out

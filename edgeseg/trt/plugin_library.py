@@ -1,0 +1,82 @@
+"""Find edgeseg's TensorRT plugin library and load it into TensorRT's plugin registry.
+
+The library (``libedgeseg_trt_plugins.so``, built from ``plugins/`` with CMake on the device)
+serves the custom ops MultiLevelRoIAlign and PasteMasks of the Mask R-CNN graphs. It is looked
+for, in order, at ``$EDGESEG_PLUGIN_LIBRARY`` and in ``edgeseg/lib/`` (where ``cmake --install``
+puts it). It must be built against the same TensorRT major version it is loaded into.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+from types import ModuleType
+
+from edgeseg.errors import BackendUnavailableError, EngineMismatchError
+
+LIBRARY_NAME = "libedgeseg_trt_plugins.so"
+ENV_VAR = "EDGESEG_PLUGIN_LIBRARY"
+PACKAGE_LIB = Path(__file__).resolve().parents[1] / "lib"
+
+BUILD_HINT = (
+    "build it on this machine: cmake -S plugins -B build/plugins && cmake --build build/plugins -j "
+    "&& cmake --install build/plugins (README: Running on a Jetson)"
+)
+
+_loaded: dict[str, Path] = {}
+
+
+class PluginLibraryError(BackendUnavailableError):
+    """The plugin library is missing or cannot be loaded."""
+
+
+def find_library() -> Path:
+    """Path of the plugin library; :class:`PluginLibraryError` saying how to build it."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise PluginLibraryError(f"{ENV_VAR}={env}: no such file; unset it or {BUILD_HINT}")
+        return path
+    path = PACKAGE_LIB / LIBRARY_NAME
+    if path.is_file():
+        return path
+    raise PluginLibraryError(
+        f"edgeseg's TensorRT plugin library {LIBRARY_NAME} was not found (looked at ${ENV_VAR} and {PACKAGE_LIB}); "
+        f"Mask R-CNN models need it: {BUILD_HINT}"
+    )
+
+
+def library_tensorrt_version(path: Path) -> int:
+    """TensorRT version of the headers *path* was built with (major * 10000 + minor * 100 + patch)."""
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as exc:
+        raise PluginLibraryError(f"{path}: cannot be loaded ({exc}); {BUILD_HINT}") from exc
+    fn = lib.edgesegPluginTensorRTVersion
+    fn.restype = ctypes.c_int32
+    return int(fn())
+
+
+def load_plugins(trt: ModuleType) -> Path:
+    """Load the plugin library into TensorRT's registry once per process; return its path.
+
+    :class:`EngineMismatchError` when it was built for another TensorRT major version.
+    """
+    path = find_library()
+    key = str(path.resolve())
+    if key in _loaded:
+        return _loaded[key]
+    built = library_tensorrt_version(path)
+    running = int(str(trt.__version__).split(".")[0])
+    if built // 10000 != running:
+        raise EngineMismatchError(
+            f"{path} was built against TensorRT {built // 10000}.{built // 100 % 100} headers but TensorRT "
+            f"{trt.__version__} is running; {BUILD_HINT}"
+        )
+    handle = trt.get_plugin_registry().load_library(str(path))
+    if handle is None:
+        raise PluginLibraryError(f"TensorRT could not load {path} (see the TensorRT log above); {BUILD_HINT}")
+    _loaded[key] = path
+    return path

@@ -1,0 +1,131 @@
+"""On a device with an NVIDIA GPU, TensorRT 10.3+, cuda-python and the plugin library built
+(README: Running on a Jetson): ``pytest -m gpu``. Skipped elsewhere, with the reason.
+
+- the TensorRT plugins give the CPU build's numbers on random inputs (FP32);
+- HRNet engines: FP32 label maps agree with ONNX Runtime on >= 99.99 % of the pixels;
+- Mask R-CNN engines: FP32 mask IoU >= 0.99 against ONNX Runtime, FP16 (RoI heads pinned to
+  FP32) >= 0.97.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import edgeseg
+from edgeseg.result import InstanceResult
+from tests.conftest import ExportedHRNet, ExportedMaskRCNN, fit
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("engines")
+
+
+def _build(onnx_path: Path, out: Path, **options: Any) -> Path:
+    from edgeseg.trt.build import BuildOptions, build_engine
+
+    return build_engine(onnx_path, out, BuildOptions(**options), quiet=True)
+
+
+def test_hrnet_fp32_engine_matches_onnxruntime(hrnet_small: ExportedHRNet, engines: Path,
+                                               photos: list[np.ndarray]) -> None:
+    engine = _build(hrnet_small.path, engines / "hrnet.engine")
+    cpu, gpu = edgeseg.load(hrnet_small.path), edgeseg.load(engine)
+    assert gpu.backend.name == "tensorrt"
+    for photo in photos:
+        frame = fit(photo, hrnet_small.frame_hw)
+        agree = np.mean(cpu.semantic(frame).label_map == gpu.semantic(frame).label_map)
+        assert agree >= 0.9999, agree
+
+
+def mean_matched_mask_iou(ref: InstanceResult, got: InstanceResult, top: int = 20) -> float:
+    """Mean over ref's top detections of the best mask IoU among got's detections of the same
+    class (near-tied scores may order the two lists differently)."""
+    ious = []
+    for i in range(min(top, len(ref))):
+        same = np.flatnonzero(got.labels == ref.labels[i])
+        best = 0.0
+        for j in same:
+            inter = np.logical_and(ref.masks[i], got.masks[j]).sum()
+            union = np.logical_or(ref.masks[i], got.masks[j]).sum()
+            best = max(best, 1.0 if union == 0 else inter / union)
+        ious.append(best)
+    return float(np.mean(ious)) if ious else 1.0
+
+
+@pytest.mark.parametrize(("options", "floor"), [({}, 0.99), ({"fp16": True, "fp32_layers": ("*roi_heads*",)}, 0.97)],
+                         ids=["fp32", "fp16"])
+def test_maskrcnn_engine_masks_match_onnxruntime(maskrcnn_cli: ExportedMaskRCNN, engines: Path,
+                                                 photos: list[np.ndarray], options: dict[str, Any],
+                                                 floor: float) -> None:
+    engine = _build(maskrcnn_cli.path, engines / f"maskrcnn-{len(options)}.engine", **options)
+    cpu, gpu = edgeseg.load(maskrcnn_cli.path), edgeseg.load(engine)
+    for photo in photos[:3]:
+        frame = fit(photo, maskrcnn_cli.frame_hw)
+        assert mean_matched_mask_iou(cpu.instances(frame), gpu.instances(frame)) >= floor
+
+
+def _plugin_engine(engines: Path, name: str, op: str, fields: dict[str, np.ndarray],
+                   inputs: list[np.ndarray]) -> Any:
+    """An engine holding one plugin layer, opened with the TensorRT backend."""
+    import tensorrt as trt
+
+    from edgeseg.backends.tensorrt import TensorRTBackend, current_gpu
+    from edgeseg.engine_file import BuildInfo, write_engine
+    from edgeseg.trt.gpu_imports import import_cudart
+    from edgeseg.trt.plugin_library import load_plugins
+    from edgeseg.trt.trt_logger import CapturingLogger
+
+    load_plugins(trt)
+    logger = CapturingLogger()
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    types = {np.dtype(np.float32): trt.float32, np.dtype(np.int32): trt.int32}
+    tensors = [network.add_input(f"in{i}", types[a.dtype], trt.Dims(list(a.shape))) for i, a in enumerate(inputs)]
+    creator = trt.get_plugin_registry().get_creator(op, "1", "edgeseg")
+    kinds = {np.dtype(np.int32): trt.PluginFieldType.INT32, np.dtype(np.float32): trt.PluginFieldType.FLOAT32}
+    # The stubs type PluginField's name as trt.FallbackString, which a str converts to at run time.
+    fc = trt.PluginFieldCollection([trt.PluginField(k, v, kinds[v.dtype])  # type: ignore[call-overload]
+                                    for k, v in fields.items()])
+    plugin = creator.create_plugin(op, fc, trt.TensorRTPhase.BUILD)
+    layer = network.add_plugin_v3(tensors, [], plugin)
+    layer.get_output(0).name = "out"
+    network.mark_output(layer.get_output(0))
+    plan = builder.build_serialized_network(network, builder.create_builder_config())
+    assert plan is not None, logger.last_error()
+    gpu = current_gpu(import_cudart())
+    path = write_engine(engines / name, memoryview(plan), {},
+                        BuildInfo(trt.__version__, gpu[0], gpu[1], "fp32", plugins=(op,)))
+    return TensorRTBackend(path)
+
+
+def test_plugin_kernels_match_the_cpu_build(engines: Path) -> None:
+    from edgeseg import ops
+
+    rng = np.random.default_rng(0)
+    levels = [rng.standard_normal((1, 8, 64 >> k, 96 >> k), dtype=np.float32) for k in range(4)]
+    xy = rng.uniform(0, 380, (50, 2)).astype(np.float32)
+    wh = rng.uniform(1, 200, (50, 2)).astype(np.float32)
+    rois = np.concatenate([np.zeros((50, 1), np.float32), xy, xy + wh], axis=1)
+    scales = np.array([0.25, 0.125, 0.0625, 0.03125], np.float32)
+    backend = _plugin_engine(engines, "roi.engine", "MultiLevelRoIAlign",
+                             {"output_height": np.array([7], np.int32), "output_width": np.array([7], np.int32),
+                              "spatial_scales": scales, "sampling_ratio": np.array([2], np.int32)},
+                             [rois, *levels])
+    got = backend.run({f"in{i}": a for i, a in enumerate([rois, *levels])}, ["out"])["out"]
+    want = ops.multilevel_roi_align(levels, rois, (7, 7), [float(s) for s in scales], sampling_ratio=2)
+    np.testing.assert_array_equal(got, want)  # --fmad=false: same floats as the CPU build
+
+    masks = rng.random((20, 28, 28), dtype=np.float32)
+    boxes = np.concatenate([xy[:20], xy[:20] + wh[:20]], axis=1)
+    backend = _plugin_engine(engines, "paste.engine", "PasteMasks",
+                             {"height": np.array([400], np.int32), "width": np.array([600], np.int32)},
+                             [masks, boxes])
+    words = backend.run({"in0": masks, "in1": boxes}, ["out"])["out"]
+    np.testing.assert_array_equal(words.view(np.uint8), ops.paste_masks(masks, boxes, (400, 600)))
