@@ -163,31 +163,39 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def cmd_run(args: argparse.Namespace) -> int:
     from edgeseg import draw
     from edgeseg.model import load
+    from edgeseg.pipeline import Pipeline
     from edgeseg.progress import FrameProgress
-    from edgeseg.sinks import open_sink
+    from edgeseg.sinks import open_sinks
     from edgeseg.sources import open_source
 
+    if not args.output and not args.show and args.json is None:
+        raise ArgumentError("nothing to write: give -o FILE (image, video or folder/), --show and/or --json FILE.jsonl")
     model = load(args.model, threads=args.threads)
-    source = open_source(args.source)
-    sink = open_sink(args.output, fps=source.fps)
-    progress = FrameProgress(source.frame_count if source.frame_count and source.frame_count > 1 else None,
-                             quiet=args.quiet)
+    source = open_source(args.source, width=args.width, height=args.height, fps=args.fps)
+    sinks = open_sinks(args.output or [], show=args.show, jsonl=args.json, fps=source.fps)
+    total = source.frame_count if not source.live and (source.frame_count or 0) > 1 else None
+    progress = FrameProgress(total, quiet=args.quiet)
+
+    def overlay(frame: Any, result: Any) -> Any:
+        # looked up at call time, so the drawing can be swapped (tests do)
+        return draw.draw_result(frame, result, alpha=args.alpha, legend=not args.no_legend)
+
+    pipe = Pipeline(source, model, sinks, draw=overlay, hud=args.hud, progress=progress,
+                    reconnect_seconds=args.reconnect_seconds,
+                    on_warning=lambda message: print(f"edgeseg: warning: {message}", file=sys.stderr))
     interrupted = False
     try:
         with _sigterm_as_interrupt():
-            for frame in source:
-                result = model(frame)
-                sink.write(draw.draw_result(frame, result, alpha=args.alpha, legend=not args.no_legend))
-                progress.update()
+            pipe.run()
     except KeyboardInterrupt:
         interrupted = True
-    finally:
-        sink.close()
-        source.close()
+    except EdgesegError:
         progress.finish()
-    state = "interrupted after" if interrupted else "done:"
-    print(f"{state} {progress.count} frame(s), {progress.fps:.1f} FPS -> {sink.path}")
-    return EXIT_INTERRUPTED if interrupted else 0
+        print(pipe.summary.describe())  # what was kept before the source failed
+        raise
+    progress.finish()
+    print(pipe.summary.describe())
+    return EXIT_INTERRUPTED if interrupted or pipe.summary.interrupted else 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -305,10 +313,22 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-q", "--quiet", action="store_true")
     m.set_defaults(func=cmd_convert_maskrcnn)
 
-    r = sub.add_parser("run", help="run a model on an image or video and write the overlay")
+    r = sub.add_parser("run", help="run a model on a camera, stream, video, image or folder and write the overlay")
     r.add_argument("model", type=Path, help=".onnx written by `edgeseg convert` or .engine by `edgeseg build`")
-    r.add_argument("--source", required=True, help="image or video file")
-    r.add_argument("-o", "--output", type=Path, required=True, help="image (.png/.jpg) or video (.mp4/.avi/.mkv)")
+    r.add_argument("--source", required=True,
+                   help="camera index (0) or /dev/videoN, video or image file, folder or glob of images, "
+                        "rtsp:// or http(s):// stream, csi://N (Jetson camera), or a GStreamer pipeline")
+    # str, not Path: a trailing "/" (a folder of PNGs) must survive
+    r.add_argument("-o", "--output", action="append",
+                   help="image (.png/.jpg), video (.mp4/.avi/.mkv) or folder/ of PNGs; repeatable")
+    r.add_argument("--show", action="store_true", help="show the overlay in a window")
+    r.add_argument("--json", type=Path, help="per-frame results as JSON lines (masks as COCO RLE)")
+    r.add_argument("--width", type=int, help="capture width asked of a camera")
+    r.add_argument("--height", type=int, help="capture height asked of a camera")
+    r.add_argument("--fps", type=float, help="capture frame rate asked of a camera")
+    r.add_argument("--hud", action="store_true", help="draw FPS, latency and dropped frames on the overlay")
+    r.add_argument("--reconnect-seconds", type=float, default=10.0,
+                   help="how long to retry a camera or stream that stops delivering (default 10)")
     r.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     r.add_argument("--alpha", type=float, default=0.5, help="overlay opacity 0..1")
     r.add_argument("--no-legend", action="store_true")

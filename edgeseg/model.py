@@ -83,11 +83,23 @@ class Model:
         (for tools that compare intermediate tensors)."""
         return self.backend.run({self.metadata.input_name: frame}, outputs)
 
+    # The three stages of a call, public for tools that time or inspect them (edgeseg bench).
+
+    def preprocess(self, frame: np.ndarray) -> np.ndarray:
+        """Check an HxWx3 uint8 BGR frame and fit it to ``frame_hw`` (everything else is in the graph)."""
+        return fit_frame(validate_frame(frame), self.frame_hw)
+
+    def infer(self, fitted: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the graph on a preprocessed frame; the raw outputs the decoder needs."""
+        return self.run_outputs(fitted, self._output_names)
+
+    def decode(self, outputs: dict[str, np.ndarray], frame_hw: tuple[int, int]) -> Result:
+        """The result of raw outputs, in the coordinates of a frame of *frame_hw* (height, width)."""
+        return self._decode(self.metadata, outputs, frame_hw)
+
     def __call__(self, frame: np.ndarray) -> Result:
-        frame = validate_frame(frame)
-        fitted = fit_frame(frame, self.frame_hw)
-        outputs = self.run_outputs(fitted, self._output_names)
-        return self._decode(self.metadata, outputs, (frame.shape[0], frame.shape[1]))
+        outputs = self.infer(self.preprocess(frame))
+        return self.decode(outputs, (frame.shape[0], frame.shape[1]))
 
     def semantic(self, frame: np.ndarray) -> SemanticResult:
         """``model(frame)`` for a semantic model, typed as such; :class:`ModelFileError` for

@@ -101,6 +101,28 @@ def test_interrupted_run_keeps_a_playable_video(onnx_model: Path, workdir: Path,
     assert not [p for p in workdir.iterdir() if ".partial" in p.name]
 
 
+def test_run_writes_video_frames_and_json_lines_together(onnx_model: Path, workdir: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    video, folder, lines = workdir / "all.mp4", workdir / "frames", workdir / "results.jsonl"
+    argv = ["run", str(onnx_model), "--source", str(workdir / "clip.mp4"), "-o", str(video), "-o", f"{folder}/",
+            "--json", str(lines), "--hud", "-q"]
+    assert cli.main(argv) == 0
+    assert frame_count(video) == 20
+    assert len(list(folder.glob("*.png"))) == 20
+    records = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert [r["frame"] for r in records] == list(range(20))
+    assert capsys.readouterr().out.strip().startswith("done: 20 frame(s), ")
+
+
+def test_run_without_any_output_is_a_usage_error(onnx_model: Path, workdir: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", str(onnx_model), "--source", str(workdir / "clip.mp4")]) == 2
+    assert error_line(capsys) == ("edgeseg: error: nothing to write: give -o FILE (image, video or folder/), "
+                                  "--show and/or --json FILE.jsonl")
+
+
 def test_malformed_frame_size(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["convert", "hrnet", "--arch", "w18_small_v1", "--random-weights", "--num-classes", "3",
