@@ -198,6 +198,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if interrupted or pipe.summary.interrupted else 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from edgeseg.bench import bench, bench_frames
+    from edgeseg.model import load
+
+    if args.runs < 1 or args.warmup < 0:
+        raise ArgumentError(f"--runs must be >= 1 and --warmup >= 0, got {args.runs} and {args.warmup}")
+    model = load(args.model, threads=args.threads)
+    frames = bench_frames(args.source, args.runs, model.frame_hw)
+    report = bench(model, frames, runs=args.runs, warmup=args.warmup, with_draw=not args.no_draw)
+    print(json.dumps(report.to_dict()) if args.json else report.table())
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Describe an .onnx or .engine file; engines are described from their header, so this
     needs neither TensorRT nor a GPU."""
@@ -338,6 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="what a model file (.onnx or .engine) holds")
     i.add_argument("model", type=Path)
     i.set_defaults(func=cmd_info)
+
+    be = sub.add_parser("bench", help="per-stage latency of a model (.onnx on the CPU, .engine on the GPU)")
+    be.add_argument("model", type=Path)
+    be.add_argument("--source", help="frames to time (any --source of `edgeseg run`; default: scikit-image's photos)")
+    be.add_argument("--runs", type=int, default=30, help="timed runs (default 30)")
+    be.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    be.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime (default: all cores)")
+    be.add_argument("--no-draw", action="store_true", help="leave the overlay stage out")
+    be.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    be.set_defaults(func=cmd_bench)
 
     b = sub.add_parser("build", help="edgeseg ONNX -> TensorRT engine for this GPU (needs TensorRT)")
     b.add_argument("model", type=Path, help=".onnx written by `edgeseg convert`")

@@ -49,5 +49,10 @@ class Backend(ABC):
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         """Run once; return the requested outputs by name. Only what is asked for is copied out."""
 
+    def inner_timings(self) -> list[tuple[str, float]]:
+        """What the last :meth:`run` spent where, as (part, seconds), for ``edgeseg bench``: graph
+        segments and custom ops on the CPU, the engine's GPU time on TensorRT. Empty if unknown."""
+        return []
+
     def close(self) -> None:  # noqa: B027 - optional hook; most backends free on garbage collection
         """Release the model's resources early."""

@@ -81,6 +81,9 @@ class OnnxRuntimeBackend(Backend):
     def metadata(self) -> Mapping[str, str]:
         return self._metadata
 
+    def inner_timings(self) -> list[tuple[str, float]]:
+        return list(self._split.last_timings) if self._split is not None else []
+
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         if self._split is not None:
             return self._split.run(feeds, outputs)
