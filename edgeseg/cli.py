@@ -62,10 +62,13 @@ def _hw_type(flag: str) -> Callable[[str], tuple[int, int]]:
 
 
 def _import_converter(module: str) -> Any:
+    """``converters.<module>`` (``<module>.export`` for a model family), or the install command if
+    PyTorch is missing."""
     import importlib
 
+    name = f"converters.{module}" if "." in module or module == "parity" else f"converters.{module}.export"
     try:
-        return importlib.import_module(f"converters.{module}.export")
+        return importlib.import_module(name)
     except ImportError as exc:
         if exc.name and exc.name.split(".")[0] in ("torch", "torchvision"):
             raise BackendUnavailableError(
@@ -213,6 +216,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from edgeseg.bench import bench_frames
+    from edgeseg.model import load
+
+    _check_weights_args(args)
+    model = load(args.model, threads=args.threads)
+    if model.backend.name != "onnxruntime":
+        raise ArgumentError(f"{args.model.name}: compare an .onnx file (an engine's own parity: pytest -m gpu)")
+    parity = _import_converter("parity")
+    reference = parity.reference_model(model.metadata, args.weights, allow_pickle=args.trust_checkpoint)
+    frames = bench_frames(args.source, args.frames, model.frame_hw)[: args.frames]
+    report = parity.compare(model, reference, frames)
+    print(report.text())
+    return 0 if report.passed else EXIT_ERROR
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Describe an .onnx or .engine file; engines are described from their header, so this
     needs neither TensorRT nor a GPU."""
@@ -353,6 +372,17 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="what a model file (.onnx or .engine) holds")
     i.add_argument("model", type=Path)
     i.set_defaults(func=cmd_info)
+
+    cp = sub.add_parser("compare", help="stage-by-stage parity of an .onnx model with the PyTorch model it came from")
+    cp.add_argument("model", type=Path, help=".onnx written by `edgeseg convert`")
+    cp.add_argument("--weights", type=Path, help="the checkpoint the model was converted from")
+    cp.add_argument("--random-weights", action="store_true",
+                    help="the seeded random weights of `edgeseg convert --random-weights`")
+    cp.add_argument("--trust-checkpoint", action="store_true", help="allow a pickled checkpoint (runs its code)")
+    cp.add_argument("--source", help="frames to compare on (an `edgeseg run` source; default: scikit-image's photos)")
+    cp.add_argument("--frames", type=int, default=5, help="at most this many frames (default 5)")
+    cp.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    cp.set_defaults(func=cmd_compare)
 
     be = sub.add_parser("bench", help="per-stage latency of a model (.onnx on the CPU, .engine on the GPU)")
     be.add_argument("model", type=Path)

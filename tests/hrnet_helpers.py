@@ -6,13 +6,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from converters.hrnet.export import build_hrnet
 from converters.hrnet.model import HRNetV2
-
-MEAN = np.array([0.485, 0.456, 0.406])
-STD = np.array([0.229, 0.224, 0.225])
+from converters.parity import hrnet_preprocess, hrnet_reference
 
 
 def calibrated_hrnet(arch: str, num_classes: int, photos: list[np.ndarray], align_corners: bool = False,
@@ -34,21 +31,11 @@ def calibrated_hrnet(arch: str, num_classes: int, photos: list[np.ndarray], alig
 
 
 def official_preprocess(frame_bgr: np.ndarray) -> torch.Tensor:
-    """HRNet-Semantic-Segmentation's input transform: BGR->RGB, /255, minus mean, over std (float64
-    then float32), as a [1, 3, H, W] tensor."""
-    x = frame_bgr.astype(np.float64)[:, :, ::-1] / 255.0
-    x = (x - MEAN) / STD
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32))[None]
+    """HRNet-Semantic-Segmentation's input transform (converters.parity.hrnet_preprocess)."""
+    return hrnet_preprocess(frame_bgr)
 
 
 def reference_outputs(model: HRNetV2, frame_bgr: np.ndarray, input_hw: tuple[int, int] | None = None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(1/4-res logits, frame-res logits, label map) from PyTorch eager."""
-    h, w = frame_bgr.shape[:2]
-    x = official_preprocess(frame_bgr)
-    with torch.no_grad():
-        if input_hw and input_hw != (h, w):
-            x = F.interpolate(x, size=input_hw, mode="bilinear", align_corners=False)
-        logits = model(x)
-        up = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=model.align_corners)
-    return logits.numpy(), up[0].numpy(), up[0].argmax(0).numpy().astype(np.uint8)
+    return hrnet_reference(model, frame_bgr, input_hw, model.align_corners)

@@ -16,6 +16,7 @@ import edgeseg
 from converters.maskrcnn.archs import build_arch
 from converters.maskrcnn.export import export_maskrcnn
 from converters.maskrcnn.graph import GraphOptions
+from converters.parity import box_iou, mask_iou, torchvision_reference
 from edgeseg.frames import fit_frame
 from edgeseg.result import InstanceResult
 from tests.conftest import ExportedMaskRCNN as Exported
@@ -58,35 +59,15 @@ def v2_400x600(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     return _export(tmp_path_factory.mktemp("maskrcnn"), "resnet50_fpn_v2", (400, 600))
 
 
+
+
+
+
+
+
 def torchvision_eager(model: Any, frame_bgr: np.ndarray) -> dict[str, np.ndarray]:
-    """torchvision's own inference: RGB float image in [0, 1], masks thresholded at 0.5."""
     torch.set_num_threads(2)
-    image = torch.from_numpy(np.ascontiguousarray(frame_bgr[:, :, ::-1])).permute(2, 0, 1).float() / 255
-    with torch.no_grad():
-        out = model([image])[0]
-    return {
-        "boxes": out["boxes"].numpy(),
-        "scores": out["scores"].numpy(),
-        "labels": out["labels"].numpy(),
-        "masks": (out["masks"][:, 0] > 0.5).numpy(),
-    }
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of corresponding rows, boxes as x0, y0, x1, y1."""
-    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = iw * ih
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of corresponding masks; two empty masks agree (IoU 1)."""
-    a, b = a.astype(bool), b.astype(bool)
-    inter = (a & b).sum((1, 2))
-    union = (a | b).sum((1, 2))
-    return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+    return torchvision_reference(model, frame_bgr)
 
 
 def assert_matches_torchvision(ours: InstanceResult, ref: dict[str, np.ndarray]) -> None:

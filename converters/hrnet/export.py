@@ -95,6 +95,9 @@ def build_hrnet(
         num_classes = int(sd[HEAD_KEY].shape[0])
     if not 1 <= num_classes <= MAX_CLASSES:
         raise ArgumentError(f"--num-classes {num_classes}: must be 1..{MAX_CLASSES} (the label map is uint8)")
+    # Seeded, so that random weights are the same every time (edgeseg compare --random-weights
+    # rebuilds the model `edgeseg convert --random-weights` exported).
+    torch.manual_seed(0)
     model = HRNetV2(spec, num_classes, align_corners=align_corners)
     if sd is not None:
         load_strict(model, sd, f"hrnet {spec.name} with {num_classes} classes", suggest_arch)

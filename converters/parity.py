@@ -1,0 +1,209 @@
+"""Stage-by-stage parity of an edgeseg model against the PyTorch model it came from.
+
+``edgeseg compare MODEL --weights W.pth`` rebuilds the PyTorch model from the file's metadata
+(architecture, classes, frame size, score threshold...) and the same weights, runs both on the
+same frames and reports, per stage, the largest difference against a limit:
+
+- semantic (HRNet): the logits (relative error: max |diff| / max |logit|), the label map (agreement
+  where the top-2 logits differ by at least ``MARGIN``, and overall);
+- instance (Mask R-CNN): the top detections' labels, boxes (IoU), scores and masks (IoU), row by
+  row in score order, against torchvision's own inference.
+
+The PyTorch side is the reference pipeline each model was trained with (the official HRNet
+pre-processing; torchvision's ``MaskRCNN.forward``), so it checks the conversion end to end.
+The test suite uses the same functions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgeseg.errors import ArgumentError
+from edgeseg.metadata import ModelMetadata
+from edgeseg.model import Model
+
+MARGIN = 1e-3  # pixels whose top-2 logits are closer than this may legitimately flip
+HRNET_MEAN = np.array([0.485, 0.456, 0.406])
+HRNET_STD = np.array([0.229, 0.224, 0.225])
+
+
+@dataclass(frozen=True)
+class Check:
+    """One measured difference and its limit (``at_least``: the value must reach the limit,
+    otherwise it must not exceed it)."""
+
+    stage: str
+    measure: str
+    value: float
+    limit: float
+    at_least: bool
+
+    @property
+    def passed(self) -> bool:
+        return self.value >= self.limit if self.at_least else self.value <= self.limit
+
+    def line(self) -> str:
+        op = ">=" if self.at_least else "<="
+        return f"{self.stage:<12}{self.measure:<44}{self.value:>12.6g}  (limit {op} {self.limit:g})  " + (
+            "ok" if self.passed else "FAIL")
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    checks: list[Check]
+    frames: int
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def text(self) -> str:
+        lines = [c.line() for c in self.checks]
+        failed = [c for c in self.checks if not c.passed]
+        verdict = "PASS" if not failed else f"FAIL ({len(failed)} of {len(self.checks)} checks)"
+        lines.append(f"{verdict}: edgeseg vs PyTorch on {self.frames} frame(s)")
+        return "\n".join(lines)
+
+
+# --- the PyTorch references -------------------------------------------------------------------
+
+def hrnet_preprocess(frame_bgr: np.ndarray) -> torch.Tensor:
+    """HRNet-Semantic-Segmentation's input transform: BGR->RGB, /255, minus mean, over std (float64
+    then float32), as a [1, 3, H, W] tensor."""
+    x = frame_bgr.astype(np.float64)[:, :, ::-1] / 255.0
+    x = (x - HRNET_MEAN) / HRNET_STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32))[None]
+
+
+def hrnet_reference(model: nn.Module, frame_bgr: np.ndarray, input_hw: tuple[int, int] | None = None,
+                    align_corners: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(1/4-res logits [1, C, h, w], frame-res logits [C, H, W], label map [H, W] uint8) from PyTorch eager."""
+    h, w = frame_bgr.shape[:2]
+    x = hrnet_preprocess(frame_bgr)
+    with torch.no_grad():
+        if input_hw and input_hw != (h, w):
+            x = F.interpolate(x, size=input_hw, mode="bilinear", align_corners=False)
+        logits = model(x)
+        up = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=align_corners)
+    return logits.numpy(), up[0].numpy(), up[0].argmax(0).numpy().astype(np.uint8)
+
+
+def torchvision_reference(model: nn.Module, frame_bgr: np.ndarray) -> dict[str, np.ndarray]:
+    """torchvision's own inference: RGB float image in [0, 1]; masks thresholded at 0.5."""
+    image = torch.from_numpy(np.ascontiguousarray(frame_bgr[:, :, ::-1])).permute(2, 0, 1).float() / 255
+    with torch.no_grad():
+        out = model([image])[0]
+    return {
+        "boxes": out["boxes"].numpy(),
+        "scores": out["scores"].numpy(),
+        "labels": out["labels"].numpy(),
+        "masks": (out["masks"][:, 0] > 0.5).numpy(),
+    }
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of corresponding rows, boxes as x0, y0, x1, y1 (pixels)."""
+    iw = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = iw * ih
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return np.asarray(inter / np.maximum(area_a + area_b - inter, 1e-9))
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of corresponding masks [N, H, W]; two empty masks agree (IoU 1)."""
+    a, b = a.astype(bool), b.astype(bool)
+    inter = (a & b).sum((1, 2))
+    union = (a | b).sum((1, 2))
+    return np.asarray(np.where(union == 0, 1.0, inter / np.maximum(union, 1)))
+
+
+# --- comparisons ------------------------------------------------------------------------------
+
+def compare_semantic(model: Model, reference: nn.Module, frames: Sequence[np.ndarray]) -> ParityReport:
+    """HRNet: logits and label maps of *model* (an edgeseg semantic model) vs *reference*."""
+    meta = model.metadata
+    logits_name = meta.outputs.get("logits")
+    rel_err, decided_agree, overall = 0.0, 1.0, 1.0
+    for frame in frames:
+        fitted = model.preprocess(frame)
+        wanted = [n for n in (logits_name, meta.outputs["label_map"]) if n]
+        out = model.run_outputs(fitted, wanted)
+        ref_logits, ref_up, ref_labels = hrnet_reference(reference, fitted, meta.input_hw,
+                                                         bool(meta.extra.get("align_corners", False)))
+        if logits_name:
+            got = out[logits_name]
+            rel_err = max(rel_err, float(np.abs(got - ref_logits).max() / np.abs(ref_logits).max()))
+        labels = out[meta.outputs["label_map"]]
+        top2 = np.sort(ref_up, axis=0)[-2:]
+        decided = (top2[1] - top2[0]) >= MARGIN
+        decided_agree = min(decided_agree, float((labels[decided] == ref_labels[decided]).mean()))
+        overall = min(overall, float((labels == ref_labels).mean()))
+    checks = [
+        Check("label map", f"agreement where top-2 margin >= {MARGIN:g}", decided_agree, 0.9999, True),
+        Check("label map", "agreement, all pixels", overall, 0.999, True),
+    ]
+    if logits_name:
+        checks.insert(0, Check("logits", "max relative error", rel_err, 1e-4, False))
+    return ParityReport(checks, len(frames))
+
+
+def compare_instance(model: Model, reference: nn.Module, frames: Sequence[np.ndarray], top: int = 50) -> ParityReport:
+    """Mask R-CNN: the top detections of *model* vs torchvision's inference of *reference*."""
+    label_agree, box_min, score_max, mask_mean, count_ok = 1.0, 1.0, 0.0, 1.0, 1.0
+    for frame in frames:
+        fitted = model.preprocess(frame)
+        ours = model.instances(fitted)
+        ref = torchvision_reference(reference, fitted)
+        n = min(top, len(ours), len(ref["boxes"]))
+        count_ok = min(count_ok, float(len(ours) == len(ref["boxes"]) or n == top))
+        if n == 0:
+            continue
+        label_agree = min(label_agree, float((ours.labels[:n] == ref["labels"][:n]).mean()))
+        box_min = min(box_min, float(box_iou(ours.boxes[:n], ref["boxes"][:n]).min()))
+        score_max = max(score_max, float(np.abs(ours.scores[:n] - ref["scores"][:n]).max()))
+        mask_mean = min(mask_mean, float(mask_iou(ours.masks[:n], ref["masks"][:n]).mean()))
+    checks = [
+        Check("detections", f"same number (or both >= {top})", count_ok, 1.0, True),
+        Check("labels", f"agreement, top {top} by score", label_agree, 1.0, True),
+        Check("boxes", "IoU, minimum", box_min, 0.98, True),
+        Check("scores", "max abs difference", score_max, 1e-3, False),
+        Check("masks", "IoU, mean (worst frame)", mask_mean, 0.98, True),
+    ]
+    return ParityReport(checks, len(frames))
+
+
+def reference_model(meta: ModelMetadata, weights: str | os.PathLike[str] | None,
+                    allow_pickle: bool = False) -> nn.Module:
+    """The PyTorch model an edgeseg file was converted from, rebuilt from its metadata with
+    *weights* (None: the seeded random weights of ``edgeseg convert --random-weights``)."""
+    if meta.kind == "semantic" and meta.arch.startswith("hrnetv2_"):
+        from converters.hrnet.export import build_hrnet
+
+        return build_hrnet(meta.arch.removeprefix("hrnetv2_"), meta.num_classes, weights,
+                           bool(meta.extra.get("align_corners", False)), allow_pickle)
+    if meta.kind == "instance" and meta.arch.startswith("maskrcnn_"):
+        from converters.maskrcnn.export import build_maskrcnn
+
+        model = build_maskrcnn(meta.arch.removeprefix("maskrcnn_"), meta.num_classes, weights, allow_pickle)
+        # the graph's own settings, as converted
+        model.roi_heads.score_thresh = float(meta.extra.get("score_thresh", model.roi_heads.score_thresh))
+        model.roi_heads.detections_per_img = int(meta.extra.get("max_detections", model.roi_heads.detections_per_img))
+        return model
+    raise ArgumentError(f"edgeseg compare knows HRNetV2 and Mask R-CNN models; this one is {meta.kind} {meta.arch}")
+
+
+def compare(model: Model, reference: nn.Module, frames: Sequence[np.ndarray]) -> ParityReport:
+    """Parity of *model* against *reference* on *frames* (any size; each is fitted to the model's frame)."""
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if model.metadata.kind == "semantic":
+        return compare_semantic(model, reference, frames)
+    return compare_instance(model, reference, frames)
