@@ -232,6 +232,57 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0 if report.passed else EXIT_ERROR
 
 
+def _parse_id_map(text: str | None, flag: str) -> dict[int, int] | None:
+    """``7:0,8:1`` or a JSON file {"7": 0, ...} -> {7: 0, 8: 1}."""
+    import json
+
+    if text is None:
+        return None
+    try:
+        if Path(text).is_file():
+            return {int(k): int(v) for k, v in json.loads(Path(text).read_text()).items()}
+        return {int(a): int(b) for a, b in (pair.split(":") for pair in text.split(",") if pair.strip())}
+    except (ValueError, AttributeError) as exc:
+        raise ArgumentError(f"{flag} {text!r}: give FROM:TO pairs like 7:0,8:1 or a JSON file {{\"7\": 0}}") from exc
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from edgeseg import evaluation
+    from edgeseg.model import load
+
+    model = load(args.model, threads=args.threads)
+    if model.metadata.kind == "instance":
+        if args.coco is None:
+            raise ArgumentError("an instance model is scored against COCO annotations: give --coco instances.json")
+        scores = evaluation.coco_instance_ap(model.instances, args.coco, args.images,
+                                             category_map=_parse_id_map(args.category_map, "--category-map"),
+                                             max_images=args.max_images, quiet=args.quiet)
+        if args.json:
+            print(json.dumps(scores))
+            return 0
+        print(f"{args.model.name} on {int(scores['images'])} image(s) of {args.coco.name}:")
+        for kind in ("box", "mask"):
+            print(f"  {kind:<5} AP {scores[f'{kind}_AP']:.3f}  AP50 {scores[f'{kind}_AP50']:.3f}  "
+                  f"AP75 {scores[f'{kind}_AP75']:.3f}")
+        return 0
+    if args.labels is None:
+        raise ArgumentError("a semantic model is scored against label images: give --labels FOLDER")
+    result = evaluation.semantic_miou(model.semantic, args.images, args.labels, model.metadata.num_classes,
+                                      ignore_label=args.ignore_label,
+                                      class_map=_parse_id_map(args.class_map, "--class-map"),
+                                      max_images=args.max_images, quiet=args.quiet)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "confusion"}))
+        return 0
+    print(f"{args.model.name} on {result['images']} image(s): mIoU {result['mIoU']:.4f}, "
+          f"pixel accuracy {result['pixel_accuracy']:.4f}")
+    for name, iou in result["per_class_IoU"].items():
+        print(f"  {name:<20} {'-' if iou is None else f'{iou:.4f}'}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Describe an .onnx or .engine file; engines are described from their header, so this
     needs neither TensorRT nor a GPU."""
@@ -372,6 +423,20 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="what a model file (.onnx or .engine) holds")
     i.add_argument("model", type=Path)
     i.set_defaults(func=cmd_info)
+
+    ev = sub.add_parser("eval", help="accuracy on a labelled data set: COCO box/mask AP or mIoU")
+    ev.add_argument("model", type=Path, help=".onnx or .engine")
+    ev.add_argument("--images", type=Path, required=True, help="folder of images")
+    ev.add_argument("--coco", type=Path, help="instance models: COCO annotations (instances.json)")
+    ev.add_argument("--category-map", help="instance models: label -> COCO category id, e.g. 1:1,2:3 or a JSON file")
+    ev.add_argument("--labels", type=Path, help="semantic models: folder of label PNGs named like the images")
+    ev.add_argument("--ignore-label", type=int, default=255, help="semantic models: label value not scored (255)")
+    ev.add_argument("--class-map", help="semantic models: label value -> class id, e.g. 7:0,8:1 or a JSON file")
+    ev.add_argument("--max-images", type=int, help="only the first N images")
+    ev.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    ev.add_argument("--json", action="store_true", help="the scores as one JSON object")
+    ev.add_argument("-q", "--quiet", action="store_true")
+    ev.set_defaults(func=cmd_eval)
 
     cp = sub.add_parser("compare", help="stage-by-stage parity of an .onnx model with the PyTorch model it came from")
     cp.add_argument("model", type=Path, help=".onnx written by `edgeseg convert`")
