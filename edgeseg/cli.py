@@ -344,7 +344,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     options = BuildOptions(
         fp16=args.fp16, int8=args.int8, calib_images=args.calib_images, calib_cache=args.calib_cache,
         calib_max_images=args.calib_max_images, timing_cache=args.timing_cache, workspace_mib=args.workspace,
-        fp32_layers=tuple(args.fp32_layers), verbose=args.verbose,
+        fp32_layers=tuple(args.fp32_layers), embed_plugins=args.embed_plugins, verbose=args.verbose,
     )
     out = build_engine(args.model, args.output, options, quiet=args.quiet)
     print(f"wrote {out}")
@@ -471,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workspace", type=int, default=2048, help="builder workspace limit in MiB (default 2048)")
     b.add_argument("--fp32-layers", action="append", default=[], metavar="PATTERN",
                    help="keep layers whose names match PATTERN (fnmatch, e.g. '*roi_heads*') in FP32; repeatable")
+    b.add_argument("--embed-plugins", action="store_true",
+                   help="store the plugin library in the engine, so running it needs no library file")
     b.add_argument("-v", "--verbose", action="store_true", help="show TensorRT's info messages")
     b.add_argument("-q", "--quiet", action="store_true")
     b.set_defaults(func=cmd_build)

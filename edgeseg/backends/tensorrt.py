@@ -85,10 +85,14 @@ class TensorRTBackend(Backend):
         self.custom_ops = header.build.plugins
         self._cudart = cudart = import_cudart()
         check_engine_fits(header.build, current_gpu(cudart), path)
-        if self.custom_ops:
+        embedded = bool(header.build.extra.get("plugins_embedded"))
+        if self.custom_ops and not embedded:
             load_plugins(trt)  # before deserialising: the engine refers to the plugins by name
         self._logger = CapturingLogger()
         self._runtime = trt.Runtime(self._logger)
+        if embedded:
+            # the plan carries the plugin library (edgeseg build --embed-plugins), written by us
+            self._runtime.engine_host_code_allowed = True
         engine = self._runtime.deserialize_cuda_engine(plan_bytes(path))
         if engine is None:
             raise EngineMismatchError(

@@ -49,6 +49,7 @@ class BuildOptions:
     timing_cache: Path | None = None
     workspace_mib: int = 2048
     fp32_layers: tuple[str, ...] = field(default_factory=tuple)
+    embed_plugins: bool = False  # put the plugin library into the engine (no library needed to run it)
     verbose: bool = False
 
     @property
@@ -155,9 +156,10 @@ def build_engine(onnx_path: str | Path, output: str | Path, options: BuildOption
     steps = Steps(4, stream=log_stream, quiet=quiet)
     props, meta, custom = read_onnx_header(src)
     logger = CapturingLogger(verbose=opts.verbose)
+    library: Path | None = None
     with steps.step(f"parsing {src.name} (TensorRT {trt.__version__}, {gpu[0]})"):
         if custom:
-            load_plugins(trt)
+            library = load_plugins(trt)
         builder = trt.Builder(logger)
         network = builder.create_network(0)
         parser = trt.OnnxParser(network, logger)
@@ -181,6 +183,9 @@ def build_engine(onnx_path: str | Path, output: str | Path, options: BuildOption
             config.set_flag(trt.BuilderFlag.INT8)
             calibrator = FolderCalibrator(cudart, meta.input_name, meta.frame_hw, images, opts.calib_cache)
             config.int8_calibrator = calibrator
+        if opts.embed_plugins and library is not None:
+            # TensorRT stores the library in the plan; runtimes must allow its host code.
+            config.plugins_to_serialize = [str(library)]
         if opts.fp32_layers:
             pinned = pin_fp32(network, opts.fp32_layers)
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
@@ -208,6 +213,7 @@ def build_engine(onnx_path: str | Path, output: str | Path, options: BuildOption
             fp32_layers=opts.fp32_layers,
             extra={"fp32_layers_pinned": len(pinned), "workspace_mib": opts.workspace_mib,
                    "calibration_images": calibrator.used if calibrator else 0,
+                   "plugins_embedded": bool(opts.embed_plugins and library is not None),
                    "tensors": network_tensors(network)},
         )
         write_engine(out, memoryview(plan), props, build)
