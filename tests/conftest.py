@@ -71,6 +71,16 @@ def hrnet_resized(tmp_path_factory: pytest.TempPathFactory, photos: list[np.ndar
                    "resized.onnx")
 
 
+def frame_count(path: Path) -> int:
+    """Frames OpenCV decodes from a video file."""
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
 def fit(photo: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(photo, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
 

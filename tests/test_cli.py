@@ -16,7 +16,7 @@ import edgeseg.cli as cli
 from converters.hrnet.archs import ARCHS
 from converters.hrnet.model import HRNetV2
 from edgeseg.democlip import make_demo_clip
-from tests.conftest import ExportedMaskRCNN
+from tests.conftest import ExportedMaskRCNN, frame_count
 
 FRAME = "96x128"
 
@@ -39,13 +39,6 @@ def onnx_model(workdir: Path) -> Path:
     return out
 
 
-def frame_count(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
 
 
 def error_line(capsys: pytest.CaptureFixture[str]) -> str:

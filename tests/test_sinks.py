@@ -26,15 +26,7 @@ from edgeseg.sinks import (
     open_sink,
     open_sinks,
 )
-
-
-def count_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
+from tests.conftest import frame_count
 
 
 def partials(folder: Path) -> list[Path]:
@@ -51,7 +43,7 @@ def test_video_is_written_atomically(tmp_path: Path, suffix: str) -> None:
     assert not out.exists() and len(partials(tmp_path)) == 1  # nothing under the final name yet
     sink.close()
     sink.close()
-    assert count_frames(out) == 7 and not partials(tmp_path)
+    assert frame_count(out) == 7 and not partials(tmp_path)
 
 
 def test_video_frames_of_another_size_are_resized_not_lost(tmp_path: Path) -> None:
@@ -60,7 +52,7 @@ def test_video_frames_of_another_size_are_resized_not_lost(tmp_path: Path) -> No
     sink.write(np.zeros((32, 48, 3), np.uint8))
     sink.write(np.zeros((64, 64, 3), np.uint8))
     sink.close()
-    assert count_frames(out) == 2
+    assert frame_count(out) == 2
 
 
 def test_video_with_no_frames_writes_nothing(tmp_path: Path) -> None:
@@ -186,7 +178,7 @@ def test_callback_and_fan_out(tmp_path: Path) -> None:
         multi.emit(FrameRecord(i, i / 25, image, SemanticResult(np.zeros((16, 16), np.uint8), ("a",), ((0, 0, 0),)),
                                image))
     multi.close()
-    assert got == [0, 1, 2] and count_frames(tmp_path / "a.mp4") == 3
+    assert got == [0, 1, 2] and frame_count(tmp_path / "a.mp4") == 3
     assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 3
 
 
@@ -209,7 +201,7 @@ def test_fan_out_closes_every_sink_when_one_fails(tmp_path: Path) -> None:
     multi.emit(FrameRecord(0, 0.0, frame, None, frame))
     with pytest.raises(OSError, match="flush failed"):
         multi.close()
-    assert count_frames(tmp_path / "a.mp4") == 1
+    assert frame_count(tmp_path / "a.mp4") == 1
 
 
 # -- COCO RLE ---------------------------------------------------------------------------------

@@ -31,19 +31,24 @@ class Backend(ABC):
     #: edgeseg custom ops (TensorRT plugins) the model uses, e.g. ``("MultiLevelRoIAlign",)``
     custom_ops: tuple[str, ...] = ()
 
+    # Set by every implementation when it opens its file.
+    _inputs: Sequence[TensorSpec]
+    _outputs: Sequence[TensorSpec]
+    _metadata: Mapping[str, str]
+
     @property
-    @abstractmethod
     def inputs(self) -> Sequence[TensorSpec]:
         """The graph inputs, in order."""
+        return self._inputs
 
     @property
-    @abstractmethod
     def outputs(self) -> Sequence[TensorSpec]:
         """The graph outputs, in order."""
+        return self._outputs
 
-    @abstractmethod
     def metadata(self) -> Mapping[str, str]:
         """The file's key/value metadata (``metadata_props`` for ONNX)."""
+        return self._metadata
 
     @abstractmethod
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:

@@ -70,17 +70,6 @@ class OnnxRuntimeBackend(Backend):
         self._inputs = [_proto_spec(v) for v in proto.graph.input]
         self._outputs = [_proto_spec(v) for v in proto.graph.output]
 
-    @property
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self._outputs
-
-    def metadata(self) -> Mapping[str, str]:
-        return self._metadata
-
     def inner_timings(self) -> list[tuple[str, float]]:
         return list(self._split.last_timings) if self._split is not None else []
 

@@ -127,17 +127,6 @@ class TensorRTBackend(Backend):
         #: GPU time of the last run's engine execution, milliseconds
         self.last_gpu_ms = 0.0
 
-    @property
-    def inputs(self) -> Sequence[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> Sequence[TensorSpec]:
-        return self._outputs
-
-    def metadata(self) -> Mapping[str, str]:
-        return self._metadata
-
     def _copy(self, dst: Any, src: Any, nbytes: int, kind: Any) -> None:
         check(self._cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self._stream), "cudaMemcpyAsync")
 

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <NvInferRuntime.h>
+#include <cuda_runtime_api.h>
 
 #include <cstdint>
 #include <new>
@@ -125,6 +126,13 @@ class CreatorBase : public nvinfer1::IPluginCreatorV3One {
  private:
   FieldNames names_;
 };
+
+// What enqueue returns for a launcher's result: 0, or -1 with the CUDA error logged.
+inline int32_t launch_status(const char* plugin, cudaError_t status) noexcept {
+  if (status == cudaSuccess) return 0;
+  log_error(plugin, std::string("kernel launch failed: ") + cudaGetErrorString(status));
+  return -1;
+}
 
 // True for the element types the kernels are instantiated for.
 inline bool is_float_or_half(nvinfer1::DataType type) {

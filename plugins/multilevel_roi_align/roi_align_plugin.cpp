@@ -114,11 +114,7 @@ int32_t MultiLevelRoIAlignPlugin::enqueue(const nvinfer1::PluginTensorDesc* inpu
   const cudaError_t status = inputDesc[0].type == DataType::kHALF
                                  ? launch<__half>(attrs_, inputDesc, inputs, levels, outputs[0], stream)
                                  : launch<float>(attrs_, inputDesc, inputs, levels, outputs[0], stream);
-  if (status != cudaSuccess) {
-    log_error(kName, std::string("kernel launch failed: ") + cudaGetErrorString(status));
-    return -1;
-  }
-  return 0;
+  return launch_status(kName, status);
 }
 
 }  // namespace plugin

@@ -97,11 +97,7 @@ int32_t PasteMasksPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc, c
                                                    static_cast<const float*>(inputs[1]), count, side, attrs_.height,
                                                    attrs_.width, attrs_.threshold, attrs_.mode, attrs_.logits != 0,
                                                    planes, stream);
-  if (status != cudaSuccess) {
-    log_error(kName, std::string("kernel launch failed: ") + cudaGetErrorString(status));
-    return -1;
-  }
-  return 0;
+  return launch_status(kName, status);
 }
 
 }  // namespace plugin
