@@ -44,6 +44,23 @@ def test_hrnet_fp32_engine_matches_onnxruntime(hrnet_small: ExportedHRNet, engin
         assert agree >= 0.9999, agree
 
 
+def test_bench_reports_the_engines_gpu_time(hrnet_small: ExportedHRNet, engines: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import edgeseg.cli as cli
+
+    engine = engines / "hrnet.engine"
+    if not engine.exists():
+        _build(hrnet_small.path, engine)
+    assert cli.main(["bench", str(engine), "--runs", "10", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["backend"] == "tensorrt"
+    (gpu,) = [s for s in report["inner"] if s["name"] == "engine on the GPU (CUDA events)"]
+    inference = next(s for s in report["stages"] if s["name"] == "inference")
+    assert 0 < gpu["mean_ms"] <= inference["mean_ms"]
+
+
 def mean_matched_mask_iou(ref: InstanceResult, got: InstanceResult, top: int = 20) -> float:
     """Mean over ref's top detections of the best mask IoU among got's detections of the same
     class (near-tied scores may order the two lists differently)."""
