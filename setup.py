@@ -39,7 +39,13 @@ setup(
         "trt": ["tensorrt>=10.3", "cuda-python>=12.6"],
         # Photos for the demo clip come from scikit-image's bundled data.
         "demo": ["scikit-image>=0.22"],
-        "test": ["pytest>=8", "scikit-image>=0.22", "mypy>=1.10", "ruff>=0.5"],
+        # `edgeseg eval` of instance models: COCO AP.
+        "eval": ["pycocotools>=2.0.7"],
+        # Clients of a Triton model repository (samples/triton).
+        "triton": ["tritonclient[http]>=2.40"],
+        # tritonclient[grpc]: Triton's model-config schema, to validate the generated config.pbtxt.
+        "test": ["pytest>=8", "scikit-image>=0.22", "mypy>=1.10", "ruff>=0.5", "pycocotools>=2.0.7",
+                 "tritonclient[grpc]>=2.40"],
     },
     entry_points={"console_scripts": ["edgeseg=edgeseg.cli:main"]},
     # CPU build of the custom ops' math (plugins/*/..._math.h), loaded by edgeseg/ops.py with

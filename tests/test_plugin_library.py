@@ -187,3 +187,15 @@ def test_library_is_not_loaded_into_another_tensorrt_major(library: Path, trt_in
     assert str(err.value).startswith(
         f"{library} was built against TensorRT {built // 10000}.{built // 100 % 100} headers but TensorRT "
         f"{built // 10000 + 1}.0.0 is running; build it on this machine: cmake -S plugins")
+
+
+def test_auto_registering_library_compiles(trt_include: Path, cuda_root: Path, tmp_path: Path) -> None:
+    """libedgeseg_trt_plugins_autoreg.so (for Triton) needs libnvinfer to link, which is not here:
+    its source is compiled with -Werror and must call TensorRT's registry and our getCreators."""
+    obj = tmp_path / "plugin_autoregister.o"
+    proc = run(["g++", "-std=c++17", "-fPIC", "-Wall", "-Wextra", "-Werror", f"-I{ROOT / 'plugins'}", "-isystem",
+                str(trt_include), "-isystem", str(cuda_root / "include"), "-c",
+                str(ROOT / "plugins" / "common" / "plugin_autoregister.cpp"), "-o", str(obj)])
+    assert proc.returncode == 0, proc.stderr
+    undefined = run(["nm", "--undefined-only", str(obj)]).stdout
+    assert "getPluginRegistry" in undefined and "getCreators" in undefined

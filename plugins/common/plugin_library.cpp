@@ -2,8 +2,9 @@
 //
 // IPluginRegistry::loadLibrary, `trtexec --dynamicPlugins` / `--setPluginsToSerialize` and engines
 // that embed the library all call getCreators() for the creators and setLoggerFinder() for the
-// logger.  The library registers nothing statically and references no TensorRT symbol (the
-// interfaces are all virtual).  It is still tied to the major version of the headers it was
+// logger.  The library registers nothing statically (plugin_autoregister.cpp does, for hosts
+// that only dlopen it) and references no TensorRT symbol (the interfaces are all virtual).  It is
+// still tied to the major version of the headers it was
 // built with: TensorRT 11 changed the layout of ILoggerFinder, so a library built for 10.x must
 // not be loaded into 11.x (edgeseg checks edgesegPluginTensorRTVersion() before loading it).
 #include <NvInferRuntime.h>
