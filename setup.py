@@ -25,7 +25,9 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["edgeseg", "edgeseg.*", "converters", "converters.*"]),
     # lib/: the TensorRT plugin library, when `cmake --install build/plugins` has put it there.
-    package_data={"edgeseg": ["py.typed", "data/*.json", "lib/*.so"]},
+    # data/weights/: the reference models edgeseg trained itself (edgeseg demo), fp16, 11 MB.
+    package_data={"edgeseg": ["py.typed", "data/*.json", "lib/*.so", "data/weights/*.pt", "data/weights/*.json",
+                              "data/weights/README.md"]},
     install_requires=[
         "numpy>=1.24",
         "opencv-python-headless>=4.8",

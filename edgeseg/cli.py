@@ -351,6 +351,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edgeseg.demo import run_demo
+
+    if args.frames < 1:
+        raise ArgumentError(f"--frames must be >= 1, got {args.frames}")
+    path = run_demo(args.output, frames=args.frames, stills=args.stills, threads=args.threads, quiet=args.quiet)
+    if args.quiet:  # run_demo says where everything is unless quiet
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_demo_clip(args: argparse.Namespace) -> int:
     from edgeseg.democlip import make_demo_clip
 
@@ -381,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.set_defaults(func=cmd_convert_hrnet)
 
     m = models.add_parser("maskrcnn", help="torchvision Mask R-CNN instance segmentation")
-    m.add_argument("--arch", required=True, help="resnet50_fpn (torchvision v1) or resnet50_fpn_v2")
+    m.add_argument("--arch", required=True,
+                   help="resnet50_fpn (torchvision v1), resnet50_fpn_v2, or resnet18_fpn_lite (the small model "
+                        "edgeseg's reference weights use)")
     m.add_argument("--weights", type=Path, help="state_dict (.pth): torchvision's published files or your own")
     m.add_argument("--random-weights", action="store_true", help="no checkpoint: untrained weights (tests)")
     m.add_argument("--num-classes", type=int, help="background included (COCO: 91); default: from the checkpoint")
@@ -476,6 +489,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-v", "--verbose", action="store_true", help="show TensorRT's info messages")
     b.add_argument("-q", "--quiet", action="store_true")
     b.set_defaults(func=cmd_build)
+
+    dm = sub.add_parser("demo", help="convert edgeseg's trained reference models and run them on a generated clip")
+    dm.add_argument("-o", "--output", type=Path, default=Path("edgeseg-demo"), help="folder to write (edgeseg-demo)")
+    dm.add_argument("--frames", type=int, default=90, help="frames of the generated clip (default 90)")
+    dm.add_argument("--stills", type=int, default=0, help="also save this many output frames as PNG")
+    dm.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    dm.add_argument("-q", "--quiet", action="store_true")
+    dm.set_defaults(func=cmd_demo)
 
     d = sub.add_parser("demo-clip", help="write a demo video made from scikit-image's photos")
     d.add_argument("-o", "--output", type=Path, default=Path("edgeseg-demo.mp4"))

@@ -205,3 +205,12 @@ def test_info_lists_the_plugins_an_instance_model_needs(maskrcnn_cli: ExportedMa
     assert "kind:         instance" in out
     assert "plugins:      MultiLevelRoIAlign, PasteMasks (namespace edgeseg, version 1)" in out
     assert "output:       num_detections [1] int32" in out
+
+
+def test_demo_command_writes_the_annotated_clip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`edgeseg demo` (README quick start): the shipped models converted and run on a generated clip."""
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "-o", str(out), "--frames", "3", "-q"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out / 'demo.mp4'}"
+    assert frame_count(out / "demo.mp4") == 3
+    assert {p.name for p in out.glob("*.onnx")} == {"scenes_maskrcnn_lite.onnx", "scenes_hrnet_w18s1.onnx"}

@@ -59,7 +59,8 @@ def test_class_count_mismatch(weights: dict[str, Path]) -> None:
 def test_unknown_arch() -> None:
     with pytest.raises(UnknownArchError) as info:
         build_maskrcnn("resnet101_fpn", 91)
-    assert str(info.value) == "unknown Mask R-CNN arch 'resnet101_fpn'; choose one of: resnet50_fpn, resnet50_fpn_v2"
+    assert str(info.value) == ("unknown Mask R-CNN arch 'resnet101_fpn'; "
+                               "choose one of: resnet50_fpn, resnet50_fpn_v2, resnet18_fpn_lite")
 
 
 @pytest.mark.parametrize(

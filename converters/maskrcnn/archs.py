@@ -3,6 +3,14 @@
 Each builder makes the module exactly as torchvision builds it for its published weights
 (``maskrcnn_resnet50_fpn``: ResNet-50 with frozen BatchNorm; ``..._v2``: BatchNorm throughout,
 two-conv RPN head, conv box head), with random weights and any number of classes.
+
+``resnet18_fpn_lite`` is edgeseg's own small Mask R-CNN (about 3.9M parameters with 6 classes),
+made of torchvision's building blocks only, for small frames (256..512 pixels) on edge devices:
+ResNet-18 (BatchNorm, layers 1-3; layer 4 is not built), a 64-channel FPN on strides 4, 8, 16
+plus the max-pooled stride-32 level, one anchor size per level (16..128 px, three aspect ratios),
+RoIAlign on the three convolutional levels, a 256-wide two-layer box head and a 4 x 64-channel
+mask head. Images are resized to a 256-pixel short side (at most 512 long). The reference weights
+in ``edgeseg/data/weights/`` (trained on ``edgeseg.scenes``) use it.
 """
 
 from __future__ import annotations
@@ -11,12 +19,21 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torchvision.models import resnet50
+from torchvision.models import resnet18, resnet50
 from torchvision.models.detection import MaskRCNN
-from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, RPNHead, _default_anchorgen
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor
+from torchvision.models.detection.faster_rcnn import (
+    FastRCNNConvFCHead,
+    FastRCNNPredictor,
+    RPNHead,
+    TwoMLPHead,
+    _default_anchorgen,
+)
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import misc as misc_nn_ops
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from edgeseg.errors import UnknownArchError
 
@@ -52,9 +69,46 @@ def resnet50_fpn_v2(num_classes: int) -> MaskRCNN:
     )
 
 
+#: resnet18_fpn_lite: width of the FPN levels and of the mask head; anchor size of each level
+LITE_CHANNELS = 64
+LITE_ANCHOR_SIZES = ((16,), (32,), (64,), (128,))
+
+
+def resnet18_fpn_lite(num_classes: int) -> MaskRCNN:
+    trunk = resnet18(weights=None, norm_layer=nn.BatchNorm2d)
+    backbone = BackboneWithFPN(
+        trunk,
+        return_layers={"layer1": "0", "layer2": "1", "layer3": "2"},
+        in_channels_list=[64, 128, 256],
+        out_channels=LITE_CHANNELS,
+        extra_blocks=LastLevelMaxPool(),
+    )
+    anchors = AnchorGenerator(LITE_ANCHOR_SIZES, ((0.5, 1.0, 2.0),) * len(LITE_ANCHOR_SIZES))
+    levels = ["0", "1", "2"]
+    return MaskRCNN(
+        backbone,
+        min_size=256,
+        max_size=512,
+        rpn_anchor_generator=anchors,
+        rpn_head=RPNHead(LITE_CHANNELS, anchors.num_anchors_per_location()[0]),
+        rpn_pre_nms_top_n_train=1000,
+        rpn_post_nms_top_n_train=500,
+        rpn_pre_nms_top_n_test=500,
+        rpn_post_nms_top_n_test=300,
+        box_roi_pool=MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2),
+        box_head=TwoMLPHead(LITE_CHANNELS * 7 * 7, 256),
+        box_predictor=FastRCNNPredictor(256, num_classes),
+        box_batch_size_per_image=128,
+        mask_roi_pool=MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=2),
+        mask_head=MaskRCNNHeads(LITE_CHANNELS, [LITE_CHANNELS] * 4, 1),
+        mask_predictor=MaskRCNNPredictor(LITE_CHANNELS, LITE_CHANNELS, num_classes),
+    )
+
+
 ARCHS: dict[str, Callable[[int], MaskRCNN]] = {
     "resnet50_fpn": resnet50_fpn,
     "resnet50_fpn_v2": resnet50_fpn_v2,
+    "resnet18_fpn_lite": resnet18_fpn_lite,
 }
 
 #: the checkpoint key whose first dimension is the class count

@@ -134,8 +134,8 @@ class FrameToDetections(nn.Module):
         names = list(feats.keys())
         self.box_levels = [names.index(n) for n in self.box_features]
         self.mask_levels = [names.index(n) for n in self.mask_features]
-        box_scales, _ = _setup_scales([feats[n] for n in self.box_features], [self.resized_hw], 224, 4)
-        mask_scales, _ = _setup_scales([feats[n] for n in self.mask_features], [self.resized_hw], 224, 4)
+        box_scales = self._level_scales(heads.box_roi_pool, feats)
+        mask_scales = self._level_scales(heads.mask_roi_pool, feats)
         self.box_roi = _roi_attrs(heads.box_roi_pool, box_scales)
         self.mask_roi = _roi_attrs(heads.mask_roi_pool, mask_scales)
 
@@ -159,6 +159,13 @@ class FrameToDetections(nn.Module):
         self.register_buffer("to_frame", torch.stack([rw, rh, rw, rh]))
         self.paste_mode = PASTE_MODES.index(opts.paste)
         self.mask_threshold = float(opts.mask_threshold)
+
+    def _level_scales(self, pooler: MultiScaleRoIAlign, feats: dict[str, Tensor]) -> list[float]:
+        """The spatial scale of each level *pooler* reads, as torchvision infers it (any number
+        of levels, any names, any strides)."""
+        levels = [feats[n] for n in pooler.featmap_names]
+        scales, _ = _setup_scales(levels, [self.resized_hw], int(pooler.canonical_scale), int(pooler.canonical_level))
+        return [float(x) for x in scales]
 
     def preprocess(self, frame: Tensor) -> Tensor:
         x = frame.permute(2, 0, 1).unsqueeze(0).to(torch.float32)

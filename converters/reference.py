@@ -1,0 +1,135 @@
+"""edgeseg's reference models: a light Mask R-CNN and an HRNetV2-W18-Small-v1 trained on the
+generated scenes (``edgeseg.scenes``), their shipped weights, and PyTorch predictors.
+
+The weights live in ``edgeseg/data/weights/`` as fp16 ``state_dict`` files (``weights_only``
+loadable); ``samples/train_reference.py`` made them and ``edgeseg/data/weights/README.md``
+records how. A *predictor* is a callable frame -> result with the same contract as an
+``edgeseg.Model`` (HxWx3 uint8 BGR in, :class:`~edgeseg.result.InstanceResult` or
+:class:`~edgeseg.result.SemanticResult` in frame coordinates out), so
+:mod:`edgeseg.evaluation` scores the PyTorch model and the converted one the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.models.detection import MaskRCNN
+
+import edgeseg
+from converters.checkpoint import load_strict, read_state_dict
+from converters.hrnet.export import build_hrnet
+from converters.hrnet.model import HRNetV2
+from converters.maskrcnn.archs import build_arch
+from edgeseg.classes import ClassSet
+from edgeseg.metadata import Preprocessing
+from edgeseg.result import InstanceResult, SemanticResult
+from edgeseg.scenes import CLASS_NAMES
+
+#: where the shipped weights are (package data of edgeseg)
+WEIGHTS_DIR = Path(edgeseg.__file__).resolve().parent / "data" / "weights"
+
+#: label id -> name for both reference models (0 = background)
+SCENE_CLASSES = ("background", *CLASS_NAMES)
+#: their colours (RGB): black background, then bright hues far apart, so that a blended label map
+#: stays readable over the saturated objects
+SCENE_PALETTE = ((0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48))
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A shipped model: architecture name, weights file (in :data:`WEIGHTS_DIR`), and the frame
+    size (height, width) it was trained and evaluated at."""
+
+    arch: str
+    weights: str
+    frame_hw: tuple[int, int]
+
+
+MASKRCNN = Reference("resnet18_fpn_lite", "scenes_maskrcnn_lite.pt", (256, 256))
+HRNET = Reference("w18_small_v1", "scenes_hrnet_w18s1.pt", (256, 256))
+
+
+def scene_classes() -> ClassSet:
+    """Names and colours of the reference models' classes (stored in their ONNX metadata)."""
+    return ClassSet(SCENE_CLASSES, SCENE_PALETTE)
+
+
+def _weights_path(ref: Reference, weights: str | os.PathLike[str] | None) -> Path:
+    return Path(weights) if weights is not None else WEIGHTS_DIR / ref.weights
+
+
+def _load_fp32(model: torch.nn.Module, path: Path, what: str) -> None:
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(path).items()}
+    load_strict(model, sd, what, None)
+
+
+def reference_maskrcnn(weights: str | os.PathLike[str] | None = None) -> MaskRCNN:
+    """The light Mask R-CNN with the shipped weights (or *weights*), fp32, eval mode."""
+    model = build_arch(MASKRCNN.arch, len(SCENE_CLASSES))
+    _load_fp32(model, _weights_path(MASKRCNN, weights), f"maskrcnn {MASKRCNN.arch} with {len(SCENE_CLASSES)} classes")
+    return model.eval()
+
+
+def reference_hrnet(weights: str | os.PathLike[str] | None = None) -> HRNetV2:
+    """HRNetV2-W18-Small-v1 with the shipped weights (or *weights*), fp32, eval mode."""
+    model = build_hrnet(HRNET.arch, len(SCENE_CLASSES))
+    _load_fp32(model, _weights_path(HRNET, weights), f"hrnet {HRNET.arch} with {len(SCENE_CLASSES)} classes")
+    return model.eval()
+
+
+def bgr_to_rgb_tensor(frame: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 BGR -> 3xHxW float RGB in [0, 1] (torchvision detection's input)."""
+    return torch.from_numpy(np.ascontiguousarray(frame[:, :, ::-1])).permute(2, 0, 1).float() / 255.0
+
+
+def normalise(frames: torch.Tensor, pre: Preprocessing | None = None) -> torch.Tensor:
+    """N x H x W x 3 uint8 BGR -> N x 3 x H x W float, as the exported HRNet graph does it."""
+    pre = pre or Preprocessing()
+    order = [2, 1, 0] if pre.channel_order == "rgb" else [0, 1, 2]
+    x = frames.permute(0, 3, 1, 2).float()[:, order]
+    mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std).view(1, 3, 1, 1)
+    return (x * pre.scale - mean) / std
+
+
+def maskrcnn_predictor(model: MaskRCNN, classes: ClassSet | None = None,
+                       mask_threshold: float = 0.5) -> Callable[[np.ndarray], InstanceResult]:
+    """frame -> InstanceResult with torchvision eager inference (masks pasted by torchvision)."""
+    cs = classes or scene_classes()
+    model = model.eval()
+
+    def predict(frame: np.ndarray) -> InstanceResult:
+        with torch.no_grad():
+            out = model([bgr_to_rgb_tensor(frame)])[0]
+        return InstanceResult(
+            boxes=out["boxes"].numpy().astype(np.float32),
+            scores=out["scores"].numpy().astype(np.float32),
+            labels=out["labels"].numpy().astype(np.int32),
+            masks=(out["masks"][:, 0] > mask_threshold).numpy().astype(np.uint8),
+            classes=cs.names,
+            palette=cs.palette,
+        )
+
+    return predict
+
+
+def hrnet_predictor(model: HRNetV2, classes: ClassSet | None = None,
+                    pre: Preprocessing | None = None) -> Callable[[np.ndarray], SemanticResult]:
+    """frame -> SemanticResult in eager PyTorch, the steps of the exported graph at frame size:
+    normalise, HRNet, bilinear upsampling of the logits to the frame, argmax."""
+    cs = classes or scene_classes()
+    model = model.eval()
+
+    def predict(frame: np.ndarray) -> SemanticResult:
+        with torch.no_grad():
+            logits = model(normalise(torch.from_numpy(frame)[None], pre))
+            up = F.interpolate(logits, size=frame.shape[:2], mode="bilinear", align_corners=model.align_corners)
+        return SemanticResult(up.argmax(1)[0].to(torch.uint8).numpy(), cs.names, cs.palette)
+
+    return predict
