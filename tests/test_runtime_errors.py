@@ -57,7 +57,8 @@ def test_missing_and_foreign_model_files(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError) as info:
         edgeseg.load(tmp_path / "model.txt")
     assert str(info.value) == (
-        "model.txt: unknown model file type '.txt'; edgeseg loads .onnx files written by `edgeseg convert`"
+        "model.txt: unknown model file type '.txt'; edgeseg loads .onnx files written by `edgeseg convert` and "
+        ".engine files written by `edgeseg build`"
     )
     (tmp_path / "garbage.onnx").write_bytes(b"\x00\x01not protobuf")
     with pytest.raises(ModelFileError, match=r"^garbage\.onnx: ONNX Runtime cannot load it \("):

@@ -24,10 +24,9 @@ def open_backend(path: str | os.PathLike[str], threads: int | None = None, cuda_
         raise ModelFileError(f"{p}: is a folder, not a model file")
     kind = SUFFIXES.get(p.suffix.lower())
     if kind is None:
-        known = ", ".join(sorted(SUFFIXES))
         raise ModelFileError(
-            f"{p.name}: unknown model file type {p.suffix or '(no suffix)'!r}; edgeseg loads {known} "
-            "files written by `edgeseg convert`"
+            f"{p.name}: unknown model file type {p.suffix or '(no suffix)'!r}; edgeseg loads .onnx files written "
+            "by `edgeseg convert` and .engine files written by `edgeseg build`"
         )
     if kind == "tensorrt":
         from edgeseg.engine_file import read_header
