@@ -95,16 +95,21 @@ def hrnet_reference(model: nn.Module, frame_bgr: np.ndarray, input_hw: tuple[int
     return logits.numpy(), up[0].numpy(), up[0].argmax(0).numpy().astype(np.uint8)
 
 
-def torchvision_reference(model: nn.Module, frame_bgr: np.ndarray) -> dict[str, np.ndarray]:
-    """torchvision's own inference: RGB float image in [0, 1]; masks thresholded at 0.5."""
-    image = torch.from_numpy(np.ascontiguousarray(frame_bgr[:, :, ::-1])).permute(2, 0, 1).float() / 255
+def bgr_to_rgb_tensor(frame: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 BGR -> 3xHxW float RGB in [0, 1] (torchvision detection's input)."""
+    return torch.from_numpy(np.ascontiguousarray(frame[:, :, ::-1])).permute(2, 0, 1).float() / 255.0
+
+
+def torchvision_reference(model: nn.Module, frame_bgr: np.ndarray, mask_threshold: float = 0.5
+                          ) -> dict[str, np.ndarray]:
+    """torchvision's own inference: RGB float image in [0, 1]; masks foreground where > *mask_threshold*."""
     with torch.no_grad():
-        out = model([image])[0]
+        out = model([bgr_to_rgb_tensor(frame_bgr)])[0]
     return {
         "boxes": out["boxes"].numpy(),
         "scores": out["scores"].numpy(),
         "labels": out["labels"].numpy(),
-        "masks": (out["masks"][:, 0] > 0.5).numpy(),
+        "masks": (out["masks"][:, 0] > mask_threshold).numpy(),
     }
 
 

@@ -26,6 +26,7 @@ from converters.checkpoint import load_strict, read_state_dict
 from converters.hrnet.export import build_hrnet
 from converters.hrnet.model import HRNetV2
 from converters.maskrcnn.archs import build_arch
+from converters.parity import torchvision_reference
 from edgeseg.classes import ClassSet
 from edgeseg.metadata import Preprocessing
 from edgeseg.result import InstanceResult, SemanticResult
@@ -83,11 +84,6 @@ def reference_hrnet(weights: str | os.PathLike[str] | None = None) -> HRNetV2:
     return model.eval()
 
 
-def bgr_to_rgb_tensor(frame: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 BGR -> 3xHxW float RGB in [0, 1] (torchvision detection's input)."""
-    return torch.from_numpy(np.ascontiguousarray(frame[:, :, ::-1])).permute(2, 0, 1).float() / 255.0
-
-
 def normalise(frames: torch.Tensor, pre: Preprocessing | None = None) -> torch.Tensor:
     """N x H x W x 3 uint8 BGR -> N x 3 x H x W float, as the exported HRNet graph does it."""
     pre = pre or Preprocessing()
@@ -105,13 +101,12 @@ def maskrcnn_predictor(model: MaskRCNN, classes: ClassSet | None = None,
     model = model.eval()
 
     def predict(frame: np.ndarray) -> InstanceResult:
-        with torch.no_grad():
-            out = model([bgr_to_rgb_tensor(frame)])[0]
+        out = torchvision_reference(model, frame, mask_threshold)
         return InstanceResult(
-            boxes=out["boxes"].numpy().astype(np.float32),
-            scores=out["scores"].numpy().astype(np.float32),
-            labels=out["labels"].numpy().astype(np.int32),
-            masks=(out["masks"][:, 0] > mask_threshold).numpy().astype(np.uint8),
+            boxes=out["boxes"].astype(np.float32),
+            scores=out["scores"].astype(np.float32),
+            labels=out["labels"].astype(np.int32),
+            masks=out["masks"].astype(np.uint8),
             classes=cs.names,
             palette=cs.palette,
         )

@@ -299,8 +299,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         m = ModelMetadata.from_json(header.metadata[METADATA_KEY], source=path.name)
         b = header.build
         backend = "tensorrt"
-        tensors = [(str(role), str(name), list(shape), str(dtype))
-                   for role, name, shape, dtype in b.extra.get("tensors", [])]
+        tensors: list[tuple[str, str, list[int | str], str]] = [
+            (t.role, t.name, list(t.shape), t.dtype) for t in b.tensors]
         plugins = b.plugins
         precision = b.precision + (f", FP32 pinned: {' '.join(b.fp32_layers)}" if b.fp32_layers else "")
         built = f"TensorRT {b.tensorrt_version} for {b.gpu_name} (compute capability {b.compute_capability})"

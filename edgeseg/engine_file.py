@@ -30,6 +30,16 @@ _LENGTH = struct.Struct("<I")
 
 
 @dataclass(frozen=True)
+class EngineTensor:
+    """An engine input or output, as `edgeseg build` lists it in the header."""
+
+    role: str  # "input" or "output"
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # numpy dtype name, e.g. "uint8"
+
+
+@dataclass(frozen=True)
 class BuildInfo:
     """How and where an engine was built."""
 
@@ -40,6 +50,13 @@ class BuildInfo:
     plugins: tuple[str, ...] = ()  # custom ops served by edgeseg's plugin library
     fp32_layers: tuple[str, ...] = ()  # layer-name patterns pinned to FP32
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tensors(self) -> list[EngineTensor]:
+        """The engine's inputs and outputs (``extra["tensors"]``); empty for engines built before
+        edgeseg recorded them."""
+        return [EngineTensor(str(role), str(name), tuple(int(d) for d in shape), str(dtype))
+                for role, name, shape, dtype in self.extra.get("tensors", [])]
 
     def to_dict(self) -> dict[str, Any]:
         return {

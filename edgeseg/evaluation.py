@@ -25,8 +25,7 @@ import numpy as np
 from edgeseg.errors import ArgumentError, BackendUnavailableError, SourceError
 from edgeseg.progress import FrameProgress
 from edgeseg.result import InstanceResult, SemanticResult
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from edgeseg.sources import IMAGE_SUFFIXES
 
 #: COCOeval's summary rows that :func:`coco_instance_ap` reports (index into ``stats``)
 COCO_STATS = {"AP": 0, "AP50": 1, "AP75": 2, "AP_small": 3, "AP_medium": 4, "AP_large": 5, "AR100": 8}

@@ -30,8 +30,6 @@ import functools
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +39,7 @@ import cv2
 import numpy as np
 
 from edgeseg import rle
-from edgeseg.atomic import atomic_output
+from edgeseg.atomic import atomic_directory, atomic_output
 from edgeseg.democlip import PHOTOS, pan_zoom
 from edgeseg.errors import ArgumentError, BackendUnavailableError, OutputError
 from edgeseg.sinks import VIDEO_CODECS, VideoSink
@@ -499,33 +497,11 @@ def _check_root(root: Path, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def _atomic_dir(root: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a fresh folder beside *root* to fill; on success it replaces *root*, on any error
-    (Ctrl-C included) it is deleted and *root* is left as it was."""
+    """A fresh folder beside *root* that replaces it when complete (:func:`atomic_directory`),
+    after checking that *root* may be written."""
     _check_root(root, overwrite)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".partial", dir=root.parent))
-    except OSError as exc:
-        raise OutputError(f"cannot write {root}: {exc.strerror or exc}; choose a writable folder") from exc
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder a new folder's rights
+    with atomic_directory(root) as tmp:
         yield tmp
-        if root.is_dir() and any(root.iterdir()):
-            # rename() only replaces an empty folder: move the old one aside, and back on failure.
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
-            os.replace(root, old)
-            try:
-                os.replace(tmp, root)
-            except BaseException:
-                os.replace(old, root)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _imwrite(path: Path, image: np.ndarray) -> None:

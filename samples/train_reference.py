@@ -41,11 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from converters.hrnet.export import build_hrnet, export_hrnet
 from converters.maskrcnn.archs import build_arch
 from converters.maskrcnn.export import export_maskrcnn
+from converters.parity import bgr_to_rgb_tensor
 from converters.reference import (
     HRNET,
     MASKRCNN,
     SCENE_CLASSES,
-    bgr_to_rgb_tensor,
     hrnet_predictor,
     maskrcnn_predictor,
     normalise,

@@ -176,22 +176,19 @@ class TensorRTBackend(Backend):
             self._copy(count.host_ptr, count.device, count.nbytes, d2h)
             check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
             rows = max(0, min(int(count.host.reshape(-1)[0]), self._rows))
-        wanted = [self._buffers[name] for name in outputs]
-        for buffer in wanted:
-            nbytes = buffer.nbytes
-            if rows is not None and buffer.host.ndim and buffer.host.shape[0] == self._rows:
-                nbytes = buffer.host[:rows].nbytes
-            if nbytes:
-                self._copy(buffer.host_ptr, buffer.device, nbytes, d2h)
+        # (buffer, the part of its host mirror to fill): rows past num_detections are not copied
+        wanted = []
+        for name in outputs:
+            buffer = self._buffers[name]
+            per_row = rows is not None and buffer.host.ndim > 0 and buffer.host.shape[0] == self._rows
+            wanted.append((buffer, buffer.host[:rows] if per_row else buffer.host))
+        for buffer, host in wanted:
+            if host.nbytes:
+                self._copy(buffer.host_ptr, buffer.device, host.nbytes, d2h)
         check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
         self.last_gpu_ms = float(check(cudart.cudaEventElapsedTime(*self._events), "cudaEventElapsedTime"))
-        result = {}
-        for buffer in wanted:
-            host = buffer.host
-            if rows is not None and host.ndim and host.shape[0] == self._rows:
-                host = host[:rows]
-            result[buffer.spec.name] = host.copy()  # the pinned buffer is reused by the next run
-        return result
+        # copies: the pinned buffers are reused by the next run
+        return {buffer.spec.name: host.copy() for buffer, host in wanted}
 
     def inner_timings(self) -> list[tuple[str, float]]:
         return [("engine on the GPU (CUDA events)", self.last_gpu_ms / 1000.0)]

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 from edgeseg.errors import BackendUnavailableError, EngineMismatchError
+from edgeseg.trt.gpu_imports import tensorrt_major
 
 LIBRARY_NAME = "libedgeseg_trt_plugins.so"
 ENV_VAR = "EDGESEG_PLUGIN_LIBRARY"
@@ -69,7 +70,7 @@ def load_plugins(trt: ModuleType) -> Path:
     if key in _loaded:
         return _loaded[key]
     built = library_tensorrt_version(path)
-    running = int(str(trt.__version__).split(".")[0])
+    running = tensorrt_major(trt)
     if built // 10000 != running:
         raise EngineMismatchError(
             f"{path} was built against TensorRT {built // 10000}.{built // 100 % 100} headers but TensorRT "

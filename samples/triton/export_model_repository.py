@@ -19,19 +19,18 @@ edgeseg (no TensorRT, no GPU, no tritonclient).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import shutil
 import sys
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import edgeseg
-from edgeseg.engine_file import EngineHeader, plan_bytes, read_header
+from edgeseg.atomic import atomic_directory
+from edgeseg.custom_ops import MASK_BYTES_PER_WORD
+from edgeseg.engine_file import EngineHeader, EngineTensor, plan_bytes, read_header
 from edgeseg.metadata import METADATA_KEY
 from edgeseg.trt.plugin_library import LIBRARY_NAME, find_library, library_tensorrt_version
 
@@ -52,30 +51,15 @@ TRITON_TYPES = {
 }
 
 #: Bytes of mask per int32 element of the Mask R-CNN ``masks`` output (edgeseg.custom_ops).
-MASK_BYTES_PER_WORD = 4
 
 
-@dataclass(frozen=True)
-class Tensor:
-    role: str  # "input" or "output"
-    name: str
-    dims: tuple[int, ...]
-    dtype: str  # numpy name
-
-    @property
-    def triton_type(self) -> str:
-        return TRITON_TYPES[self.dtype]
-
-
-def engine_tensors(header: EngineHeader, engine: Path) -> list[Tensor]:
+def engine_tensors(header: EngineHeader, engine: Path) -> list[EngineTensor]:
     """The engine's inputs and outputs, from the list `edgeseg build` stores in the header."""
-    rows = header.build.extra.get("tensors")
-    if not rows:
+    tensors = header.build.tensors
+    if not tensors:
         raise edgeseg.ModelFileError(
             f"{engine.name}: the engine header does not list its inputs and outputs (built by an older "
             "edgeseg); build it again with `edgeseg build`")
-    tensors = [Tensor(str(role), str(name), tuple(int(d) for d in shape), str(dtype))
-               for role, name, shape, dtype in rows]
     for t in tensors:
         if t.dtype not in TRITON_TYPES:
             raise edgeseg.ModelFileError(f"{engine.name}: {t.role} {t.name} has type {t.dtype}, which Triton's "
@@ -88,7 +72,7 @@ def pbtxt_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def config_pbtxt(name: str, tensors: list[Tensor], instances: int, metadata_json: str) -> str:
+def config_pbtxt(name: str, tensors: list[EngineTensor], instances: int, metadata_json: str) -> str:
     """Triton's model configuration for the plan.
 
     ``max_batch_size: 0``: edgeseg engines take one frame with static shapes and no batch
@@ -102,8 +86,8 @@ def config_pbtxt(name: str, tensors: list[Tensor], instances: int, metadata_json
         entries = [
             "  {\n"
             f"    name: {pbtxt_string(t.name)}\n"
-            f"    data_type: {t.triton_type}\n"
-            f"    dims: [ {', '.join(str(d) for d in t.dims)} ]\n"
+            f"    data_type: {TRITON_TYPES[t.dtype]}\n"
+            f"    dims: [ {', '.join(str(d) for d in t.shape)} ]\n"
             "  }"
             for t in tensors if t.role == role
         ]
@@ -115,16 +99,16 @@ def config_pbtxt(name: str, tensors: list[Tensor], instances: int, metadata_json
 
 
 def client_metadata(meta: edgeseg.ModelMetadata, metadata_json: str, name: str,
-                    tensors: list[Tensor]) -> dict[str, Any]:
+                    tensors: list[EngineTensor]) -> dict[str, Any]:
     """edgeseg.json: the model's metadata as edgeseg stores it (``edgeseg.ModelMetadata.from_json``
     reads it) plus a ``triton`` section with what a client needs to call the model and decode."""
     doc: dict[str, Any] = json.loads(metadata_json)
     triton: dict[str, Any] = {
         "model_name": name,
         # Triton's client data types are the config's without "TYPE_".
-        "inputs": [{"name": t.name, "datatype": t.triton_type[5:], "shape": list(t.dims)}
+        "inputs": [{"name": t.name, "datatype": TRITON_TYPES[t.dtype][5:], "shape": list(t.shape)}
                    for t in tensors if t.role == "input"],
-        "outputs": [{"name": t.name, "datatype": t.triton_type[5:], "shape": list(t.dims)}
+        "outputs": [{"name": t.name, "datatype": TRITON_TYPES[t.dtype][5:], "shape": list(t.shape)}
                     for t in tensors if t.role == "output"],
         "frame": "uint8 BGR, exactly frame_hw (height, width) x 3: resize before sending",
     }
@@ -201,8 +185,7 @@ def export(engine: str | os.PathLike[str], repo: str | os.PathLike[str], name: s
     library = plugin_library_for(header, engine, Path(plugin_library) if plugin_library else None)
     plan = plan_bytes(engine)
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=repo))
-    try:
+    with atomic_directory(target) as tmp:  # appears whole or not at all, replacing an old one
         (tmp / "1").mkdir()
         (tmp / "1" / "model.plan").write_bytes(plan)
         (tmp / "config.pbtxt").write_text(config_pbtxt(name, tensors, instances, metadata_json), encoding="utf-8")
@@ -215,19 +198,6 @@ def export(engine: str | os.PathLike[str], repo: str | os.PathLike[str], name: s
             autoreg = library.with_name(AUTOREG_NAME)
             if autoreg.is_file():
                 shutil.copy2(autoreg, tmp / AUTOREG_NAME)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the server may run as another user
-        old = None
-        if target.exists():
-            # A folder cannot be renamed over a non-empty one: move the old one aside first.
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".old", dir=repo))
-            os.replace(target, old / name)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp)
-        raise
     return target
 
 
