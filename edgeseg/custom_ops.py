@@ -135,3 +135,8 @@ PASTE_MASKS = CustomOp(
 )
 
 CUSTOM_OPS: dict[str, CustomOp] = {op.op_type: op for op in (MULTILEVEL_ROI_ALIGN, PASTE_MASKS)}
+
+
+def custom_ops_in(graph: Any) -> tuple[str, ...]:
+    """The edgeseg custom ops (TensorRT plugins) an ONNX ``GraphProto`` uses, sorted."""
+    return tuple(sorted({n.op_type for n in graph.node if n.domain == DOMAIN}))

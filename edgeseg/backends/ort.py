@@ -11,7 +11,7 @@ import numpy as np
 
 from edgeseg.backends.base import Backend, TensorSpec
 from edgeseg.backends.split_graph import SplitGraph, row_trim_for
-from edgeseg.custom_ops import DOMAIN
+from edgeseg.custom_ops import custom_ops_in
 from edgeseg.errors import BackendUnavailableError, ModelFileError
 from edgeseg.metadata import METADATA_KEY
 
@@ -61,7 +61,7 @@ class OnnxRuntimeBackend(Backend):
         proto = _read_onnx(Path(path))
         self._metadata = {p.key: p.value for p in proto.metadata_props}
         self._split: SplitGraph | None = None
-        self.custom_ops = tuple(sorted({n.op_type for n in proto.graph.node if n.domain == DOMAIN}))
+        self.custom_ops = custom_ops_in(proto.graph)
         if self.custom_ops:
             rows = row_trim_for(self._metadata.get(METADATA_KEY)) if trim_rows else None
             self._split = SplitGraph(proto, make_session, threads=threads or 0, rows=rows)

@@ -25,7 +25,7 @@ import onnx
 import tensorrt as trt
 
 from edgeseg.atomic import atomic_output, check_writable
-from edgeseg.custom_ops import DOMAIN
+from edgeseg.custom_ops import custom_ops_in
 from edgeseg.engine_file import BuildInfo, write_engine
 from edgeseg.errors import ArgumentError, ConversionError, ModelFileError
 from edgeseg.metadata import METADATA_KEY, ModelMetadata
@@ -93,7 +93,7 @@ def read_onnx_header(path: Path) -> tuple[dict[str, str], ModelMetadata, tuple[s
     if METADATA_KEY not in props:
         raise ModelFileError(f"{path.name}: no edgeseg metadata; convert the model with `edgeseg convert` first")
     meta = ModelMetadata.from_json(props[METADATA_KEY], source=path.name)
-    custom = tuple(sorted({n.op_type for n in model.graph.node if n.domain == DOMAIN}))
+    custom = custom_ops_in(model.graph)
     return props, meta, custom
 
 
