@@ -114,12 +114,6 @@ def cmd_convert_hrnet(args: argparse.Namespace) -> int:
 
 def cmd_convert_maskrcnn(args: argparse.Namespace) -> int:
     _check_weights_args(args)
-    if not 0.0 <= args.score_thresh < 1.0:
-        raise ArgumentError(f"--score-thresh {args.score_thresh}: must be in [0, 1)")
-    if args.max_detections < 1:
-        raise ArgumentError(f"--max-detections {args.max_detections}: must be at least 1")
-    if not 1 <= args.max_candidates <= 3840:
-        raise ArgumentError(f"--max-candidates {args.max_candidates}: must be 1..3840 (TensorRT's TopK limit)")
     maskrcnn_export = _import_converter("maskrcnn")
     from converters.maskrcnn.graph import GraphOptions
 

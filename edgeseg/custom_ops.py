@@ -96,7 +96,7 @@ def packed_mask_width(width: int) -> int:
 def _paste_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) -> list[np.ndarray]:
     from edgeseg import ops
 
-    masks, boxes = inputs
+    masks, boxes, *count = inputs
     out = ops.paste_masks(
         masks,
         boxes,
@@ -105,6 +105,7 @@ def _paste_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) -> l
         threshold=float(attrs["threshold"]),
         logits=bool(attrs["logits"]),
         threads=threads,
+        count=int(count[0].reshape(-1)[0]) if count else None,
     )
     return [pack_mask_bytes(out)]
 
@@ -125,9 +126,11 @@ MULTILEVEL_ROI_ALIGN = CustomOp(
     _roi_align_kernel,
 )
 
-#: inputs: masks [K, M, M] float, boxes [K, 4] float (x0, y0, x1, y1 in frame pixels);
-#: output int32 [K, height, width / 4]: the bytes of uint8 planes [K, height, width], 1 = foreground
-#: (see MASK_BYTES_PER_WORD; width must be a multiple of 4).
+#: inputs: masks [K, M, M] float, boxes [K, 4] float (x0, y0, x1, y1 in frame pixels), and
+#: optionally count int32 [1] (num_detections: only the first count rows are pasted; files
+#: written before it have two inputs and paste all K); output int32 [K, height, width / 4]: the
+#: bytes of uint8 planes [K, height, width], 1 = foreground (see MASK_BYTES_PER_WORD; width must be
+#: a multiple of 4). Rows from count on are not written by the op: read the first count rows.
 PASTE_MASKS = CustomOp(
     "PasteMasks",
     {"height": 0, "width": 0, "threshold": 0.5, "mode": 0, "logits": 0},

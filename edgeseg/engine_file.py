@@ -58,6 +58,14 @@ class BuildInfo:
         return [EngineTensor(str(role), str(name), tuple(int(d) for d in shape), str(dtype))
                 for role, name, shape, dtype in self.extra.get("tensors", [])]
 
+    def graph_capturable(self, instance: bool) -> bool:
+        """Whether the engine can run as a captured CUDA graph: not when its graph has
+        data-dependent shapes (NonMaxSuppression's selection, which TensorRT sizes on the host
+        between kernels). ``edgeseg build`` records them (``extra["data_dependent_shapes"]``);
+        engines built before that are judged by their kind: every *instance* model has NMS."""
+        recorded = self.extra.get("data_dependent_shapes")
+        return not (bool(recorded) if recorded is not None else instance)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "tensorrt_version": self.tensorrt_version,

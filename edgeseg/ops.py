@@ -417,6 +417,7 @@ def paste_masks(
     threshold: float = 0.5,
     logits: bool = False,
     threads: int = 0,
+    count: int | None = None,
 ) -> npt.NDArray[np.uint8]:
     """Paste K box-relative M x M masks into K binary frame-sized planes.
 
@@ -442,12 +443,15 @@ def paste_masks(
             the mask's bilinear support) are background whatever the threshold.
         logits: see *masks*.
         threads: OpenMP threads; 0 = OpenMP's default.
+        count: paste only the first *count* masks (the op's third input, ``num_detections``);
+            ``None`` = all K. The graph op leaves rows from *count* on unwritten (on TensorRT they
+            hold whatever the buffer held); here they are zero.
 
     Returns:
         ``[K, H, W]`` uint8, 1 = foreground, 0 = background. The work done is proportional to
         the boxes' areas; the rest of the output is zero-filled.
     """
-    return _paste_masks(masks, boxes, frame_hw, mode, threshold, logits, threads, per_pixel=False)
+    return _paste_masks(masks, boxes, frame_hw, mode, threshold, logits, threads, per_pixel=False, count=count)
 
 
 def _paste_masks(
@@ -459,6 +463,7 @@ def _paste_masks(
     logits: bool,
     threads: int,
     per_pixel: bool,
+    count: int | None = None,
 ) -> npt.NDArray[np.uint8]:
     """:func:`paste_masks`; *per_pixel* runs the math header's one-pixel function for every
     pixel, as the CUDA kernel will, instead of the CPU fast path (same bytes; for tests)."""
@@ -483,13 +488,18 @@ def _paste_masks(
         raise ValueError(f"mode must be 'torchvision' or 'continuous'; got {mode!r}")
     thr = _finite_float(threshold, "threshold")
     nthreads = _threads(threads)
+    if count is not None and not _is_int(count):
+        raise ValueError(f"count must be an int or None; got {count!r}")
+    # Negative counts paste nothing and counts past K paste all K, as the CUDA kernel clamps them.
+    live = k if count is None else min(max(int(count), 0), k)
     lib = _library()
 
-    out = np.empty((k, height, width), dtype=np.uint8)
-    if k == 0:
+    # np.zeros costs nothing for rows never written (the OS hands out zeroed pages lazily).
+    out = np.empty((k, height, width), dtype=np.uint8) if live == k else np.zeros((k, height, width), np.uint8)
+    if live == 0:
         return out
     status = lib.edgeseg_paste_masks_u8(
-        arr, k, m, box, height, width, thr, _PASTE_MODES[mode], int(bool(logits)), nthreads,
+        arr, live, m, box, height, width, thr, _PASTE_MODES[mode], int(bool(logits)), nthreads,
         int(per_pixel), out,
     )
     _check(status, "paste_masks")

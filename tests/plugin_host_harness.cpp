@@ -269,13 +269,20 @@ void test_roi_align(IPluginCreatorV3One* creator, Finder& finder) {
   };
   check(formats_ok(build, io(DataType::kFLOAT, DataType::kFLOAT, DataType::kFLOAT, TensorFormat::kLINEAR), 5),
         tag + " supports linear float");
-  check(formats_ok(build, io(DataType::kHALF, DataType::kHALF, DataType::kHALF, TensorFormat::kLINEAR), 5),
-        tag + " supports linear half");
-  check(!formats_ok(build, io(DataType::kFLOAT, DataType::kHALF, DataType::kHALF, TensorFormat::kLINEAR), 5),
-        tag + " refuses mixed float/half");
+  check(formats_ok(build, io(DataType::kFLOAT, DataType::kHALF, DataType::kHALF, TensorFormat::kLINEAR), 5),
+        tag + " supports half features with float RoIs");
+  check(!formats_ok(build, io(DataType::kHALF, DataType::kHALF, DataType::kHALF, TensorFormat::kLINEAR), 5),
+        tag + " refuses half RoIs");
+  check(!formats_ok(build, io(DataType::kFLOAT, DataType::kHALF, DataType::kFLOAT, TensorFormat::kLINEAR), 5),
+        tag + " refuses half features with a float output");
+  {
+    auto mixed = io(DataType::kFLOAT, DataType::kHALF, DataType::kHALF, TensorFormat::kLINEAR);
+    mixed[3] = desc(DataType::kFLOAT, level);
+    check(!formats_ok(build, mixed, 5), tag + " refuses levels of different types");
+  }
   check(!formats_ok(build, io(DataType::kINT32, DataType::kINT32, DataType::kINT32, TensorFormat::kLINEAR), 5),
         tag + " refuses int32");
-  check(!formats_ok(build, io(DataType::kHALF, DataType::kHALF, DataType::kHALF, TensorFormat::kCHW2), 5),
+  check(!formats_ok(build, io(DataType::kFLOAT, DataType::kHALF, DataType::kHALF, TensorFormat::kCHW2), 5),
         tag + " refuses a vectorised format");
 
   // No RoIs: nothing to launch, so enqueue succeeds without a GPU.
@@ -317,32 +324,41 @@ void test_paste_masks(IPluginCreatorV3One* creator, Finder& finder) {
   IPluginV3OneBuild* build = build_of(plugin.get());
 
   for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
-    DataType in[2] = {t, t};
+    DataType in[3] = {t, DataType::kFLOAT, DataType::kINT32};
     DataType out[1] = {DataType::kFLOAT};
-    check(build->getOutputDataTypes(out, 1, in, 2) == 0 && out[0] == DataType::kINT32,
+    check(build->getOutputDataTypes(out, 1, in, 3) == 0 && out[0] == DataType::kINT32,
           tag + " output type is int32 (packed mask bytes)");
   }
   ConstBuilder eb;
-  DimsExprs in[2] = {dims_exprs(eb, {100, 28, 28}), dims_exprs(eb, {100, 4})};
+  DimsExprs in[3] = {dims_exprs(eb, {100, 28, 28}), dims_exprs(eb, {100, 4}), dims_exprs(eb, {1})};
   DimsExprs out[1]{};
-  check(build->getOutputShapes(in, 2, nullptr, 0, out, 1, eb) == 0 && shape_string(out[0]) == "[100, 400, 150]",
+  check(build->getOutputShapes(in, 3, nullptr, 0, out, 1, eb) == 0 && shape_string(out[0]) == "[100, 400, 150]",
         tag + " output shape [K, height, width / 4]", shape_string(out[0]));
+  finder.logger.last.clear();
+  check(build->getOutputShapes(in, 2, nullptr, 0, out, 1, eb) != 0 &&
+            finder.logger.last.find("convert the model again") != std::string::npos,
+        tag + " refuses a graph without the count input, saying to re-convert", finder.logger.last);
 
-  auto io = [&](DataType a, DataType b, DataType c) {
-    return std::vector<DynamicPluginTensorDesc>{desc(a, {100, 28, 28}), desc(b, {100, 4}), desc(c, {100, 400, 150})};
+  auto io = [&](DataType a, DataType b, DataType c, DataType d) {
+    return std::vector<DynamicPluginTensorDesc>{desc(a, {100, 28, 28}), desc(b, {100, 4}), desc(c, {1}),
+                                                desc(d, {100, 400, 150})};
   };
-  check(formats_ok(build, io(DataType::kFLOAT, DataType::kFLOAT, DataType::kINT32), 2), tag + " supports float in");
-  check(formats_ok(build, io(DataType::kHALF, DataType::kHALF, DataType::kINT32), 2), tag + " supports half in");
-  check(!formats_ok(build, io(DataType::kFLOAT, DataType::kFLOAT, DataType::kUINT8), 2), tag + " refuses uint8 out");
-  check(!formats_ok(build, io(DataType::kHALF, DataType::kFLOAT, DataType::kINT32), 2), tag + " refuses mixed in");
+  const DataType f = DataType::kFLOAT, h = DataType::kHALF, i32 = DataType::kINT32;
+  check(formats_ok(build, io(f, f, i32, i32), 3), tag + " supports float masks");
+  check(formats_ok(build, io(h, f, i32, i32), 3), tag + " supports half masks with float boxes");
+  check(!formats_ok(build, io(h, h, i32, i32), 3), tag + " refuses half boxes");
+  check(!formats_ok(build, io(f, f, f, i32), 3), tag + " refuses a float count");
+  check(!formats_ok(build, io(f, f, i32, DataType::kUINT8), 3), tag + " refuses uint8 out");
+  check(!formats_ok(build, {desc(f, {100, 28, 28}), desc(f, {100, 4}), desc(i32, {100, 400, 150})}, 2),
+        tag + " refuses two inputs");
 
-  auto big = io(DataType::kFLOAT, DataType::kFLOAT, DataType::kINT32);
+  auto big = io(f, f, i32, i32);
   big[0] = desc(DataType::kFLOAT, {100, 128, 128});
-  check(build->configurePlugin(big.data(), 2, big.data() + 2, 1) != 0, tag + " refuses masks above 100 x 100");
+  check(build->configurePlugin(big.data(), 3, big.data() + 3, 1) != 0, tag + " refuses masks above 100 x 100");
 
-  PluginTensorDesc in_desc[2] = {desc(DataType::kFLOAT, {0, 28, 28}).desc, desc(DataType::kFLOAT, {0, 4}).desc};
+  PluginTensorDesc in_desc[3] = {desc(f, {0, 28, 28}).desc, desc(f, {0, 4}).desc, desc(i32, {1}).desc};
   PluginTensorDesc out_desc[1] = {desc(DataType::kINT32, {0, 400, 150}).desc};
-  const void* inputs[2] = {nullptr, nullptr};
+  const void* inputs[3] = {nullptr, nullptr, nullptr};
   void* outputs[1] = {nullptr};
   check(runtime_of(plugin.get())->enqueue(in_desc, out_desc, inputs, outputs, nullptr, nullptr) == 0,
         tag + " enqueue of zero masks succeeds without launching");

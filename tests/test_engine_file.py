@@ -99,3 +99,14 @@ def test_missing_plugin_library_names_the_build_command(monkeypatch: pytest.Monk
     monkeypatch.setattr("edgeseg.trt.plugin_library.PACKAGE_LIB", tmp_path)
     with pytest.raises(PluginLibraryError, match=r"libedgeseg_trt_plugins\.so was not found"):
         find_library()
+
+
+def test_cuda_graphs_only_for_engines_without_data_dependent_shapes() -> None:
+    """NonMaxSuppression's output size is resolved on the host, so instance engines never try a
+    CUDA graph capture (which would fail and log a TensorRT error on every open)."""
+    recorded = BuildInfo("10.3.0", "Orin", "8.7", "fp32", extra={"data_dependent_shapes": ["NonMaxSuppression"]})
+    assert not recorded.graph_capturable(instance=True)
+    static = BuildInfo("10.3.0", "Orin", "8.7", "fp32", extra={"data_dependent_shapes": []})
+    assert static.graph_capturable(instance=False)
+    # engines built before edgeseg recorded it: judged by their kind
+    assert not BUILD.graph_capturable(instance=True) and BUILD.graph_capturable(instance=False)

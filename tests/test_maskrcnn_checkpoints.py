@@ -86,3 +86,41 @@ def test_cli_convert_reports_a_bad_checkpoint_in_one_line(weights: dict[str, Pat
     assert len(err) == 1 and err[0].startswith("edgeseg: error: checkpoint does not fit maskrcnn resnet50_fpn")
     assert err[0].endswith("it fits --arch resnet50_fpn_v2 --num-classes 91")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"score_thresh": 1.0}, "--score-thresh 1.0: must be in [0, 1)"),
+        ({"detections": 0}, "--max-detections 0: must be 1..3840 (TensorRT's TopK limit)"),
+        ({"detections": 4000}, "--max-detections 4000: must be 1..3840 (TensorRT's TopK limit)"),
+        ({"max_candidates": 3841}, "--max-candidates 3841: must be 1..3840 (TensorRT's TopK limit)"),
+        ({"paste": "nearest"}, "--paste 'nearest': must be one of torchvision, continuous"),
+        ({"mask_threshold": 1.5}, "--mask-threshold 1.5: must be in [0, 1]"),
+    ],
+)
+def test_graph_options_are_checked_in_the_library(options: dict[str, object], message: str) -> None:
+    from converters.maskrcnn.graph import GraphOptions
+
+    with pytest.raises(ArgumentError) as info:
+        GraphOptions(**options)  # type: ignore[arg-type]
+    assert str(info.value) == message
+
+
+def test_a_model_whose_rpn_nms_exceeds_tensorrts_limit_is_refused(tmp_path: Path) -> None:
+    """TensorRT's NonMaxSuppression considers at most 5000 boxes per image and its TopK takes
+    K <= 3840: a configuration past either is refused before anything is exported."""
+    model = build_arch("resnet50_fpn", 3)
+    model.rpn._pre_nms_top_n["testing"] = 1200  # 4 levels x 1200 + the 507 anchors of the last > 5000
+    with pytest.raises(ArgumentError) as info:
+        export_maskrcnn(model, tmp_path / "x.onnx", (800, 800))
+    assert str(info.value) == (
+        "the RPN's NonMaxSuppression (rpn.pre_nms_top_n_test per level) would consider 5307 boxes: TensorRT's "
+        "NonMaxSuppression considers at most 5000 per image; lower it")
+    model.rpn._pre_nms_top_n["testing"] = 4000
+    with pytest.raises(ArgumentError) as info:
+        export_maskrcnn(model, tmp_path / "x.onnx", (800, 800))
+    assert str(info.value) == (
+        "the RPN's per-level top-k of level 0 (rpn.pre_nms_top_n_test) is 4000: TensorRT's TopK takes at most 3840; "
+        "lower it")
+    assert list(tmp_path.iterdir()) == []

@@ -107,6 +107,27 @@ def test_roi_align_edge_boxes():
             assert float(np.abs(ours - ref.numpy()).max()) <= TOL
 
 
+def test_roi_align_adaptive_grid_of_rois_far_larger_than_the_map():
+    """sampling_ratio <= 0 gives a RoI ceil(roi_size / output_size) samples per bin and axis, so a
+    huge RoI would cost billions of samples (a GPU hang); only the samples that land on the map
+    are visited, which changes no result: torchvision's for large RoIs (both CPU paths: tap
+    tables up to 4096 samples an axis, element by element beyond), zeros for infinite ones."""
+    rng = np.random.default_rng(11)
+    features = rng.standard_normal((1, 3, 9, 13)).astype(np.float32)
+    rois = np.array([[0, -2000, -1500, 3000, 2500],  # 179 x 143 samples per bin: tap tables
+                     [0, -9000, -9000, 9000, 9000],  # 643 x 643: element by element
+                     [0, -9000, 20, 9000, 30]], dtype=np.float32)
+    for aligned in (False, True):
+        ours = ops.roi_align(features, rois, 7, 0.25, 0, aligned)
+        ref = tv_roi_align(torch.from_numpy(features), torch.from_numpy(rois), 7, 0.25, 0, aligned).numpy()
+        assert float(np.abs(ours - ref).max()) <= TOL
+    inf = np.float32(np.inf)
+    degenerate = np.array([[0, -inf, -inf, inf, inf], [0, 0, 0, 1e30, 1e30], [0, 0, 0, inf, 5], [0, np.nan, 0, 4, 4]],
+                          dtype=np.float32)
+    out = ops.roi_align(features, degenerate, 7, 0.25, 0, False)
+    assert np.isfinite(out).all() and not out.any()
+
+
 def test_roi_align_empty_rois_and_threads():
     features = np.ones((2, 4, 8, 8), dtype=np.float32)
     out = ops.roi_align(features, np.zeros((0, 5), np.float32), (7, 5), 0.5)

@@ -304,3 +304,25 @@ def test_custom_node_output_is_the_mask_bytes_packed_in_int32(frame_w: int) -> N
     np.testing.assert_array_equal(unpack_mask_bytes(words, frame_w), expected)
     # uint8 outputs of files written before the packing pass through
     assert unpack_mask_bytes(expected, frame_w) is expected
+
+
+def test_count_pastes_only_the_detected_rows() -> None:
+    """PasteMasks' third input (num_detections): rows from it on are not pasted; count is clamped
+    to [0, K] as the CUDA kernel clamps it. Through the custom node's kernel too."""
+    from edgeseg.custom_ops import PASTE_MASKS, unpack_mask_bytes
+
+    rng = np.random.default_rng(5)
+    masks = rng.random((6, 28, 28), dtype=np.float32)
+    boxes = np.array([[i * 8, 2, i * 8 + 20, 30] for i in range(6)], np.float32)
+    every = ops.paste_masks(masks, boxes, (40, 64))
+    assert all(plane.any() for plane in every)
+    for count, live in ((3, 3), (0, 0), (-2, 0), (6, 6), (50, 6)):
+        out = ops.paste_masks(masks, boxes, (40, 64), count=count)
+        np.testing.assert_array_equal(out[:live], every[:live])
+        assert not out[live:].any()
+    attrs = {**PASTE_MASKS.defaults, "height": 40, "width": 64}
+    (words,) = PASTE_MASKS.kernel(attrs, [masks, boxes, np.array([2], np.int32)], 1)
+    np.testing.assert_array_equal(unpack_mask_bytes(words, 64)[:2], every[:2])
+    assert not words[2:].any()
+    with pytest.raises(ValueError, match=r"^count must be an int or None; got 2\.0$"):
+        ops.paste_masks(masks, boxes, (40, 64), count=2.0)  # type: ignore[arg-type]

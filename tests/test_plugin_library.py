@@ -111,6 +111,14 @@ def test_library_references_no_tensorrt_symbol(library: Path) -> None:
     assert not [s for s in symbols if "nvinfer" in s.lower() or "InferLib" in s]
 
 
+def test_library_links_one_shared_cuda_runtime(library: Path) -> None:
+    """The CUDA runtime TensorRT loads (libcudart.so), not also CMake's default static copy."""
+    needed = run(["readelf", "-d", str(library)]).stdout
+    assert re.search(r"NEEDED.*\[libcudart\.so\.\d+\]", needed), needed
+    link = (library.parent / "CMakeFiles" / "edgeseg_trt_plugins.dir" / "link.txt").read_text()
+    assert "cudart_static" not in link, link
+
+
 def test_library_reports_the_tensorrt_version_of_its_headers(library: Path, trt_include: Path,
                                                              cuda_root: Path) -> None:
     os.environ["LD_LIBRARY_PATH"] = f"{cuda_root / 'lib64'}:{os.environ.get('LD_LIBRARY_PATH', '')}"

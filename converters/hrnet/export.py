@@ -2,7 +2,7 @@
 
 Graph (static shapes), input ``frame`` uint8 [H, W, 3] BGR at the frame size:
 
-    Transpose -> Cast float -> BGR->RGB -> x * scale/std - mean/std     (official preprocessing)
+    Cast float -> Transpose -> BGR->RGB -> x * scale/std - mean/std     (official preprocessing)
     [Resize bilinear half-pixel to the network input size, if smaller]
     HRNetV2 -> ``logits`` float [1, C, h/4, w/4]
     Resize bilinear to H x W (align_corners as trained) -> ArgMax -> Cast uint8 -> ``label_map`` [H, W]
@@ -60,7 +60,8 @@ class FrameToLabels(nn.Module):
         self.register_buffer("channels", torch.tensor(order, dtype=torch.long))
 
     def forward(self, frame: Tensor) -> tuple[Tensor, Tensor]:
-        x = frame.permute(2, 0, 1).unsqueeze(0).to(torch.float32)
+        # Cast first: TensorRT's ONNX parser refuses UINT8 tensors between nodes.
+        x = frame.to(torch.float32).permute(2, 0, 1).unsqueeze(0)
         x = x.index_select(1, self.channels) * self.gain + self.offset
         if self.input_hw != self.frame_hw:
             x = F.interpolate(x, size=self.input_hw, mode="bilinear", align_corners=False, antialias=False)

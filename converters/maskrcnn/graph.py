@@ -19,7 +19,8 @@ a fixed-length score vector and reduced to a fixed top-K at once.
              scores float [K], labels int32 [K],
              masks int32 [K, H, ceil(W / 4)]: the bytes of uint8 planes [K, H, W] (1 = foreground),
              four per word, since TensorRT plugins cannot output uint8 (edgeseg.custom_ops)
-    (rows at and after num_detections are zero)
+    (rows at and after num_detections: zero in boxes, scores and labels; not written in masks,
+    which PasteMasks pastes for the first num_detections rows only)
 """
 
 from __future__ import annotations
@@ -32,12 +33,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.ops import boxes as box_ops
 from torchvision.ops.poolers import MultiScaleRoIAlign, _setup_scales
 
 from converters.maskrcnn.ops import multiclass_nms, multilevel_roi_align, paste_masks
 from edgeseg.custom_ops import PASTE_MODES, packed_mask_width
+from edgeseg.errors import ArgumentError
+from edgeseg.lint import NMS_MAX_CANDIDATES, TOPK_MAX_K
 
 REMOVED = -1.0  # score given to elements torchvision would drop
 SELECTABLE = -0.5  # NonMaxSuppression's score floor: every real score is above it, REMOVED below
@@ -59,6 +63,20 @@ class GraphOptions:
     max_candidates: int = 3000
     paste: str = "torchvision"
     mask_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        # Typed errors for Python callers and the CLI alike (the CLI's flags have these names).
+        if self.score_thresh is not None and not 0.0 <= self.score_thresh < 1.0:
+            raise ArgumentError(f"--score-thresh {self.score_thresh}: must be in [0, 1)")
+        if self.detections is not None and not 1 <= self.detections <= TOPK_MAX_K:
+            raise ArgumentError(f"--max-detections {self.detections}: must be 1..{TOPK_MAX_K} (TensorRT's TopK limit)")
+        if not 1 <= self.max_candidates <= TOPK_MAX_K:
+            raise ArgumentError(f"--max-candidates {self.max_candidates}: must be 1..{TOPK_MAX_K} "
+                                "(TensorRT's TopK limit)")
+        if self.paste not in PASTE_MODES:
+            raise ArgumentError(f"--paste {self.paste!r}: must be one of {', '.join(PASTE_MODES)}")
+        if not 0.0 <= self.mask_threshold <= 1.0:
+            raise ArgumentError(f"--mask-threshold {self.mask_threshold}: must be in [0, 1]")
 
 
 def resized_hw(frame_hw: tuple[int, int], min_size: int, max_size: int) -> tuple[int, int]:
@@ -82,6 +100,35 @@ def _roi_attrs(pooler: MultiScaleRoIAlign, scales: list[float]) -> dict[str, obj
     }
 
 
+class _RPNHead(nn.Module):
+    """torchvision's RPN head under the scope ``rpn`` (its ``head`` attribute, as in MaskRCNN)."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        objectness, deltas = self.head(features)
+        return objectness, deltas
+
+
+class _RoIHeads(nn.Module):
+    """The box and mask heads of torchvision's RoIHeads, under the scope ``roi_heads``."""
+
+    def __init__(self, heads: RoIHeads) -> None:
+        super().__init__()
+        self.box_head = heads.box_head
+        self.box_predictor = heads.box_predictor
+        self.mask_head = heads.mask_head
+        self.mask_predictor = heads.mask_predictor
+
+    def forward(self, pooled: Tensor, branch: str) -> tuple[Tensor, ...]:
+        """``"box"``: (class logits, box regression) of pooled RoIs; ``"mask"``: (mask logits,)."""
+        if branch == "box":
+            return tuple(self.box_predictor(self.box_head(pooled)))
+        return (self.mask_predictor(self.mask_head(pooled)),)
+
+
 class FrameToDetections(nn.Module):
     """Wraps a torchvision ``MaskRCNN`` (any backbone) as the static graph described above."""
 
@@ -90,16 +137,15 @@ class FrameToDetections(nn.Module):
         opts = options or GraphOptions()
         model = model.eval()
         t, rpn, heads = model.transform, model.rpn, model.roi_heads
-        if opts.paste not in PASTE_MODES:
-            raise ValueError(f"paste mode must be one of {PASTE_MODES}, got {opts.paste!r}")
+        # Called through modules named as torchvision names them, so the exported nodes are
+        # /backbone/..., /rpn/head/..., /roi_heads/box_head/..., /roi_heads/mask_head/... and layer
+        # patterns such as '*roi_heads*' select what they say (the exporter names nodes by the
+        # chain of modules *called*, so a plain attribute path would not do).
         self.backbone = model.backbone
-        self.rpn_head = rpn.head
+        self.rpn = _RPNHead(rpn.head)
+        self.roi_heads = _RoIHeads(heads)
         self.rpn_coder = rpn.box_coder
-        self.box_head = heads.box_head
-        self.box_predictor = heads.box_predictor
         self.box_coder = heads.box_coder
-        self.mask_head = heads.mask_head
-        self.mask_predictor = heads.mask_predictor
 
         self.frame_hw = frame_hw
         self.resized_hw = resized_hw(frame_hw, int(t.min_size[-1]), int(t.max_size))
@@ -159,6 +205,25 @@ class FrameToDetections(nn.Module):
         self.register_buffer("to_frame", torch.stack([rw, rh, rw, rh]))
         self.paste_mode = PASTE_MODES.index(opts.paste)
         self.mask_threshold = float(opts.mask_threshold)
+        self._check_tensorrt_limits()
+
+    def _check_tensorrt_limits(self) -> None:
+        """Refuse, before anything is exported, a configuration whose TopK or NonMaxSuppression
+        TensorRT cannot build (edgeseg.lint: the limits and where they come from)."""
+        topks = [(f"the RPN's per-level top-k of level {i} (rpn.pre_nms_top_n_test)", k)
+                 for i, k in enumerate(self.pre_nms)]
+        topks += [("the proposals kept (rpn.post_nms_top_n_test)", self.proposals),
+                  ("the candidates of the final NMS (--max-candidates)", self.candidates),
+                  ("the detections (--max-detections)", self.detections)]
+        for what, k in topks:
+            if k > TOPK_MAX_K:
+                raise ArgumentError(f"{what} is {k}: TensorRT's TopK takes at most {TOPK_MAX_K}; lower it")
+        nms = [("the RPN's NonMaxSuppression (rpn.pre_nms_top_n_test per level)", sum(self.pre_nms)),
+               ("the final NonMaxSuppression (--max-candidates)", self.candidates)]
+        for what, n in nms:
+            if n > NMS_MAX_CANDIDATES:
+                raise ArgumentError(f"{what} would consider {n} boxes: TensorRT's NonMaxSuppression considers at "
+                                    f"most {NMS_MAX_CANDIDATES} per image; lower it")
 
     def _level_scales(self, pooler: MultiScaleRoIAlign, feats: dict[str, Tensor]) -> list[float]:
         """The spatial scale of each level *pooler* reads, as torchvision infers it (any number
@@ -168,7 +233,8 @@ class FrameToDetections(nn.Module):
         return [float(x) for x in scales]
 
     def preprocess(self, frame: Tensor) -> Tensor:
-        x = frame.permute(2, 0, 1).unsqueeze(0).to(torch.float32)
+        # Cast first: TensorRT's ONNX parser refuses UINT8 tensors between nodes.
+        x = frame.to(torch.float32).permute(2, 0, 1).unsqueeze(0)
         x = x.flip(1) / 255.0  # BGR -> RGB, [0, 1] as torchvision expects
         x = (x - self.mean) / self.std
         x = F.interpolate(x, size=self.resized_hw, mode="bilinear", align_corners=False)
@@ -178,7 +244,7 @@ class FrameToDetections(nn.Module):
 
     def propose(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
         """RPN: proposals [P, 4] in resized-image pixels and whether each one is real."""
-        objectness, deltas = self.rpn_head(features)
+        objectness, deltas = self.rpn(features)
         objectness, deltas = concat_box_prediction_layers(objectness, deltas)
         objectness = objectness.reshape(-1)
         picks = []
@@ -213,7 +279,7 @@ class FrameToDetections(nn.Module):
         p = proposals.shape[0]
         rois = torch.cat([torch.zeros_like(proposals[:, :1]), proposals], dim=1)
         pooled = multilevel_roi_align(rois, [features[i] for i in self.box_levels], **self.box_roi)
-        class_logits, regression = self.box_predictor(self.box_head(pooled))
+        class_logits, regression = self.roi_heads(pooled, "box")
         boxes = self.box_coder.decode_single(regression, proposals).reshape(p, self.num_classes, 4)
         boxes = box_ops.clip_boxes_to_image(boxes, self.resized_hw)[:, 1:].reshape(-1, 4)
         scores = F.softmax(class_logits, -1)[:, 1:]
@@ -238,7 +304,7 @@ class FrameToDetections(nn.Module):
         """Mask head: each detection's class mask [K, M, M], probabilities (0 for non-detections)."""
         rois = torch.cat([torch.zeros_like(boxes[:, :1]), boxes], dim=1)
         pooled = multilevel_roi_align(rois, [features[i] for i in self.mask_levels], **self.mask_roi)
-        logits = self.mask_predictor(self.mask_head(pooled))
+        (logits,) = self.roi_heads(pooled, "mask")
         _, _, mh, mw = logits.shape
         # Broadcast, not expand to a fixed [K, ...]: the CPU backend runs this branch on only the
         # rows that hold detections, so no shape here may name K.
@@ -252,9 +318,12 @@ class FrameToDetections(nn.Module):
         boxes, scores, labels, valid = self.detect(features, proposals, real)
         probs = self.segment(features, boxes, labels, valid)
         frame_boxes = boxes * self.to_frame
+        num = valid.to(torch.int32).sum().to(torch.int32).reshape(1)  # sum() widens to int64
         # The plugin's output is int32 words of four mask bytes, so the planes are pasted a few
         # columns wider than the frame when its width is not a multiple of 4; readers cut them off.
-        masks = paste_masks(probs, frame_boxes, height=self.frame_hw[0], width=packed_mask_width(self.frame_hw[1]),
+        # It pastes only the first num rows: a frame-size plane per unused slot (K = 100 at 1080p:
+        # 200 MB of writes) would cost more than everything else the op does.
+        masks = paste_masks(probs, frame_boxes, num, height=self.frame_hw[0],
+                            width=packed_mask_width(self.frame_hw[1]),
                             threshold=self.mask_threshold, mode=self.paste_mode, logits=0)
-        num = valid.to(torch.int32).sum().to(torch.int32).reshape(1)  # sum() widens to int64
         return num, frame_boxes, scores, labels, masks

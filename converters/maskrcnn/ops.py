@@ -105,19 +105,20 @@ def _pack_bytes(planes: Tensor) -> Tensor:
 
 class _PasteMasks(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, attrs: dict[str, Any], count: int, masks: Tensor, boxes: Tensor) -> Tensor:
-        if masks.shape[0] == 0:
-            planes = torch.zeros((0, attrs["height"], attrs["width"]), dtype=torch.uint8)
-        else:
-            planes = _paste_eager(masks, boxes, attrs)
+    def forward(ctx: Any, attrs: dict[str, Any], rows: int, masks: Tensor, boxes: Tensor, count: Tensor) -> Tensor:
+        planes = torch.zeros((rows, attrs["height"], attrs["width"]), dtype=torch.uint8)
+        live = min(max(int(count.reshape(-1)[0]), 0), rows)
+        if live:
+            planes[:live] = _paste_eager(masks[:live], boxes[:live], attrs)
         return _pack_bytes(planes)
 
     @staticmethod
-    def symbolic(g: Any, attrs: dict[str, Any], count: int, masks: Any, boxes: Any) -> Any:
+    def symbolic(g: Any, attrs: dict[str, Any], rows: int, masks: Any, boxes: Any, count: Any) -> Any:
         out = g.op(
             f"{DOMAIN}::{PASTE_MASKS.op_type}",
             masks,
             boxes,
+            count,
             height_i=attrs["height"],
             width_i=attrs["width"],
             threshold_f=attrs["threshold"],
@@ -127,20 +128,22 @@ class _PasteMasks(torch.autograd.Function):
             plugin_namespace_s=attrs["plugin_namespace"],
         )
         words = attrs["width"] // MASK_BYTES_PER_WORD
-        out.setType(masks.type().with_dtype(torch.int32).with_sizes([count, attrs["height"], words]))
+        out.setType(masks.type().with_dtype(torch.int32).with_sizes([rows, attrs["height"], words]))
         return out
 
 
-def paste_masks(masks: Tensor, boxes: Tensor, **attrs: Any) -> Tensor:
-    """Paste K masks [K, M, M] into K binary frame-size masks at *boxes* [K, 4].
+def paste_masks(masks: Tensor, boxes: Tensor, count: Tensor, **attrs: Any) -> Tensor:
+    """Paste the first *count* (int32 [1]) of K masks [K, M, M] into binary frame-size masks at
+    *boxes* [K, 4] (frame pixels, float32).
 
     Returns the op's output: the bytes of uint8 planes [K, height, width] as int32 [K, height,
     width / 4] (``width`` must be a multiple of 4; see ``edgeseg.custom_ops.MASK_BYTES_PER_WORD``).
+    Rows from *count* on are zero here; the op itself does not write them.
     """
     full = PASTE_MASKS.node_attributes(**attrs)
     if full["width"] % MASK_BYTES_PER_WORD:
         raise ValueError(f"PasteMasks width must be a multiple of {MASK_BYTES_PER_WORD}, got {full['width']}")
-    out: Tensor = _PasteMasks.apply(full, int(masks.shape[0]), masks, boxes)
+    out: Tensor = _PasteMasks.apply(full, int(masks.shape[0]), masks, boxes, count)
     return out
 
 

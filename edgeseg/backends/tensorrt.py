@@ -1,10 +1,11 @@
 """TensorRT backend: runs an engine written by ``edgeseg build`` on the GPU.
 
-Everything is allocated once, when the engine is opened: one CUDA stream, one device buffer per
-graph input and output, and pinned host buffers for the copies. A run copies the inputs in,
-enqueues the engine (``execute_async_v3``, or a captured CUDA graph), and copies back only what
-the caller asked for; for instance models only the rows that hold detections (``num_detections``
-is read first). Results are copied out of the pinned buffers, so they stay valid after the next run.
+Device memory is allocated once, when the engine is opened: one CUDA stream, one device buffer per
+graph input and output, and pinned host buffers for the copies (grown on demand for outputs, to
+what is copied back). A run copies the inputs in, enqueues the engine (``execute_async_v3``, or a
+captured CUDA graph where the engine has no data-dependent shapes), and copies back only what the
+caller asked for; for instance models only the rows that hold detections (``num_detections`` is
+read first). Results are copied out of the pinned buffers, so they stay valid after the next run.
 
 Import this module only after :func:`edgeseg.trt.gpu_imports.import_tensorrt` succeeded
 (``edgeseg.backends.open_backend`` does).
@@ -56,20 +57,47 @@ def check_engine_fits(build: BuildInfo, gpu: tuple[str, str], path: Path) -> Non
 
 
 class _Buffer:
-    """One graph tensor: device memory and a pinned host mirror of the same size."""
+    """One graph tensor: device memory for all of it, and a pinned host mirror sized by what is
+    copied through it. Inputs get theirs at once; an output's grows on demand, to a power of two
+    of rows for outputs copied back by rows, so a model with K = 100 detection slots at 1080p
+    pins megabytes for the few detections a frame has, not the 200 MB of all K mask planes."""
 
-    def __init__(self, cudart: Any, spec: TensorSpec) -> None:
+    def __init__(self, cudart: Any, spec: TensorSpec, host_now: bool) -> None:
         self.spec = spec
-        shape = tuple(int(d) for d in spec.shape)
-        self.nbytes = max(int(np.prod(shape)) * spec.dtype.itemsize, 1)
+        self.shape = tuple(int(d) for d in spec.shape)
+        self.nbytes = max(int(np.prod(self.shape)) * spec.dtype.itemsize, 1)
         self.device = check(cudart.cudaMalloc(self.nbytes), f"cudaMalloc({self.nbytes})")
-        self.host_ptr = check(cudart.cudaMallocHost(self.nbytes), f"cudaMallocHost({self.nbytes})")
-        raw = np.ctypeslib.as_array(ctypes.cast(int(self.host_ptr), ctypes.POINTER(ctypes.c_uint8)), (self.nbytes,))
-        self.host: np.ndarray = raw[: int(np.prod(shape)) * spec.dtype.itemsize].view(spec.dtype).reshape(shape)
+        self.host_ptr: Any = None
+        self.host_bytes = 0
+        if host_now:
+            self._pin(cudart, self.nbytes)
+
+    def _pin(self, cudart: Any, nbytes: int) -> None:
+        if self.host_ptr is not None:
+            cudart.cudaFreeHost(self.host_ptr)
+            self.host_ptr, self.host_bytes = None, 0
+        self.host_ptr = check(cudart.cudaMallocHost(nbytes), f"cudaMallocHost({nbytes})")
+        self.host_bytes = nbytes
+
+    def host(self, cudart: Any, rows: int | None = None) -> np.ndarray:
+        """The pinned mirror of the whole tensor, or of its first *rows* rows."""
+        shape = self.shape if rows is None else (rows, *self.shape[1:])
+        nbytes = int(np.prod(shape)) * self.spec.dtype.itemsize
+        if nbytes > self.host_bytes:
+            if rows is None:
+                self._pin(cudart, self.nbytes)
+            else:
+                per_row = nbytes // rows
+                capacity = min(1 << (rows - 1).bit_length(), self.shape[0])
+                self._pin(cudart, max(capacity * per_row, 1))
+        raw = np.ctypeslib.as_array(ctypes.cast(int(self.host_ptr), ctypes.POINTER(ctypes.c_uint8)),
+                                    (self.host_bytes,))
+        return raw[:nbytes].view(self.spec.dtype).reshape(shape)
 
     def free(self, cudart: Any) -> None:
         cudart.cudaFree(self.device)
-        cudart.cudaFreeHost(self.host_ptr)
+        if self.host_ptr is not None:
+            cudart.cudaFreeHost(self.host_ptr)
 
 
 class TensorRTBackend(Backend):
@@ -100,7 +128,14 @@ class TensorRTBackend(Backend):
                 "rebuild it on this machine with `edgeseg build`"
             )
         self._engine = engine
-        self._context = engine.create_execution_context()
+        context = engine.create_execution_context()
+        if context is None:
+            raise ModelFileError(
+                f"{path.name}: TensorRT could not create an execution context "
+                f"({self._logger.last_error() or 'out of GPU memory?'}); free GPU memory or rebuild with a smaller "
+                "--workspace"
+            )
+        self._context = context
         self._stream = check(cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._inputs: list[TensorSpec] = []
         self._outputs: list[TensorSpec] = []
@@ -114,14 +149,18 @@ class TensorRTBackend(Backend):
             spec = TensorSpec(name, shape, np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             (self._inputs if is_input else self._outputs).append(spec)
-            self._buffers[name] = buffer = _Buffer(cudart, spec)
+            self._buffers[name] = buffer = _Buffer(cudart, spec, host_now=is_input)
             if not self._context.set_tensor_address(name, int(buffer.device)):
                 raise ModelFileError(f"{path.name}: TensorRT refused the address of tensor {name}")
         trim = row_trim_for(self._metadata.get(METADATA_KEY))
         # Instance models: outputs with this many rows are copied back only up to num_detections.
         self._count_name, self._rows = (trim.count, trim.rows) if trim and trim.count in self._buffers else ("", -1)
+        self._graph: Any = None
         self._graph_exec: Any = None
-        self._use_graph = cuda_graph
+        self._use_graph = cuda_graph and header.build.graph_capturable(instance=trim is not None)
+        if cuda_graph and not self._use_graph:
+            log.info("%s: no CUDA graph: the engine has data-dependent shapes (NonMaxSuppression), which "
+                     "TensorRT resolves on the host; running it plainly", path.name)
         # CUDA events around the engine's work: its GPU time, without the copies (edgeseg bench).
         self._events = tuple(check(cudart.cudaEventCreate(), "cudaEventCreate") for _ in range(2))
         #: GPU time of the last run's engine execution, milliseconds
@@ -140,18 +179,30 @@ class TensorRTBackend(Backend):
             self._capture_graph()
 
     def _capture_graph(self) -> None:
-        """After a first plain run (TensorRT allocates lazily), try to capture one run as a CUDA
-        graph; engines with data-dependent shapes (NMS) may refuse, and then run plainly."""
+        """After a first plain run (TensorRT allocates lazily), capture one run as a CUDA graph;
+        if TensorRT refuses anyway, run plainly from then on."""
         self._use_graph = False
         cudart = self._cudart
         mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         check(cudart.cudaStreamBeginCapture(self._stream, mode), "cudaStreamBeginCapture")
         ok = self._context.execute_async_v3(int(self._stream))
         err, graph = cudart.cudaStreamEndCapture(self._stream)
+        if graph is not None and int(err) == 0:
+            self._graph = graph
         if not ok or int(err) != 0:
-            log.warning("%s: not captured as a CUDA graph (data-dependent shapes?); running it plainly", self.path.name)
+            log.warning("%s: not captured as a CUDA graph (%s); running it plainly", self.path.name,
+                        self._logger.last_error() or f"CUDA error {int(err)}")
+            self._free_graph()
             return
         self._graph_exec = check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+
+    def _free_graph(self) -> None:
+        if self._graph_exec is not None:
+            self._cudart.cudaGraphExecDestroy(self._graph_exec)
+            self._graph_exec = None
+        if self._graph is not None:
+            self._cudart.cudaGraphDestroy(self._graph)
+            self._graph = None
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         cudart = self._cudart
@@ -162,10 +213,10 @@ class TensorRTBackend(Backend):
             if value is None:
                 raise FrameError(f"input {spec.name!r} missing")
             buffer = self._buffers[spec.name]
-            if value.shape != buffer.host.shape or value.dtype != buffer.host.dtype:
-                raise FrameError(f"input {spec.name}: expected {buffer.host.dtype} {buffer.host.shape}, "
+            if value.shape != buffer.shape or value.dtype != spec.dtype:
+                raise FrameError(f"input {spec.name}: expected {spec.dtype} {buffer.shape}, "
                                  f"got {value.dtype} {value.shape}")
-            np.copyto(buffer.host, value)
+            np.copyto(buffer.host(cudart), value)
             self._copy(buffer.device, buffer.host_ptr, buffer.nbytes, h2d)
         check(cudart.cudaEventRecord(self._events[0], self._stream), "cudaEventRecord")
         self._enqueue()
@@ -173,15 +224,17 @@ class TensorRTBackend(Backend):
         rows = None
         if self._count_name:
             count = self._buffers[self._count_name]
+            count_host = count.host(cudart)
             self._copy(count.host_ptr, count.device, count.nbytes, d2h)
             check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
-            rows = max(0, min(int(count.host.reshape(-1)[0]), self._rows))
+            rows = max(0, min(int(count_host.reshape(-1)[0]), self._rows))
         # (buffer, the part of its host mirror to fill): rows past num_detections are not copied
+        # (and PasteMasks does not even write them)
         wanted = []
         for name in outputs:
             buffer = self._buffers[name]
-            per_row = rows is not None and buffer.host.ndim > 0 and buffer.host.shape[0] == self._rows
-            wanted.append((buffer, buffer.host[:rows] if per_row else buffer.host))
+            per_row = rows is not None and len(buffer.shape) > 0 and buffer.shape[0] == self._rows
+            wanted.append((buffer, buffer.host(cudart, rows if per_row else None)))
         for buffer, host in wanted:
             if host.nbytes:
                 self._copy(buffer.host_ptr, buffer.device, host.nbytes, d2h)
@@ -194,6 +247,7 @@ class TensorRTBackend(Backend):
         return [("engine on the GPU (CUDA events)", self.last_gpu_ms / 1000.0)]
 
     def close(self) -> None:
+        self._free_graph()
         for buffer in self._buffers.values():
             buffer.free(self._cudart)
         self._buffers.clear()

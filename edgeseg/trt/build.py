@@ -28,6 +28,7 @@ from edgeseg.atomic import atomic_output, check_writable
 from edgeseg.custom_ops import custom_ops_in
 from edgeseg.engine_file import BuildInfo, write_engine
 from edgeseg.errors import ArgumentError, ConversionError, ModelFileError
+from edgeseg.lint import data_dependent_ops
 from edgeseg.metadata import METADATA_KEY, ModelMetadata
 from edgeseg.progress import Steps
 from edgeseg.trt.gpu_imports import import_cudart
@@ -83,8 +84,9 @@ class _Progress(trt.IProgressMonitor):
             print(f"      {phase_name}: {took:.1f} s", file=self.stream, flush=True)
 
 
-def read_onnx_header(path: Path) -> tuple[dict[str, str], ModelMetadata, tuple[str, ...]]:
-    """(metadata_props, parsed edgeseg metadata, custom ops used) of an edgeseg ONNX file."""
+def read_onnx_header(path: Path) -> tuple[dict[str, str], ModelMetadata, tuple[str, ...], tuple[str, ...]]:
+    """(metadata_props, parsed edgeseg metadata, custom ops used, data-dependent ops used) of an
+    edgeseg ONNX file."""
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and friends
@@ -93,8 +95,7 @@ def read_onnx_header(path: Path) -> tuple[dict[str, str], ModelMetadata, tuple[s
     if METADATA_KEY not in props:
         raise ModelFileError(f"{path.name}: no edgeseg metadata; convert the model with `edgeseg convert` first")
     meta = ModelMetadata.from_json(props[METADATA_KEY], source=path.name)
-    custom = custom_ops_in(model.graph)
-    return props, meta, custom
+    return props, meta, custom_ops_in(model.graph), data_dependent_ops(model.graph)
 
 
 def pin_fp32(network: trt.INetworkDefinition, patterns: tuple[str, ...]) -> list[str]:
@@ -154,7 +155,7 @@ def build_engine(onnx_path: str | Path, output: str | Path, options: BuildOption
 
     gpu = current_gpu(cudart)
     steps = Steps(4, stream=log_stream, quiet=quiet)
-    props, meta, custom = read_onnx_header(src)
+    props, meta, custom, data_dependent = read_onnx_header(src)
     logger = CapturingLogger(verbose=opts.verbose)
     library: Path | None = None
     with steps.step(f"parsing {src.name} (TensorRT {trt.__version__}, {gpu[0]})"):
@@ -191,7 +192,12 @@ def build_engine(onnx_path: str | Path, output: str | Path, options: BuildOption
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
         cache_bytes = opts.timing_cache.read_bytes() if opts.timing_cache and opts.timing_cache.is_file() else b""
         timing_cache = config.create_timing_cache(cache_bytes)
-        config.set_timing_cache(timing_cache, ignore_mismatch=False)
+        if timing_cache is None or not config.set_timing_cache(timing_cache, ignore_mismatch=False):
+            if opts.timing_cache is None or not cache_bytes:
+                raise ConversionError(f"TensorRT could not set up a timing cache: {logger.last_error() or 'no reason'}")
+            reason = logger.last_error() or "corrupt, or written by another TensorRT version or GPU"
+            raise ArgumentError(f"--timing-cache {opts.timing_cache}: TensorRT cannot use it ({reason}); "
+                                "delete the file and the build writes it anew")
 
     with steps.step("building the engine (minutes on a Jetson)"):
         plan = builder.build_serialized_network(network, config)
@@ -214,6 +220,8 @@ def build_engine(onnx_path: str | Path, output: str | Path, options: BuildOption
             extra={"fp32_layers_pinned": len(pinned), "workspace_mib": opts.workspace_mib,
                    "calibration_images": calibrator.used if calibrator else 0,
                    "plugins_embedded": bool(opts.embed_plugins and library is not None),
+                   # the backend captures CUDA graphs only without these (edgeseg.backends.tensorrt)
+                   "data_dependent_shapes": list(data_dependent),
                    "tensors": network_tensors(network)},
         )
         write_engine(out, memoryview(plan), props, build)

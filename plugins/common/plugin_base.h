@@ -11,7 +11,6 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <new>
 #include <string>
 
 #include "common/plugin_fields.h"
@@ -48,8 +47,14 @@ class PluginBase : public nvinfer1::IPluginV3,
   }
 
   nvinfer1::IPluginV3* clone() noexcept override {
-    // The attributes are all a plugin holds; a copy made from them is complete.
-    return new (std::nothrow) Plugin(attrs_);
+    // The attributes are all a plugin holds; a copy made from them is complete.  Copying them
+    // allocates (std::vector members), so out of memory is caught here, not in TensorRT.
+    try {
+      return new Plugin(attrs_);
+    } catch (...) {
+      log_error(Plugin::kName, "out of memory cloning the plugin");
+      return nullptr;
+    }
   }
 
   // IPluginV3OneCore
@@ -74,9 +79,14 @@ class PluginBase : public nvinfer1::IPluginV3,
     return clone();
   }
   const nvinfer1::PluginFieldCollection* getFieldsToSerialize() noexcept override {
-    writer_ = FieldWriter();
-    attrs_.visit(writer_);
-    return writer_.collection();
+    try {
+      writer_ = FieldWriter();
+      attrs_.visit(writer_);
+      return writer_.collection();
+    } catch (...) {
+      log_error(Plugin::kName, "out of memory serialising the plugin's fields");
+      return nullptr;
+    }
   }
 
   const Attrs& attrs() const { return attrs_; }
@@ -91,9 +101,16 @@ class PluginBase : public nvinfer1::IPluginV3,
 template <typename Plugin, typename Attrs>
 class CreatorBase : public nvinfer1::IPluginCreatorV3One {
  public:
-  CreatorBase() {
-    Attrs defaults;
-    defaults.visit(names_);
+  // Runs inside getCreators(), an extern "C" function: nothing may escape it.  Out of memory here
+  // leaves the creator advertising no fields, and createPlugin still refuses bad ones.
+  CreatorBase() noexcept {
+    try {
+      Attrs defaults;
+      defaults.visit(names_);
+    } catch (...) {
+      names_ = FieldNames();
+      log_error(Plugin::kName, "out of memory listing the plugin's fields");
+    }
   }
 
   // Builds the plugin from the ONNX node's attributes (build phase) or from the fields it
@@ -107,8 +124,7 @@ class CreatorBase : public nvinfer1::IPluginCreatorV3One {
       attrs.visit(reader);
       std::string problem = reader.ok() ? attrs.check() : reader.error();
       if (!problem.empty()) {
-        log_error(Plugin::kName, std::string("cannot create layer '") + (name != nullptr ? name : "") +
-                                     "': " + problem);
+        log_error(Plugin::kName, "cannot create layer '", name != nullptr ? name : "", "': ", problem);
         return nullptr;
       }
       return new Plugin(attrs);
@@ -130,7 +146,7 @@ class CreatorBase : public nvinfer1::IPluginCreatorV3One {
 // What enqueue returns for a launcher's result: 0, or -1 with the CUDA error logged.
 inline int32_t launch_status(const char* plugin, cudaError_t status) noexcept {
   if (status == cudaSuccess) return 0;
-  log_error(plugin, std::string("kernel launch failed: ") + cudaGetErrorString(status));
+  log_error(plugin, "kernel launch failed: ", cudaGetErrorString(status));
   return -1;
 }
 

@@ -26,7 +26,7 @@ constexpr int64_t kMaxBlocks = 8192;
 template <typename T>
 struct RoiAlignArgs {
   FeaturePyramid<T> pyramid;
-  const T* rois;
+  const float* rois;
   T* output;
   int batch_size;
   int channels;
@@ -55,8 +55,8 @@ EDGESEG_HD float pooled_element(const RoiAlignArgs<T>& a, Index index) {
   const Index r = rest / static_cast<Index>(a.channels);
 
   float roi[5];
-  const T* src = a.rois + static_cast<int64_t>(r) * 5;
-  for (int i = 0; i < 5; ++i) roi[i] = hd_to_float(src[i]);
+  const float* src = a.rois + static_cast<int64_t>(r) * 5;
+  for (int i = 0; i < 5; ++i) roi[i] = src[i];
 
   const int level = roi_level(roi, a.pyramid.num_levels, a.k_min, a.k_max, a.canonical_scale,
                               a.canonical_level);
@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(kThreads)
 
 template <typename T>
 cudaError_t launch_multilevel_roi_align(const FeaturePyramid<T>& pyramid, int batch_size,
-                                        int channels, const T* rois, int64_t num_rois, int out_h,
+                                        int channels, const float* rois, int64_t num_rois, int out_h,
                                         int out_w, int sampling_ratio, bool aligned,
                                         float canonical_scale, int canonical_level, T* output,
                                         cudaStream_t stream) {
@@ -159,7 +159,7 @@ template cudaError_t launch_multilevel_roi_align<float>(const FeaturePyramid<flo
                                                         const float*, int64_t, int, int, int,
                                                         bool, float, int, float*, cudaStream_t);
 template cudaError_t launch_multilevel_roi_align<__half>(const FeaturePyramid<__half>&, int, int,
-                                                         const __half*, int64_t, int, int, int,
+                                                         const float*, int64_t, int, int, int,
                                                          bool, float, int, __half*, cudaStream_t);
 
 }  // namespace roi_align

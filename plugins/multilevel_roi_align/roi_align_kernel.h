@@ -5,10 +5,9 @@
 // per grid-stride iteration with roi_align_math.h, the functions the CPU build uses, so both give
 // the same floats when the kernel is compiled with --fmad=false (see README.md).
 //
-// Element type T of features, rois and output: float or __half (CUDA's half).  RoI coordinates
-// are converted to float and every sum is accumulated in float; a __half output is rounded to
-// nearest.  (Half RoIs carry box corners with 11 significant bits: exact image coordinates only
-// up to 2048.)
+// Element type T of features and output: float or __half (CUDA's half); RoIs are always float
+// (half carries box corners with 11 significant bits: whole pixels only up to 2048, coarser
+// beyond).  Every sum is accumulated in float; a __half output is rounded to nearest.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -40,7 +39,7 @@ struct FeaturePyramid {
 //   batch_size       N of every level; a RoI whose batch index (rois[r, 0], truncated) is not
 //                    in [0, N) gets a zero output
 //   channels         C of every level
-//   rois             device [num_rois, 5]: batch index, x0, y0, x1, y1 (image pixels)
+//   rois             device float [num_rois, 5]: batch index, x0, y0, x1, y1 (image pixels)
 //   output           device [num_rois, channels, out_h, out_w], fully written
 //   out_h, out_w, sampling_ratio, aligned, canonical_scale, canonical_level: the op's attributes
 //                    (plugins/multilevel_roi_align/README.md)
@@ -51,7 +50,7 @@ struct FeaturePyramid {
 // cudaGetLastError() after the launch.
 template <typename T>
 cudaError_t launch_multilevel_roi_align(const FeaturePyramid<T>& pyramid, int batch_size,
-                                        int channels, const T* rois, int64_t num_rois, int out_h,
+                                        int channels, const float* rois, int64_t num_rois, int out_h,
                                         int out_w, int sampling_ratio, bool aligned,
                                         float canonical_scale, int canonical_level, T* output,
                                         cudaStream_t stream);
@@ -61,7 +60,7 @@ extern template cudaError_t launch_multilevel_roi_align<float>(
     const FeaturePyramid<float>&, int, int, const float*, int64_t, int, int, int, bool, float, int,
     float*, cudaStream_t);
 extern template cudaError_t launch_multilevel_roi_align<__half>(
-    const FeaturePyramid<__half>&, int, int, const __half*, int64_t, int, int, int, bool, float,
+    const FeaturePyramid<__half>&, int, int, const float*, int64_t, int, int, int, bool, float,
     int, __half*, cudaStream_t);
 
 }  // namespace roi_align

@@ -34,7 +34,8 @@ struct RoiBins {
 
 // Number of samples per bin along one axis when sampling_ratio <= 0: ceil(extent / bins).
 // Negative or NaN extents (possible with aligned=true) give 0 samples, i.e. a zero output,
-// which is also what torchvision's loops produce for them.
+// which is also what torchvision's loops produce for them.  However many there are, only those
+// that land on the feature map are visited (samples_on_map).
 EDGESEG_HD int adaptive_grid(float extent, int bins) {
   const float g = ceilf(extent / static_cast<float>(bins));
   if (!(g >= 1.0f)) return 0;
@@ -82,6 +83,56 @@ EDGESEG_HD RoiBins make_roi_bins(const float* roi, float spatial_scale, int out_
 EDGESEG_HD float sample_coord(float start, float bin, int p, int i, int grid) {
   return start + static_cast<float>(p) * bin +
          (static_cast<float>(i) + 0.5f) * bin / static_cast<float>(grid);
+}
+
+// Grids up to this many samples per bin and axis are walked sample by sample; larger ones (the
+// adaptive grid of a RoI much larger than the feature map) only over the samples that land on it.
+constexpr int kWalkWholeGrid = 16;
+
+// First sample index i in [0, grid) of bin `p` whose coordinate is >= `limit` (grid if none; NaN
+// coordinates count as below).  For bin >= 0 the coordinates sample_coord computes are
+// non-decreasing in i (each float operation in it is monotone), so a binary search over the very
+// same computation finds the edge exactly.
+EDGESEG_HD int first_sample_not_below(float start, float bin, int p, int grid, float limit) {
+  int lo = 0;
+  int hi = grid;
+  while (lo < hi) {
+    const int mid = lo + (hi - lo) / 2;
+    if (sample_coord(start, bin, p, mid, grid) >= limit) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  return lo;
+}
+
+// First sample index i in [0, grid) of bin `p` whose coordinate is > `limit` or NaN (grid if none).
+EDGESEG_HD int first_sample_above(float start, float bin, int p, int grid, float limit) {
+  int lo = 0;
+  int hi = grid;
+  while (lo < hi) {
+    const int mid = lo + (hi - lo) / 2;
+    if (!(sample_coord(start, bin, p, mid, grid) <= limit)) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  return lo;
+}
+
+// Samples [*begin, *end) of bin `p` along an axis of `size` pixels that can be non-zero: those
+// with coordinates in [-1, size] (bilinear_axis).  Every other sample of the grid reads 0 and adds
+// nothing to the sum (x + 0.0f == x), so skipping them changes no bit of the result; it bounds the
+// work of a huge or infinite RoI by the feature map's size instead of the RoI's (a GPU hang
+// otherwise).  Small grids and negative bins are walked whole, as before.
+EDGESEG_HD void samples_on_map(float start, float bin, int p, int grid, int size, int* begin, int* end) {
+  *begin = 0;
+  *end = grid;
+  if (grid <= kWalkWholeGrid || !(bin >= 0.0f)) return;
+  *begin = first_sample_not_below(start, bin, p, grid, -1.0f);
+  *end = hd_max(*begin, first_sample_above(start, bin, p, grid, static_cast<float>(size)));
 }
 
 // The two pixels (lo, hi) a bilinear sample reads along one axis of `size` pixels and their
@@ -153,10 +204,16 @@ EDGESEG_HD float roi_align_bin(const T* features, int batch_size, int channels, 
   const T* plane =
       features + (static_cast<long long>(bins.batch) * channels + c) * height * width;
 
+  int iy_begin = 0;
+  int iy_end = 0;
+  int ix_begin = 0;
+  int ix_end = 0;
+  samples_on_map(bins.start_y, bins.bin_h, ph, bins.grid_h, height, &iy_begin, &iy_end);
+  samples_on_map(bins.start_x, bins.bin_w, pw, bins.grid_w, width, &ix_begin, &ix_end);
   float sum = 0.0f;
-  for (int iy = 0; iy < bins.grid_h; ++iy) {
+  for (int iy = iy_begin; iy < iy_end; ++iy) {
     const float y = sample_coord(bins.start_y, bins.bin_h, ph, iy, bins.grid_h);
-    for (int ix = 0; ix < bins.grid_w; ++ix) {
+    for (int ix = ix_begin; ix < ix_end; ++ix) {
       const float x = sample_coord(bins.start_x, bins.bin_w, pw, ix, bins.grid_w);
       sum += bilinear_tap(plane, height, width, y, x);
     }

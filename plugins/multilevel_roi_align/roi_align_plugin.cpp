@@ -43,18 +43,17 @@ int32_t MultiLevelRoIAlignPlugin::getOutputShapes(const nvinfer1::DimsExprs* inp
                                                   int32_t nbOutputs, nvinfer1::IExprBuilder& exprBuilder) noexcept {
   const int32_t levels = static_cast<int32_t>(attrs_.spatial_scales.size());
   if (nbOutputs != 1 || nbInputs != 1 + levels) {
-    log_error(kName, "expects 1 + " + std::to_string(levels) + " inputs (rois, then one feature map per entry of " +
-                         "spatial_scales), got " + std::to_string(nbInputs));
+    log_error(kName, "expects 1 + ", levels, " inputs (rois, then one feature map per entry of spatial_scales), got ",
+              nbInputs);
     return -1;
   }
   if (inputs[0].nbDims != 2) {
-    log_error(kName, "rois must be 2-D [R, 5], got " + std::to_string(inputs[0].nbDims) + "-D");
+    log_error(kName, "rois must be 2-D [R, 5], got ", inputs[0].nbDims, "-D");
     return -1;
   }
   for (int32_t l = 1; l < nbInputs; ++l) {
     if (inputs[l].nbDims != 4) {
-      log_error(kName, "feature map " + std::to_string(l - 1) + " must be 4-D [N, C, H, W], got " +
-                           std::to_string(inputs[l].nbDims) + "-D");
+      log_error(kName, "feature map ", l - 1, " must be 4-D [N, C, H, W], got ", inputs[l].nbDims, "-D");
       return -1;
     }
   }
@@ -70,9 +69,12 @@ bool MultiLevelRoIAlignPlugin::supportsFormatCombination(int32_t pos, const nvin
                                                          int32_t nbInputs, int32_t nbOutputs) noexcept {
   if (pos < 0 || pos >= nbInputs + nbOutputs) return false;
   const nvinfer1::PluginTensorDesc& desc = inOut[pos].desc;
-  if (desc.format != nvinfer1::TensorFormat::kLINEAR || !is_float_or_half(desc.type)) return false;
-  // One kernel instantiation per element type: RoIs, every level and the output share it.
-  return pos == 0 || desc.type == inOut[0].desc.type;
+  if (desc.format != nvinfer1::TensorFormat::kLINEAR) return false;
+  // RoIs stay FP32 whatever the features' type: FP16 rounds image coordinates between 1024 and
+  // 2048 to whole pixels (coarser beyond), which moves samples and can change a RoI's level.
+  if (pos == 0) return desc.type == DataType::kFLOAT;
+  // One kernel instantiation per feature type: every level and the output share it.
+  return is_float_or_half(desc.type) && (pos == 1 || desc.type == inOut[1].desc.type);
 }
 
 namespace {
@@ -89,7 +91,7 @@ cudaError_t launch(const RoiAlignAttrs& a, const nvinfer1::PluginTensorDesc* in,
     pyramid.spatial_scales[l] = a.spatial_scales[static_cast<size_t>(l)];
   }
   return roi_align::launch_multilevel_roi_align<T>(
-      pyramid, static_cast<int>(in[1].dims.d[0]), static_cast<int>(in[1].dims.d[1]), static_cast<const T*>(inputs[0]),
+      pyramid, static_cast<int>(in[1].dims.d[0]), static_cast<int>(in[1].dims.d[1]), static_cast<const float*>(inputs[0]),
       in[0].dims.d[0], a.output_height, a.output_width, a.sampling_ratio, a.aligned != 0, a.canonical_scale,
       a.canonical_level, static_cast<T*>(output), stream);
 }
@@ -101,8 +103,7 @@ int32_t MultiLevelRoIAlignPlugin::enqueue(const nvinfer1::PluginTensorDesc* inpu
                                           void* const* outputs, void*, cudaStream_t stream) noexcept {
   const int32_t levels = static_cast<int32_t>(attrs_.spatial_scales.size());
   if (inputDesc[0].dims.d[1] != 5) {
-    log_error(kName, "rois must be [R, 5] (batch index, x0, y0, x1, y1), got " +
-                         std::to_string(inputDesc[0].dims.d[1]) + " columns");
+    log_error(kName, "rois must be [R, 5] (batch index, x0, y0, x1, y1), got ", inputDesc[0].dims.d[1], " columns");
     return -1;
   }
   for (int32_t l = 1; l <= levels; ++l) {
@@ -111,7 +112,7 @@ int32_t MultiLevelRoIAlignPlugin::enqueue(const nvinfer1::PluginTensorDesc* inpu
       return -1;
     }
   }
-  const cudaError_t status = inputDesc[0].type == DataType::kHALF
+  const cudaError_t status = inputDesc[1].type == DataType::kHALF
                                  ? launch<__half>(attrs_, inputDesc, inputs, levels, outputs[0], stream)
                                  : launch<float>(attrs_, inputDesc, inputs, levels, outputs[0], stream);
   return launch_status(kName, status);

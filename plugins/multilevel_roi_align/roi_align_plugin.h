@@ -1,8 +1,9 @@
 // roi_align_plugin.h - MultiLevelRoIAlign as a TensorRT IPluginV3 plugin (and its creator).
 //
 // Inputs: rois [R, 5] (batch index, x0, y0, x1, y1 in image pixels), then the L pyramid levels
-// [N, C, H_l, W_l], finest first.  Output: [R, C, output_height, output_width].  One element type
-// for all of them, float or half, linear layout; R may be data-dependent (it comes from NMS).
+// [N, C, H_l, W_l], finest first.  Output: [R, C, output_height, output_width].  RoIs are float;
+// the levels and the output share one type, float or half; all linear.  R may be data-dependent
+// (it comes from NMS).
 // Attributes and semantics: README.md in this folder; the kernel: roi_align_kernel.h.
 #pragma once
 

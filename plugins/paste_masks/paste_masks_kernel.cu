@@ -1,7 +1,9 @@
 // paste_masks_kernel.cu - CUDA kernel and launcher of PasteMasks.
 //
 // Grid: blockIdx.y = mask k, blockIdx.x = a tile of consecutive output rows of that mask's plane
-// (both grid-stride, so any K and any frame size fit).  Per (mask, tile) a block
+// (both grid-stride, so any K and any frame size fit).  Masks from the device-side count on are
+// skipped: their blocks return at once, so an unused detection slot costs a block launch, not a
+// frame-size plane of writes.  Per (mask, tile) a block
 //   1. computes the box parameters once (thread 0, make_paste_box) into shared memory;
 //   2. if the tile meets the box rectangle, stages the mask with its one-sample zero border,
 //      sigmoid applied (BorderedMask), as (M + 2)^2 floats in shared memory;
@@ -35,7 +37,8 @@ static_assert((kMaxMaskSize + 2) * (kMaxMaskSize + 2) * static_cast<int>(sizeof(
 template <typename T>
 struct PasteArgs {
   const T* masks;
-  const T* boxes;
+  const float* boxes;
+  const int32_t* count;  // nullptr: all num_masks
   uint8_t* output;
   int64_t num_masks;
   int mask_size;
@@ -128,13 +131,18 @@ __global__ void __launch_bounds__(kThreads) paste_masks_kernel(const PasteArgs<T
   __shared__ PasteBox shared_box;
   const int64_t mask_elems = static_cast<int64_t>(a.mask_size) * a.mask_size;
   const int64_t plane_bytes = static_cast<int64_t>(a.height) * a.width;
+  int64_t live = a.num_masks;
+  if (a.count != nullptr) {
+    const int64_t c = *a.count;
+    live = c < 0 ? 0 : (c < live ? c : live);
+  }
 
-  for (int64_t k = blockIdx.y; k < a.num_masks; k += gridDim.y) {
+  for (int64_t k = blockIdx.y; k < live; k += gridDim.y) {
     for (int tile = static_cast<int>(blockIdx.x); tile < a.num_tiles;
          tile += static_cast<int>(gridDim.x)) {
       if (threadIdx.x == 0) {
         float box[4];
-        for (int i = 0; i < 4; ++i) box[i] = hd_to_float(a.boxes[4 * k + i]);
+        for (int i = 0; i < 4; ++i) box[i] = a.boxes[4 * k + i];
         shared_box = make_paste_box(box, a.mask_size, a.height, a.width, a.mode);
       }
       __syncthreads();
@@ -160,9 +168,10 @@ __global__ void __launch_bounds__(kThreads) paste_masks_kernel(const PasteArgs<T
 }  // namespace detail
 
 template <typename T>
-cudaError_t launch_paste_masks(const T* masks, const T* boxes, int64_t num_masks, int mask_size,
-                               int height, int width, float threshold, int mode, bool logits,
-                               uint8_t* output, cudaStream_t stream) {
+cudaError_t launch_paste_masks(const T* masks, const float* boxes, const int32_t* count,
+                               int64_t num_masks, int mask_size, int height, int width,
+                               float threshold, int mode, bool logits, uint8_t* output,
+                               cudaStream_t stream) {
   int64_t plane_bytes = 0;
   if (num_masks < 0 || mask_size < 1 || mask_size > kMaxMaskSize || height < 0 || width < 0 ||
       (mode != kModeTorchvision && mode != kModeContinuous) ||
@@ -175,6 +184,7 @@ cudaError_t launch_paste_masks(const T* masks, const T* boxes, int64_t num_masks
   detail::PasteArgs<T> args;
   args.masks = masks;
   args.boxes = boxes;
+  args.count = count;
   args.output = output;
   args.num_masks = num_masks;
   args.mask_size = mask_size;
@@ -197,10 +207,12 @@ cudaError_t launch_paste_masks(const T* masks, const T* boxes, int64_t num_masks
   return cudaGetLastError();
 }
 
-template cudaError_t launch_paste_masks<float>(const float*, const float*, int64_t, int, int, int,
-                                               float, int, bool, uint8_t*, cudaStream_t);
-template cudaError_t launch_paste_masks<__half>(const __half*, const __half*, int64_t, int, int,
-                                                int, float, int, bool, uint8_t*, cudaStream_t);
+template cudaError_t launch_paste_masks<float>(const float*, const float*, const int32_t*,
+                                               int64_t, int, int, int, float, int, bool, uint8_t*,
+                                               cudaStream_t);
+template cudaError_t launch_paste_masks<__half>(const __half*, const float*, const int32_t*,
+                                                int64_t, int, int, int, float, int, bool, uint8_t*,
+                                                cudaStream_t);
 
 }  // namespace paste_masks
 }  // namespace edgeseg

@@ -28,9 +28,16 @@ std::string PasteMasksAttrs::check() const {
   return "";
 }
 
+namespace {
+// masks, boxes, count.  (Graphs written before the count input existed have two inputs; they run
+// on ONNX Runtime, and are refused here with the fix, since enqueue cannot tell the two apart.)
+constexpr int32_t kInputs = 3;
+bool known_inputs(int32_t nbInputs) { return nbInputs == kInputs; }
+}  // namespace
+
 int32_t PasteMasksPlugin::getOutputDataTypes(DataType* outputTypes, int32_t nbOutputs, const DataType*,
                                              int32_t nbInputs) const noexcept {
-  if (nbOutputs != 1 || nbInputs != 2) return -1;
+  if (nbOutputs != 1 || !known_inputs(nbInputs)) return -1;
   outputTypes[0] = DataType::kINT32;
   return 0;
 }
@@ -38,13 +45,14 @@ int32_t PasteMasksPlugin::getOutputDataTypes(DataType* outputTypes, int32_t nbOu
 int32_t PasteMasksPlugin::getOutputShapes(const nvinfer1::DimsExprs* inputs, int32_t nbInputs,
                                           const nvinfer1::DimsExprs*, int32_t, nvinfer1::DimsExprs* outputs,
                                           int32_t nbOutputs, nvinfer1::IExprBuilder& exprBuilder) noexcept {
-  if (nbOutputs != 1 || nbInputs != 2) {
-    log_error(kName, "expects 2 inputs (masks, boxes), got " + std::to_string(nbInputs));
+  if (nbOutputs != 1 || !known_inputs(nbInputs)) {
+    log_error(kName, "expects 3 inputs (masks, boxes, count), got ", nbInputs,
+              "; a file written before PasteMasks had its count input: convert the model again");
     return -1;
   }
-  if (inputs[0].nbDims != 3 || inputs[1].nbDims != 2) {
-    log_error(kName, "masks must be 3-D [K, M, M] and boxes 2-D [K, 4], got " + std::to_string(inputs[0].nbDims) +
-                         "-D and " + std::to_string(inputs[1].nbDims) + "-D");
+  if (inputs[0].nbDims != 3 || inputs[1].nbDims != 2 || inputs[2].nbDims != 1) {
+    log_error(kName, "masks must be 3-D [K, M, M], boxes 2-D [K, 4] and count 1-D [1], got ", inputs[0].nbDims,
+              "-D, ", inputs[1].nbDims, "-D and ", inputs[2].nbDims, "-D");
     return -1;
   }
   outputs[0].nbDims = 3;
@@ -56,22 +64,25 @@ int32_t PasteMasksPlugin::getOutputShapes(const nvinfer1::DimsExprs* inputs, int
 
 bool PasteMasksPlugin::supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* inOut,
                                                  int32_t nbInputs, int32_t nbOutputs) noexcept {
-  if (nbInputs != 2 || nbOutputs != 1 || pos < 0 || pos > 2) return false;
+  if (!known_inputs(nbInputs) || nbOutputs != 1 || pos < 0 || pos > nbInputs) return false;
   const nvinfer1::PluginTensorDesc& desc = inOut[pos].desc;
   if (desc.format != nvinfer1::TensorFormat::kLINEAR) return false;
-  if (pos == 2) return desc.type == DataType::kINT32;
-  return is_float_or_half(desc.type) && (pos == 0 || desc.type == inOut[0].desc.type);
+  if (pos == 0) return is_float_or_half(desc.type);  // mask probabilities: FP16 is enough
+  // Boxes stay FP32 whatever the masks' type: FP16 rounds frame coordinates above 1024 to whole
+  // pixels, or coarser, and the paste rectangle with them.
+  if (pos == 1) return desc.type == DataType::kFLOAT;
+  return desc.type == DataType::kINT32;  // count, and the packed output
 }
 
 int32_t PasteMasksPlugin::configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nbInputs,
                                           const nvinfer1::DynamicPluginTensorDesc*, int32_t) noexcept {
-  if (nbInputs != 2) return -1;
+  if (!known_inputs(nbInputs)) return -1;
   // The mask side is static in every graph edgeseg writes; reject a kernel-incompatible one at
   // build time rather than at the first enqueue.  (-1 = not known yet.)
   const int64_t side = in[0].desc.dims.d[1];
   if (side > paste_masks::kMaxMaskSize || in[0].max.d[1] > paste_masks::kMaxMaskSize) {
-    log_error(kName, "masks larger than " + std::to_string(paste_masks::kMaxMaskSize) + " x " +
-                         std::to_string(paste_masks::kMaxMaskSize) + " are not supported");
+    log_error(kName, "masks larger than ", paste_masks::kMaxMaskSize, " x ", paste_masks::kMaxMaskSize,
+              " are not supported");
     return -1;
   }
   return 0;
@@ -80,23 +91,24 @@ int32_t PasteMasksPlugin::configurePlugin(const nvinfer1::DynamicPluginTensorDes
 int32_t PasteMasksPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc, const nvinfer1::PluginTensorDesc*,
                                   const void* const* inputs, void* const* outputs, void*,
                                   cudaStream_t stream) noexcept {
-  const int64_t count = inputDesc[0].dims.d[0];
+  const int64_t rows = inputDesc[0].dims.d[0];
   const int side = static_cast<int>(inputDesc[0].dims.d[1]);
-  if (inputDesc[0].dims.d[2] != side || inputDesc[1].dims.d[0] != count || inputDesc[1].dims.d[1] != 4) {
+  if (inputDesc[0].dims.d[2] != side || inputDesc[1].dims.d[0] != rows || inputDesc[1].dims.d[1] != 4) {
     log_error(kName, "expects masks [K, M, M] and boxes [K, 4]");
     return -1;
   }
+  // The count stays on the device: the kernel reads it, so nothing waits for the host.
+  const int32_t* count = static_cast<const int32_t*>(inputs[2]);
+  const float* boxes = static_cast<const float*>(inputs[1]);
   uint8_t* planes = static_cast<uint8_t*>(outputs[0]);  // the int32 output, written as bytes
   const cudaError_t status =
       inputDesc[0].type == DataType::kHALF
-          ? paste_masks::launch_paste_masks<__half>(static_cast<const __half*>(inputs[0]),
-                                                    static_cast<const __half*>(inputs[1]), count, side, attrs_.height,
-                                                    attrs_.width, attrs_.threshold, attrs_.mode, attrs_.logits != 0,
-                                                    planes, stream)
-          : paste_masks::launch_paste_masks<float>(static_cast<const float*>(inputs[0]),
-                                                   static_cast<const float*>(inputs[1]), count, side, attrs_.height,
-                                                   attrs_.width, attrs_.threshold, attrs_.mode, attrs_.logits != 0,
-                                                   planes, stream);
+          ? paste_masks::launch_paste_masks<__half>(static_cast<const __half*>(inputs[0]), boxes, count, rows, side,
+                                                    attrs_.height, attrs_.width, attrs_.threshold, attrs_.mode,
+                                                    attrs_.logits != 0, planes, stream)
+          : paste_masks::launch_paste_masks<float>(static_cast<const float*>(inputs[0]), boxes, count, rows, side,
+                                                   attrs_.height, attrs_.width, attrs_.threshold, attrs_.mode,
+                                                   attrs_.logits != 0, planes, stream);
   return launch_status(kName, status);
 }
 

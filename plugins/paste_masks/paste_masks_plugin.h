@@ -1,9 +1,10 @@
 // paste_masks_plugin.h - PasteMasks as a TensorRT IPluginV3 plugin (and its creator).
 //
-// Inputs: masks [K, M, M] and boxes [K, 4] (x0, y0, x1, y1 in frame pixels), float or half,
-// linear.  Output: int32 [K, height, width / 4], the bytes of the uint8 planes [K, height, width]
-// four per word, because TensorRT plugins cannot have uint8 outputs (README.md in this folder).
-// The kernel: paste_masks_kernel.h.
+// Inputs: masks [K, M, M] float or half; boxes [K, 4] float (x0, y0, x1, y1 in frame pixels);
+// count int32 [1] (num_detections): only the first count rows are pasted.  All linear.
+// Output: int32 [K, height, width / 4], the bytes of the uint8 planes [K, height, width] four per
+// word, because TensorRT plugins cannot have uint8 outputs; rows from count on are not written
+// (README.md in this folder).  The kernel: paste_masks_kernel.h.
 #pragma once
 
 #include <NvInferRuntime.h>

@@ -1,0 +1,188 @@
+"""What TensorRT's ONNX parser would refuse, checked on every graph edgeseg writes (edgeseg.lint),
+and the rules themselves on small hand-made graphs that break them."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeseg.lint import NMS_MAX_CANDIDATES, RULES, TOPK_MAX_K, lint_model
+from tests.conftest import ExportedHRNet, ExportedMaskRCNN
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def small_graphs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Both families at frame sizes the session fixtures do not cover: odd, tiny, elongated."""
+    from converters.hrnet.export import build_hrnet, export_hrnet
+    from converters.maskrcnn.archs import build_arch
+    from converters.maskrcnn.export import export_maskrcnn
+    from converters.maskrcnn.graph import GraphOptions
+
+    tmp = tmp_path_factory.mktemp("lint")
+    paths = []
+    for hw in ((64, 96), (257, 401)):
+        path = tmp / f"lite_{hw[0]}x{hw[1]}.onnx"
+        export_maskrcnn(build_arch("resnet18_fpn_lite", 5), path, hw, GraphOptions(paste="continuous"))
+        paths.append(path)
+    for hw, input_hw in (((64, 64), None), ((120, 333), (96, 256))):
+        path = tmp / f"hrnet_{hw[0]}x{hw[1]}.onnx"
+        export_hrnet(build_hrnet("w18_small_v2", 4), path, hw, input_hw)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def every_graph(small_graphs: list[Path], hrnet_small: ExportedHRNet, hrnet_resized: ExportedHRNet,
+                maskrcnn_cli: ExportedMaskRCNN) -> list[Path]:
+    return [*small_graphs, hrnet_small.path, hrnet_resized.path, maskrcnn_cli.path]
+
+
+def test_every_graph_edgeseg_writes_passes_the_parser_rules(every_graph: list[Path]) -> None:
+    for path in every_graph:
+        violations = lint_model(onnx.load(str(path)))
+        assert not violations, f"{path.name}: " + "; ".join(map(str, violations))
+
+
+def test_no_uint8_tensor_inside_any_graph_and_the_frame_is_cast_first(every_graph: list[Path]) -> None:
+    """TensorRT's parser refuses a node that outputs UINT8 inside the graph; so the frame goes into
+    a Cast before anything else, and UINT8 appears again only as a graph output."""
+    for path in every_graph:
+        model = onnx.load(str(path))
+        graph = onnx.shape_inference.infer_shapes(model).graph
+        ends = {v.name for v in (*graph.input, *graph.output)}
+        uint8 = [v.name for v in graph.value_info if v.type.tensor_type.elem_type == TensorProto.UINT8]
+        assert not [name for name in uint8 if name not in ends], path.name
+        consumers = [n for n in graph.node if "frame" in n.input]
+        assert [n.op_type for n in consumers] == ["Cast"], (path.name, [n.op_type for n in consumers])
+        assert helper.get_attribute_value(consumers[0].attribute[0]) == TensorProto.FLOAT
+
+
+def test_paste_masks_is_told_the_number_of_detections(maskrcnn_cli: ExportedMaskRCNN) -> None:
+    graph = onnx.load(str(maskrcnn_cli.path)).graph
+    (paste,) = [n for n in graph.node if n.op_type == "PasteMasks"]
+    assert len(paste.input) == 3 and paste.input[2] == "num_detections"
+
+
+def _documented_fp32_patterns() -> set[str]:
+    """Every layer pattern the docs, the CLI help and the GPU tests give for --fp32-layers."""
+    found: set[str] = set()
+    for rel in ("README.md", "edgeseg/trt/build.py", "edgeseg/cli.py", "tests/test_gpu.py"):
+        text = (ROOT / rel).read_text()
+        found |= set(re.findall(r"fp32[-_]layers[^'\"\n]*['\"]+[(]?['\"]?(\*[^'\"*]+\*)['\"]", text))
+        found |= set(re.findall(r"``(\*[^`*]+\*)``", text))
+    return found
+
+
+def test_documented_fp32_layer_patterns_match_nodes_of_a_real_export(maskrcnn_cli: ExportedMaskRCNN) -> None:
+    """TensorRT names a parsed layer after its ONNX node, so a pattern that matches no node here
+    would stop `edgeseg build --fp32-layers` with "matched no layer"."""
+    patterns = _documented_fp32_patterns()
+    assert "*roi_heads*" in patterns
+    names = [n.name for n in onnx.load(str(maskrcnn_cli.path)).graph.node]
+    for pattern in patterns:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        assert hits, f"{pattern!r} matches no node"
+    heads = [n for n in names if fnmatch.fnmatchcase(n, "*roi_heads*")]
+    assert {"box_head", "box_predictor", "mask_head", "mask_predictor"} <= {n.split("/")[2] for n in heads}
+    assert all(fnmatch.fnmatchcase(n, "*roi_heads*") for n in names if "/mask_head/" in n)
+
+
+# ---------------------------------------------------------------------------------------------
+# The rules, each broken once
+
+
+def _model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto],
+           inits: list[onnx.TensorProto] | None = None, custom: bool = False) -> onnx.ModelProto:
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("edgeseg", 1)] if custom else [])
+    graph = helper.make_graph(nodes, "g", inputs, outputs, inits or [])
+    return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=opsets))
+
+
+def _value(name: str, dtype: int, shape: list[int | None]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def _const(name: str, values: list[int] | list[float] | list[list[int]], dtype: type = np.int64) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
+
+
+def _lines(model: onnx.ModelProto) -> list[str]:
+    return [str(v) for v in lint_model(model)]
+
+
+def test_lint_names_the_node_and_rule_of_the_old_uint8_preprocessing() -> None:
+    """frame (uint8) -> Transpose -> Cast: what every edgeseg graph did before Cast came first."""
+    model = _model([helper.make_node("Transpose", ["frame"], ["t"], name="/Transpose", perm=[2, 0, 1]),
+                    helper.make_node("Cast", ["t"], ["x"], name="/Cast", to=TensorProto.FLOAT)],
+                   [_value("frame", TensorProto.UINT8, [4, 6, 3])], [_value("x", TensorProto.FLOAT, [3, 4, 6])])
+    assert _lines(model) == [
+        "/Transpose (Transpose): uint8-input-cast: reads the UINT8 input 'frame'; Cast it to float first",
+        "/Transpose (Transpose): uint8-internal: output 't' is UINT8 inside the graph; Cast to UINT8 only where the "
+        "graph ends",
+    ]
+
+
+def test_lint_topk_and_nms_limits() -> None:
+    x = _value("x", TensorProto.FLOAT, [1, 8000])
+    model = _model([helper.make_node("TopK", ["x", "k"], ["v", "i"], name="top", axis=-1)],
+                   [x], [_value("v", TensorProto.FLOAT, [1, 4000]), _value("i", TensorProto.INT64, [1, 4000])],
+                   [_const("k", [4000])])
+    assert _lines(model) == [f"top (TopK): topk-k: K = 4000 > {TOPK_MAX_K}"]
+    boxes = _value("boxes", TensorProto.FLOAT, [1, 6000, 4])
+    scores = _value("scores", TensorProto.FLOAT, [1, 1, 6000])
+    model = _model([helper.make_node("NonMaxSuppression", ["boxes", "scores", "n"], ["sel"], name="nms")],
+                   [boxes, scores], [_value("sel", TensorProto.INT64, [None, 3])], [_const("n", [100])])
+    assert _lines(model) == [f"nms (NonMaxSuppression): nms-candidates: 6000 candidate boxes per image > "
+                             f"{NMS_MAX_CANDIDATES}"]
+
+
+def test_lint_resize_argmax_scatternd_and_attributes() -> None:
+    x = _value("x", TensorProto.FLOAT, [1, 1, 4, 4])
+    u8 = _value("u", TensorProto.UINT8, [1, 1, 4, 4])
+    nodes = [
+        helper.make_node("Resize", ["x", "", "scales"], ["r"], name="resize", mode="linear", antialias=1,
+                         coordinate_transformation_mode="half_pixel_symmetric"),
+        helper.make_node("ArgMax", ["u"], ["a"], name="argmax", axis=1),
+        helper.make_node("ScatterND", ["x", "idx", "upd"], ["s"], name="scatter", reduction="add"),
+        helper.make_node("Relu", ["x"], ["y"], name="relu", big=2**40),
+    ]
+    model = _model(nodes, [x, u8], [_value(n, TensorProto.FLOAT, []) for n in ("r", "s", "y")]
+                   + [_value("a", TensorProto.INT64, [])],
+                   [_const("scales", [1.0, 1.0, 2.0, 2.0], np.float32), _const("idx", [[0, 0, 0, 0]]),
+                    _const("upd", [1.0], np.float32)])
+    assert _lines(model) == [
+        "resize (Resize): resize: coordinate_transformation_mode 'half_pixel_symmetric'",
+        "resize (Resize): resize: antialias = 1",
+        "argmax (ArgMax): uint8-input-cast: reads the UINT8 input 'u'; Cast it to float first",
+        "argmax (ArgMax): argmax-uint8: UINT8 input; Cast it to float first",
+        "scatter (ScatterND): scatternd-reduction: reduction 'add'",
+        "relu (Relu): int32-attribute: attribute big does not fit in int32",
+    ]
+
+
+def test_lint_custom_nodes_need_a_plugin_identity_and_a_name_of_their_own() -> None:
+    x = _value("x", TensorProto.FLOAT, [2, 5])
+    nodes = [helper.make_node("RoiAlign", ["x"], ["a"], name="clash", domain="edgeseg",
+                              plugin_version="1", plugin_namespace="edgeseg"),
+             helper.make_node("MyOp", ["x"], ["b"], name="anonymous", domain="edgeseg")]
+    model = _model(nodes, [x], [_value("a", TensorProto.FLOAT, [2, 5]), _value("b", TensorProto.FLOAT, [2, 5])],
+                   custom=True)
+    assert _lines(model) == [
+        "clash (RoiAlign): custom-op: op_type 'RoiAlign' is a built-in ONNX op: the parser would import it as that, "
+        "not as a plugin",
+        "anonymous (MyOp): custom-op: no string attribute plugin_version",
+        "anonymous (MyOp): custom-op: no string attribute plugin_namespace",
+    ]
+
+
+def test_every_rule_says_where_it_was_read() -> None:
+    for rule in RULES.values():
+        assert rule.text and rule.source, rule.name
