@@ -327,6 +327,31 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import json
+
+    from edgeseg.doctor import as_json, cpu_path_works, report, run_checks
+
+    results = run_checks()
+    print(json.dumps(as_json(results)) if args.json else report(results))
+    return 0 if cpu_path_works(results) else EXIT_ERROR
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    """Check an ONNX file against what TensorRT's ONNX parser refuses: one line per violation
+    (node, op, rule) and exit 1, or one line and exit 0 when it passes."""
+    from edgeseg.lint import RULES, lint_file
+
+    if args.model.suffix.lower() == ".engine":
+        raise ArgumentError(f"{args.model.name}: lint checks the .onnx file an engine is built from")
+    found = lint_file(args.model)
+    for violation in found:
+        print(violation)
+    if not found:
+        print(f"{args.model.name}: passes the {len(RULES)} rules of TensorRT's ONNX parser that edgeseg checks")
+    return EXIT_ERROR if found else 0
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from edgeseg.trt.gpu_imports import import_tensorrt
 
@@ -465,6 +490,16 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--no-draw", action="store_true", help="leave the overlay stage out")
     be.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     be.set_defaults(func=cmd_bench)
+
+    dr = sub.add_parser("doctor", help="what this machine has for edgeseg (TensorRT, GPU, plugins, video I/O...), "
+                                       "each problem with its fix")
+    dr.add_argument("--json", action="store_true", help="one JSON object instead of the lines")
+    dr.set_defaults(func=cmd_doctor)
+
+    lt = sub.add_parser("lint", help="check an ONNX file against what TensorRT's ONNX parser refuses (no TensorRT "
+                                     "needed)")
+    lt.add_argument("model", type=Path, help=".onnx file")
+    lt.set_defaults(func=cmd_lint)
 
     b = sub.add_parser("build", help="edgeseg ONNX -> TensorRT engine for this GPU (needs TensorRT)")
     b.add_argument("model", type=Path, help=".onnx written by `edgeseg convert`")

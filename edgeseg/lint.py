@@ -30,6 +30,37 @@ NMS_MAX_CANDIDATES = 5000
 #: kernels, so an engine with one cannot be captured as a CUDA graph.
 DATA_DEPENDENT_OPS = ("NonMaxSuppression", "NonZero")
 
+#: Default-domain opsets TensorRT 10.x parses (11.x parses these too).
+OPSETS = (9, 20)
+
+# ONNX ops TensorRT's parser imports (onnx-tensorrt docs/operators.md, 10.1-GA and main: the "Y"
+# rows); any other standard op is refused.
+_SUPPORTED = """
+    Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast CastLike Ceil
+    Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DeformConv DepthToSpace
+    DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather GatherElements
+    GatherND Gelu Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool Greater GreaterOrEqual GridSample
+    GroupNormalization GRU HardSigmoid HardSwish Hardmax Identity If ImageScaler InstanceNormalization IsInf
+    IsNaN LayerNormalization LeakyRelu Less LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool
+    MatMul Max MaxPool Mean MeanVarianceNormalization Min Mish Mod Mul Neg NonMaxSuppression NonZero Not OneHot
+    Or Pad ParametricSoftplus Pow PRelu QuantizeLinear RandomNormal RandomNormalLike RandomUniform
+    RandomUniformLike Range Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean
+    ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize ReverseSequence RNN RoiAlign Round
+    ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape Shrink Sigmoid Sign Sin Sinh Size Slice Softmax
+    Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh ThresholdedRelu Tile TopK Transpose Trilu
+    Unsqueeze Upsample Where Xor
+"""
+SUPPORTED_OPS = frozenset(_SUPPORTED.split())
+
+#: Inputs the parser needs as initializers (or Constant outputs), by op: (input index, what it is).
+INITIALIZER_INPUTS = {
+    "TopK": ((1, "K"),),
+    "Slice": ((3, "axes"),),
+    "Pad": ((3, "axes"),),
+    "CumSum": ((1, "axis"),),
+    "NonMaxSuppression": ((2, "max_output_boxes_per_class"), (3, "iou_threshold"), (4, "score_threshold")),
+}
+
 _INT32 = (-(2**31), 2**31 - 1)
 _RESIZE_MODES = ("nearest", "linear", "cubic")
 _RESIZE_COORDINATES = ("half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners")
@@ -64,7 +95,7 @@ RULES: dict[str, Rule] = {
              "importerUtils.cpp (\"TensorRT does not support UINT8 types for intermediate tensors\")"),
         Rule("uint8-input-cast", "a UINT8 graph input must go straight into a Cast",
              "importerUtils.cpp (UINT8 is cast to float at the network boundary)"),
-        Rule("topk-k", f"TopK: K a constant <= {TOPK_MAX_K}, on one of the last four axes, sorted = 1",
+        Rule("topk-k", f"TopK: K <= {TOPK_MAX_K}, on one of the last four axes, sorted = 1",
              "onnxOpImporters.cpp (TopK), NvInfer.h ITopKLayer"),
         Rule("nms-candidates", f"NonMaxSuppression considers at most {NMS_MAX_CANDIDATES} boxes per image",
              "NvInfer.h INMSLayer (2000 on SM 5.3/6.2)"),
@@ -78,6 +109,10 @@ RULES: dict[str, Rule] = {
              "plugin_namespace (the plugin creator's)", "ModelImporter.cpp, onnxOpImporters.cpp (fallback plugin)"),
         Rule("int32-attribute", "integer attributes must fit in int32 (the parser narrows them)",
              "onnxOpImporters.cpp (plugin fields), importerUtils.cpp"),
+        Rule("supported-op", "only ops on the parser's supported list", "onnx-tensorrt docs/operators.md"),
+        Rule("initializer-input", "TopK's K, Slice's and Pad's axes, CumSum's axis and NonMaxSuppression's "
+             "limits must be constants", "onnx-tensorrt docs/operators.md, onnxOpImporters.cpp"),
+        Rule("opset", f"default-domain opset {OPSETS[0]}..{OPSETS[1]}", "onnx-tensorrt docs/operators.md"),
     )
 }
 
@@ -140,11 +175,20 @@ def _check_uint8_input(g: _Graph, node: Any, attrs: dict[str, Any]) -> Iterator[
             yield f"reads the UINT8 input {name!r}; Cast it to float first"
 
 
+def _check_supported(g: _Graph, node: Any, attrs: dict[str, Any]) -> Iterator[str]:
+    if node.op_type not in SUPPORTED_OPS:
+        yield f"{node.op_type} is not an op TensorRT's ONNX parser imports"
+
+
+def _check_initializers(g: _Graph, node: Any, attrs: dict[str, Any]) -> Iterator[str]:
+    for index, what in INITIALIZER_INPUTS.get(node.op_type, ()):
+        if index < len(node.input) and node.input[index] and node.input[index] not in g.constants:
+            yield f"input {index} ({what}) is computed, not a constant"
+
+
 def _check_topk(g: _Graph, node: Any, attrs: dict[str, Any]) -> Iterator[str]:
     k = g.constants.get(node.input[1]) if len(node.input) > 1 else None
-    if k is None:
-        yield "K is not a constant"
-    elif int(k.reshape(-1)[0]) > TOPK_MAX_K:
+    if k is not None and int(k.reshape(-1)[0]) > TOPK_MAX_K:
         yield f"K = {int(k.reshape(-1)[0])} > {TOPK_MAX_K}"
     rank = len(g.shapes.get(node.input[0], ()))
     axis = int(attrs.get("axis", -1))
@@ -205,8 +249,11 @@ def _check_int32(g: _Graph, node: Any, attrs: dict[str, Any]) -> Iterator[str]:
 
 _Check = Callable[[_Graph, Any, dict[str, Any]], Iterator[str]]
 
-# (rule, which nodes it applies to, check); "*" = every node, "custom" = nodes of another domain.
+# (rule, which nodes it applies to, check); "*" = every node, "standard" = every node of the ONNX
+# domain, "custom" = nodes of another domain, else an op_type.
 _CHECKS: tuple[tuple[str, str, _Check], ...] = (
+    ("supported-op", "standard", _check_supported),
+    ("initializer-input", "standard", _check_initializers),
     ("uint8-input-cast", "*", _check_uint8_input),
     ("uint8-internal", "*", _check_uint8_internal),
     ("topk-k", "TopK", _check_topk),
@@ -224,11 +271,16 @@ def lint_model(model: Any) -> list[Violation]:
     """Every violation of :data:`RULES` in an ONNX ``ModelProto``, in node order."""
     g = _Graph(model)
     found: list[Violation] = []
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and not OPSETS[0] <= opset.version <= OPSETS[1]:
+            found.append(Violation("(model)", "opset_import", "opset",
+                                   f"opset {opset.version}; export with an opset in {OPSETS[0]}..{OPSETS[1]}"))
     for node in g.graph.node:
         custom = node.domain not in ("", "ai.onnx")
         attrs = _attrs(node)
         for rule, applies, check in _CHECKS:
-            if applies == "*" or (applies == "custom" and custom) or (not custom and applies == node.op_type):
+            if (applies == "*" or (applies == "custom" and custom)
+                    or (not custom and applies in ("standard", node.op_type))):
                 found.extend(Violation(node.name or node.op_type, node.op_type, rule, detail)
                              for detail in check(g, node, attrs))
     return found

@@ -106,3 +106,27 @@ def maskrcnn_cli(tmp_path_factory: pytest.TempPathFactory) -> ExportedMaskRCNN:
     model = build_arch("resnet50_fpn", 91)
     model.roi_heads.score_thresh = 0.0
     return ExportedMaskRCNN(model, path, (400, 600))
+
+
+def _export_maskrcnn(tmp: Path, arch: str, frame_hw: tuple[int, int]) -> ExportedMaskRCNN:
+    from converters.maskrcnn.archs import build_arch
+    from converters.maskrcnn.export import export_maskrcnn
+    from converters.maskrcnn.graph import GraphOptions
+
+    model = build_arch(arch, 91)
+    model.roi_heads.score_thresh = 0.0  # random weights: keep enough detections to compare
+    path = tmp / f"{arch}_{frame_hw[0]}x{frame_hw[1]}.onnx"
+    export_maskrcnn(model, path, frame_hw, GraphOptions(score_thresh=0.0), arch=f"maskrcnn_{arch}")
+    return ExportedMaskRCNN(model, path, frame_hw)
+
+
+@pytest.fixture(scope="session")
+def maskrcnn_v1_800x800(tmp_path_factory: pytest.TempPathFactory) -> ExportedMaskRCNN:
+    """resnet50_fpn at a square 800x800 frame, random weights, score threshold 0."""
+    return _export_maskrcnn(tmp_path_factory.mktemp("maskrcnn"), "resnet50_fpn", (800, 800))
+
+
+@pytest.fixture(scope="session")
+def maskrcnn_v2_400x600(tmp_path_factory: pytest.TempPathFactory) -> ExportedMaskRCNN:
+    """resnet50_fpn_v2 at 400x600, random weights, score threshold 0."""
+    return _export_maskrcnn(tmp_path_factory.mktemp("maskrcnn"), "resnet50_fpn_v2", (400, 600))

@@ -189,3 +189,38 @@ def test_cmake_default_architectures_are_the_targets() -> None:
     real = {int(a.split("-")[0]) for a in listed if a.endswith("-real")}
     virtual = {int(a.split("-")[0]) for a in listed if a.endswith("-virtual")}
     assert real == set(SASS_ARCHS) and virtual == set(PTX_ARCHS), listed
+
+
+def test_kernel_test_library_builds(nvcc: str, tmp_path: Path) -> None:
+    """The library `pytest -m cuda` and tools/device_check.sh drive (the plugins' launchers plus
+    extern "C" entry points) links here too, so a lent GPU machine's minutes go to running it."""
+    from tests.cuda_kernels import LIBRARY, build_library
+
+    path = build_library(tmp_path, 87)
+    assert path.name == LIBRARY and path.is_file()
+    exported = run(["nm", "-D", "--defined-only", str(path)]).stdout
+    for name in ("edgeseg_test_roi_align", "edgeseg_test_paste_masks", "edgeseg_test_synchronize"):
+        assert f" T {name}" in exported, name
+
+
+def test_kernel_test_library_is_built_from_the_plugins_launchers() -> None:
+    from tests.cuda_kernels import SOURCES
+
+    assert sorted(s for s in SOURCES if PLUGINS in s.parents) == CUDA_SOURCES
+    assert all(s.is_file() for s in SOURCES)
+
+
+def test_device_check_on_a_machine_without_a_gpu(tmp_path: Path) -> None:
+    """tools/device_check.sh exits 0 where there is no GPU, saying so, after compiling the kernel
+    test library (where nvcc is); the summary is written to its output folder."""
+    import sys
+
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(ROOT / "tools" / "device_check.sh"), str(tmp_path / "out")], cwd=ROOT,
+                          capture_output=True, text=True, env=env, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = (tmp_path / "out" / "summary.txt").read_text().splitlines()
+    assert summary[0].endswith(", no GPU")
+    assert summary[-1].startswith("skipped kernel tests, sanitizers, timings: no CUDA GPU visible to")
+    if find_cuda_tool("nvcc"):
+        assert summary[1].startswith("ok      kernel test library compiles (no GPU to run it)")

@@ -93,9 +93,9 @@ def _plugin_engine(engines: Path, name: str, op: str, fields: dict[str, np.ndarr
     """An engine holding one plugin layer, opened with the TensorRT backend."""
     import tensorrt as trt
 
-    from edgeseg.backends.tensorrt import TensorRTBackend, current_gpu
+    from edgeseg.backends.tensorrt import TensorRTBackend
     from edgeseg.engine_file import BuildInfo, write_engine
-    from edgeseg.trt.gpu_imports import import_cudart
+    from edgeseg.trt.gpu_imports import current_gpu, import_cudart
     from edgeseg.trt.plugin_library import load_plugins
     from edgeseg.trt.trt_logger import CapturingLogger
 

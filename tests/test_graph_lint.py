@@ -18,9 +18,17 @@ from tests.conftest import ExportedHRNet, ExportedMaskRCNN
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Every arch of both families at two or three frame sizes (with the session fixtures): odd, tiny,
+# elongated, resized inside the graph; both paste modes. (FP32 is the only precision today.)
+HRNET_CASES = [("w18_small_v1", (64, 64), None), ("w18_small_v2", (120, 333), (96, 256)),
+               ("w18", (64, 96), None), ("w18", (97, 131), None), ("w32", (64, 96), None), ("w32", (100, 64), None),
+               ("w48", (64, 96), None), ("w48", (65, 65), None)]
+MASKRCNN_CASES = [("resnet18_fpn_lite", (64, 96), "continuous"), ("resnet18_fpn_lite", (257, 401), "torchvision"),
+                  ("resnet18_fpn_lite", (720, 1280), "torchvision"), ("resnet50_fpn_v2", (96, 128), "continuous")]
+
+
 @pytest.fixture(scope="module")
 def small_graphs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Both families at frame sizes the session fixtures do not cover: odd, tiny, elongated."""
     from converters.hrnet.export import build_hrnet, export_hrnet
     from converters.maskrcnn.archs import build_arch
     from converters.maskrcnn.export import export_maskrcnn
@@ -28,27 +36,52 @@ def small_graphs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
     tmp = tmp_path_factory.mktemp("lint")
     paths = []
-    for hw in ((64, 96), (257, 401)):
-        path = tmp / f"lite_{hw[0]}x{hw[1]}.onnx"
-        export_maskrcnn(build_arch("resnet18_fpn_lite", 5), path, hw, GraphOptions(paste="continuous"))
+    for arch, hw, paste in MASKRCNN_CASES:
+        path = tmp / f"{arch}_{hw[0]}x{hw[1]}.onnx"
+        export_maskrcnn(build_arch(arch, 5), path, hw, GraphOptions(paste=paste))
         paths.append(path)
-    for hw, input_hw in (((64, 64), None), ((120, 333), (96, 256))):
-        path = tmp / f"hrnet_{hw[0]}x{hw[1]}.onnx"
-        export_hrnet(build_hrnet("w18_small_v2", 4), path, hw, input_hw)
+    for arch, hw, input_hw in HRNET_CASES:
+        path = tmp / f"hrnet_{arch}_{hw[0]}x{hw[1]}.onnx"
+        export_hrnet(build_hrnet(arch, 4), path, hw, input_hw)
         paths.append(path)
     return paths
 
 
 @pytest.fixture(scope="module")
 def every_graph(small_graphs: list[Path], hrnet_small: ExportedHRNet, hrnet_resized: ExportedHRNet,
-                maskrcnn_cli: ExportedMaskRCNN) -> list[Path]:
-    return [*small_graphs, hrnet_small.path, hrnet_resized.path, maskrcnn_cli.path]
+                maskrcnn_cli: ExportedMaskRCNN, maskrcnn_v1_800x800: ExportedMaskRCNN,
+                maskrcnn_v2_400x600: ExportedMaskRCNN) -> list[Path]:
+    return [*small_graphs, hrnet_small.path, hrnet_resized.path, maskrcnn_cli.path, maskrcnn_v1_800x800.path,
+            maskrcnn_v2_400x600.path]
 
 
 def test_every_graph_edgeseg_writes_passes_the_parser_rules(every_graph: list[Path]) -> None:
     for path in every_graph:
         violations = lint_model(onnx.load(str(path)))
         assert not violations, f"{path.name}: " + "; ".join(map(str, violations))
+
+
+def test_edgeseg_lint_passes_a_graph_and_names_each_violation_of_another(
+        maskrcnn_cli: ExportedMaskRCNN, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import edgeseg.cli as cli
+
+    assert cli.main(["lint", str(maskrcnn_cli.path)]) == 0
+    assert capsys.readouterr().out == (
+        f"{maskrcnn_cli.path.name}: passes the {len(RULES)} rules of TensorRT's ONNX parser that edgeseg checks\n")
+    bad = tmp_path / "bad.onnx"
+    model = _model([helper.make_node("Transpose", ["frame"], ["t"], name="/Transpose", perm=[2, 0, 1]),
+                    helper.make_node("Unique", ["t"], ["u"], name="/Unique")],
+                   [_value("frame", TensorProto.UINT8, [4, 6, 3])], [_value("u", TensorProto.UINT8, [None])])
+    onnx.save(model, str(bad))
+    assert cli.main(["lint", str(bad)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "/Transpose (Transpose): uint8-input-cast: reads the UINT8 input 'frame'; Cast it to float first",
+        "/Transpose (Transpose): uint8-internal: output 't' is UINT8 inside the graph; Cast to UINT8 only where the "
+        "graph ends",
+        "/Unique (Unique): supported-op: Unique is not an op TensorRT's ONNX parser imports",
+    ]
+    assert cli.main(["lint", str(tmp_path / "missing.onnx")]) == 1
+    assert capsys.readouterr().err == f"edgeseg: error: {tmp_path / 'missing.onnx'}: no such ONNX file\n"
 
 
 def test_no_uint8_tensor_inside_any_graph_and_the_frame_is_cast_first(every_graph: list[Path]) -> None:
@@ -142,6 +175,20 @@ def test_lint_topk_and_nms_limits() -> None:
                    [boxes, scores], [_value("sel", TensorProto.INT64, [None, 3])], [_const("n", [100])])
     assert _lines(model) == [f"nms (NonMaxSuppression): nms-candidates: 6000 candidate boxes per image > "
                              f"{NMS_MAX_CANDIDATES}"]
+
+
+def test_lint_computed_constants_and_the_opset() -> None:
+    x = _value("x", TensorProto.FLOAT, [1, 8])
+    nodes = [helper.make_node("Shape", ["x"], ["k"], name="shape"),
+             helper.make_node("Slice", ["k", "zero", "one"], ["k1"], name="slice"),
+             helper.make_node("TopK", ["x", "k1"], ["v", "i"], name="top")]
+    model = _model(nodes, [x], [_value("v", TensorProto.FLOAT, [1, None]), _value("i", TensorProto.INT64, [1, None])],
+                   [_const("zero", [1]), _const("one", [2])])
+    model.opset_import[0].version = 21
+    assert _lines(model) == [
+        "(model) (opset_import): opset: opset 21; export with an opset in 9..20",
+        "top (TopK): initializer-input: input 1 (K) is computed, not a constant",
+    ]
 
 
 def test_lint_resize_argmax_scatternd_and_attributes() -> None:

@@ -36,33 +36,19 @@ FORBIDDEN = {"Loop", "If", "NonZero", "Scan"}
 TOP = 50
 
 
-def _export(tmp: Path, arch: str, frame_hw: tuple[int, int]) -> Exported:
-    model = build_arch(arch, 91)
-    model.roi_heads.score_thresh = 0.0  # random weights: keep enough detections to compare 50
-    path = tmp / f"{arch}_{frame_hw[0]}x{frame_hw[1]}.onnx"
-    export_maskrcnn(model, path, frame_hw, GraphOptions(score_thresh=0.0), arch=f"maskrcnn_{arch}")
-    return Exported(model, path, frame_hw)
-
-
 @pytest.fixture(scope="module")
 def v1_400x600(maskrcnn_cli: Exported) -> Exported:
     return maskrcnn_cli
 
 
 @pytest.fixture(scope="module")
-def v1_800x800(tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    return _export(tmp_path_factory.mktemp("maskrcnn"), "resnet50_fpn", (800, 800))
+def v1_800x800(maskrcnn_v1_800x800: Exported) -> Exported:
+    return maskrcnn_v1_800x800
 
 
 @pytest.fixture(scope="module")
-def v2_400x600(tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    return _export(tmp_path_factory.mktemp("maskrcnn"), "resnet50_fpn_v2", (400, 600))
-
-
-
-
-
-
+def v2_400x600(maskrcnn_v2_400x600: Exported) -> Exported:
+    return maskrcnn_v2_400x600
 
 
 def torchvision_eager(model: Any, frame_bgr: np.ndarray) -> dict[str, np.ndarray]:

@@ -3,7 +3,6 @@ torchvision.ops.roi_align and torchvision.ops.MultiScaleRoIAlign."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections import OrderedDict
 
@@ -15,42 +14,9 @@ from torchvision.ops import roi_align as tv_roi_align
 
 from edgeseg import ops
 from edgeseg.errors import BackendUnavailableError
+from tests.op_cases import EDGE_ROIS, OUTPUT_SIZES, SCALES, boundary_rois, pyramid, random_rois
 
 TOL = 1e-4
-SCALES = [1.0, 0.5, 0.25, 0.125, 1 / 16, 1 / 32]
-OUTPUT_SIZES = [(7, 7), (14, 14), (3, 5), (1, 1)]
-
-
-def random_rois(rng: np.random.Generator, count: int, batch: int, image_w: float, image_h: float) -> np.ndarray:
-    """[count, 5] RoIs mixing ordinary, zero-size, sub-pixel, partly and wholly outside boxes
-    and negative coordinates (image pixels)."""
-    def size(low: float, frac: float, extent: float) -> float:
-        return float(rng.uniform(low, max(low + 1.0, frac * extent)))
-
-    rows = []
-    for _ in range(count):
-        kind = rng.integers(0, 6)
-        x0 = rng.uniform(-0.2 * image_w, 1.1 * image_w)
-        y0 = rng.uniform(-0.2 * image_h, 1.1 * image_h)
-        if kind == 0:  # ordinary
-            w, h = size(1, 0.8, image_w), size(1, 0.8, image_h)
-        elif kind == 1:  # zero width and/or height
-            w, h = float(rng.choice([0.0, 5.0])), float(rng.choice([0.0, 3.0]))
-        elif kind == 2:  # sub-pixel
-            w, h = rng.uniform(0, 1), rng.uniform(0, 1)
-        elif kind == 3:  # wholly outside (right/bottom, or left/top)
-            side = rng.integers(0, 2)
-            x0 = image_w + rng.uniform(5, 50) if side else -rng.uniform(60, 120)
-            y0 = image_h + rng.uniform(5, 50) if side else -rng.uniform(60, 120)
-            w, h = rng.uniform(1, 40), rng.uniform(1, 40)
-        elif kind == 4:  # straddling the top-left corner, negative coordinates
-            x0, y0 = rng.uniform(-40, 0), rng.uniform(-40, 0)
-            w, h = size(10, 0.6, image_w), size(10, 0.6, image_h)
-        else:  # straddling the bottom-right corner
-            x0, y0 = rng.uniform(0.6, 1.0) * image_w, rng.uniform(0.6, 1.0) * image_h
-            w, h = size(10, 0.8, image_w), size(10, 0.8, image_h)
-        rows.append([rng.integers(0, batch), x0, y0, x0 + w, y0 + h])
-    return np.asarray(rows, dtype=np.float32).reshape(count, 5)
 
 
 def test_roi_align_matches_torchvision_on_random_cases():
@@ -85,21 +51,7 @@ def test_roi_align_matches_torchvision_on_random_cases():
 def test_roi_align_edge_boxes():
     rng = np.random.default_rng(7)
     features = rng.standard_normal((2, 3, 9, 13)).astype(np.float32)
-    rois = np.array(
-        [
-            [0, 0, 0, 0, 0],  # empty box at the origin
-            [1, 10, 10, 10, 10],  # empty box inside
-            [0, 3.2, 4.1, 3.4, 4.3],  # sub-pixel
-            [1, -5, -7, -1, -2],  # wholly above-left, negative
-            [0, 60, 40, 80, 50],  # wholly below-right (scale 1/4: beyond 13 x 9)
-            [1, -10, -10, 30, 20],  # straddles the top-left corner
-            [0, 40, 30, 70, 50],  # straddles the bottom-right corner
-            [1, 0, 0, 52, 36],  # the whole map
-            [0.9, 8, 8, 16, 16],  # batch index 0.9 truncates to 0
-            [1, 20, 20, 10, 10],  # reversed corners
-        ],
-        dtype=np.float32,
-    )
+    rois = EDGE_ROIS
     for sampling_ratio in (-1, 0, 1, 2):
         for aligned in (False, True):
             ours = ops.roi_align(features, rois, 7, 0.25, sampling_ratio, aligned)
@@ -152,14 +104,6 @@ def test_roi_align_converts_dtype_and_layout():
 # Multi-level
 
 
-def pyramid(rng: np.random.Generator, n: int, c: int, image_hw: tuple[int, int], strides: list[int]):
-    """Features of an FPN pyramid for an image of image_hw (sizes rounded up, as convs do)."""
-    return [
-        rng.standard_normal((n, c, math.ceil(image_hw[0] / s), math.ceil(image_hw[1] / s))).astype(np.float32)
-        for s in strides
-    ]
-
-
 def multiscale_reference(features, rois, output_size, sampling_ratio, image_hw, canonical=(224, 4)):
     """torchvision.ops.MultiScaleRoIAlign; it infers the scales from the feature and image sizes."""
     names = [f"p{i}" for i in range(len(features))]
@@ -204,24 +148,6 @@ def test_multilevel_matches_multiscale_roialign():
                 worst = max(worst, err)
                 assert err <= TOL, f"max abs error {err:.3g} for strides {strides}, output {output_size}"
     print(f"multilevel_roi_align: max abs error vs MultiScaleRoIAlign {worst:.3g}")
-
-
-def boundary_rois() -> np.ndarray:
-    """Boxes whose sqrt(area) sits on, just below and just above the level boundaries
-    224 * 2^j (j = -3..2) of the default canonical scale and level, square and elongated."""
-    rows = []
-    for j in range(-3, 3):
-        side = 224.0 * 2.0**j
-        for rel in (-1e-3, -1e-5, -2e-6, -1e-6, -5e-7, 0.0, 5e-7, 1e-6, 2e-6, 1e-5, 1e-3):
-            s = side * (1 + rel)
-            for aspect in (1.0, 2.0, 0.25):
-                w, h = s * math.sqrt(aspect), s / math.sqrt(aspect)
-                x0, y0 = 3.0 + j, 5.0 - j
-                rows.append([0, x0, y0, x0 + w, y0 + h])
-    for side in (56.0, 112.0, 224.0, 448.0, 0.0, 1.0):  # exact sides; tiny and empty boxes
-        rows.append([0, 10, 10, 10 + side, 10 + side])
-    rows.append([0, 50, 50, 40, 60])  # negative area: no level in torchvision, zeros
-    return np.asarray(rows, dtype=np.float32)
 
 
 def test_level_assignment_near_boundaries_matches_level_mapper():

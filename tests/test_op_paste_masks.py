@@ -12,37 +12,9 @@ import torch.nn.functional as F
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from edgeseg import ops
+from tests.op_cases import FRAMES, random_boxes
 
 MIN_AGREEMENT = 0.9999
-FRAMES = [(1, 1), (37, 53), (64, 64), (97, 131), (120, 81), (200, 333)]
-
-
-def random_boxes(rng: np.random.Generator, k: int, frame_hw: tuple[int, int]) -> np.ndarray:
-    """[k, 4] boxes (x0, y0, x1, y1): ordinary, zero-size, sub-pixel, reversed, partly and
-    wholly outside the frame."""
-    fh, fw = frame_hw
-    rows = []
-    for _ in range(k):
-        kind = rng.integers(0, 7)
-        x0, y0 = rng.uniform(-0.1 * fw, fw), rng.uniform(-0.1 * fh, fh)
-        w, h = rng.uniform(1, max(2, 0.7 * fw)), rng.uniform(1, max(2, 0.7 * fh))
-        if kind == 1:  # zero width and/or height
-            w, h = float(rng.choice([0.0, w])), float(rng.choice([0.0, h]))
-        elif kind == 2:  # sub-pixel
-            w, h = rng.uniform(0, 1), rng.uniform(0, 1)
-        elif kind == 3:  # wholly outside: right/bottom or left/top
-            if rng.integers(0, 2):
-                x0, y0 = fw + rng.uniform(0, 30), fh + rng.uniform(0, 30)
-            else:
-                x0, y0 = -w - rng.uniform(2, 30), -h - rng.uniform(2, 30)
-        elif kind == 4:  # straddling the top-left corner
-            x0, y0 = -rng.uniform(0, 0.5) * w, -rng.uniform(0, 0.5) * h
-        elif kind == 5:  # straddling the bottom-right corner
-            x0, y0 = fw - rng.uniform(0, 1) * w, fh - rng.uniform(0, 1) * h
-        elif kind == 6:  # reversed corners
-            x0, w = x0 + w, -w
-        rows.append([x0, y0, x0 + w, y0 + h])
-    return np.asarray(rows, dtype=np.float32).reshape(k, 4)
 
 
 def torchvision_reference(masks: np.ndarray, boxes: np.ndarray, frame_hw: tuple[int, int], threshold: float):

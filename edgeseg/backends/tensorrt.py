@@ -27,19 +27,11 @@ from edgeseg.backends.split_graph import row_trim_for
 from edgeseg.engine_file import BuildInfo, plan_bytes, read_header
 from edgeseg.errors import EngineMismatchError, FrameError, ModelFileError
 from edgeseg.metadata import METADATA_KEY
-from edgeseg.trt.gpu_imports import check, import_cudart
+from edgeseg.trt.gpu_imports import check, current_gpu, import_cudart
 from edgeseg.trt.plugin_library import load_plugins
 from edgeseg.trt.trt_logger import CapturingLogger
 
 log = logging.getLogger(__name__)
-
-
-def current_gpu(cudart: Any) -> tuple[str, str]:
-    """(name, compute capability "major.minor") of the current CUDA device."""
-    device = check(cudart.cudaGetDevice(), "cudaGetDevice")
-    props = check(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
-    name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
-    return name, f"{props.major}.{props.minor}"
 
 
 def check_engine_fits(build: BuildInfo, gpu: tuple[str, str], path: Path) -> None:

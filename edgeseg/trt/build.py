@@ -31,7 +31,7 @@ from edgeseg.errors import ArgumentError, ConversionError, ModelFileError
 from edgeseg.lint import data_dependent_ops
 from edgeseg.metadata import METADATA_KEY, ModelMetadata
 from edgeseg.progress import Steps
-from edgeseg.trt.gpu_imports import import_cudart
+from edgeseg.trt.gpu_imports import current_gpu, import_cudart
 from edgeseg.trt.plugin_library import load_plugins
 from edgeseg.trt.trt_logger import CapturingLogger
 
@@ -151,8 +151,6 @@ def build_engine(onnx_path: str | Path, output: str | Path, options: BuildOption
         raise ArgumentError("--int8 needs --calib-images FOLDER (or an existing --calib-cache FILE)")
 
     cudart = import_cudart()
-    from edgeseg.backends.tensorrt import current_gpu
-
     gpu = current_gpu(cudart)
     steps = Steps(4, stream=log_stream, quiet=quiet)
     props, meta, custom, data_dependent = read_onnx_header(src)

@@ -69,3 +69,11 @@ def check(result: Any, what: str) -> Any:
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
+
+
+def current_gpu(cudart: Any) -> tuple[str, str]:
+    """(name, compute capability "major.minor") of the current CUDA device."""
+    device = check(cudart.cudaGetDevice(), "cudaGetDevice")
+    props = check(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+    name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
+    return name, f"{props.major}.{props.minor}"

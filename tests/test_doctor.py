@@ -1,0 +1,126 @@
+"""`edgeseg doctor`: one line per thing edgeseg needs, each problem with its fix; exit 0 while the
+CPU path works. Every line a CPU machine can show is checked here, the GPU ones with stand-ins."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+import edgeseg.cli as cli
+from edgeseg import doctor
+from edgeseg.errors import BackendUnavailableError
+from edgeseg.trt import gpu_imports, plugin_library
+
+NAMES = ["python", "edgeseg", "numpy", "onnxruntime", "cpu ops library", "opencv", "tensorrt", "cuda-python",
+         "cuda device", "plugin library", "cameras", "disk"]
+
+
+def test_doctor_on_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["doctor"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line[6:24].strip() for line in lines[:-1]] == NAMES
+    by_name = {line[6:24].strip(): line for line in lines[:-1]}
+    assert by_name["python"].startswith(f"ok    python             CPython {sys.version_info.major}.")
+    assert by_name["onnxruntime"].startswith("ok") and "providers:" in by_name["onnxruntime"]
+    assert "CPU" in by_name["onnxruntime"]
+    assert by_name["cpu ops library"].startswith("ok")
+    assert by_name["tensorrt"].startswith("--    tensorrt           TensorRT's Python package is not installed")
+    assert by_name["tensorrt"].endswith("-> pip install 'edgeseg[trt]' (TensorRT 10.3 or newer and cuda-python)")
+    assert by_name["plugin library"].endswith(f"-> {plugin_library.BUILD_HINT}")
+    assert " GiB free in " in by_name["disk"]
+    assert lines[-1].startswith("the CPU path works: edgeseg run M.onnx")
+
+
+def test_doctor_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["cpu_path_ok"] is True
+    assert [c["name"] for c in report["checks"]] == NAMES
+    assert set(report["checks"][0]) == {"name", "status", "detail", "fix", "cpu_path"}
+
+
+def test_missing_onnxruntime_fails_the_cpu_path(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import raises ImportError
+    assert cli.main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  onnxruntime        not installed: .onnx models cannot run  -> pip install onnxruntime" in out
+    assert out.rstrip().endswith("the CPU path does not work: fix the FAIL lines above")
+
+
+def fake_trt(version: str, weakly_typed: bool) -> SimpleNamespace:
+    flags = SimpleNamespace(FP16=1) if weakly_typed else SimpleNamespace()
+    return SimpleNamespace(__version__=version, BuilderFlag=flags)
+
+
+@pytest.mark.parametrize(("version", "weak", "expected"), [
+    ("10.3.0", True, "ok    tensorrt           10.3.0 (weakly and strongly typed builds)"),
+    ("11.1.0", False,
+     "ok    tensorrt           11.1.0 (strongly typed networks only: precision comes from the ONNX file)"),
+    ("8.6.2", True,
+     "FAIL  tensorrt           8.6.2: edgeseg's plugins need TensorRT 10.3 or newer  -> JetPack 6.1+ on a Jetson; "
+     "TensorRT 10.3+ elsewhere"),
+])
+def test_tensorrt_line(monkeypatch: pytest.MonkeyPatch, version: str, weak: bool, expected: str) -> None:
+    monkeypatch.setattr(gpu_imports, "import_tensorrt", lambda: fake_trt(version, weak))
+    assert doctor.check_tensorrt().line() == expected
+
+
+class NoDriver:
+    """What cuda-python returns where no NVIDIA driver is installed."""
+
+    name = "cudaErrorInsufficientDriver"
+
+    def __int__(self) -> int:
+        return 35
+
+
+def test_gpu_line_with_a_stand_in_cuda_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    props = SimpleNamespace(name=b"Orin\x00", major=8, minor=7)
+    cudart = SimpleNamespace(cudaGetDeviceCount=lambda: (0, 1), cudaGetDevice=lambda: (0, 0),
+                             cudaGetDeviceProperties=lambda device: (0, props))
+    monkeypatch.setattr(gpu_imports, "import_cudart", lambda: cudart)
+    assert doctor.check_gpu().line() == "ok    cuda device        Orin, compute capability 8.7 (1 device(s))"
+    cudart.cudaGetDeviceCount = lambda: (NoDriver(), 0)
+    line = doctor.check_gpu().line()
+    assert line.startswith("--    cuda device        no NVIDIA GPU or driver found: .engine files need one")
+
+
+def test_plugin_library_built_for_another_tensorrt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    lib = tmp_path / plugin_library.LIBRARY_NAME
+    monkeypatch.setattr(plugin_library, "find_library", lambda: lib)
+    monkeypatch.setattr(plugin_library, "library_tensorrt_version", lambda path: 100300)
+    monkeypatch.setattr(gpu_imports, "import_tensorrt", lambda: fake_trt("11.1.0", False))
+    assert doctor.check_plugin_library().line() == (
+        f"FAIL  plugin library     {lib} (built for TensorRT 10.3), but TensorRT 11.1.0 is installed  -> "
+        f"{plugin_library.BUILD_HINT}")
+    monkeypatch.setattr(gpu_imports, "import_tensorrt", lambda: fake_trt("10.3.0", True))
+    assert doctor.check_plugin_library().status == "ok"
+
+    def missing() -> None:
+        raise BackendUnavailableError("only stubs; pip install")
+
+    monkeypatch.setattr(gpu_imports, "import_tensorrt", missing)
+    assert doctor.check_plugin_library().line() == f"ok    plugin library     {lib} (built for TensorRT 10.3)"
+
+
+def test_cameras_disk_and_a_check_that_breaks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(doctor.glob, "glob", lambda pattern: ["/dev/video2", "/dev/video0"])
+    assert doctor.check_cameras().line() == "ok    cameras            /dev/video0, /dev/video2"
+    monkeypatch.setattr(doctor.glob, "glob", lambda pattern: [])
+    assert doctor.check_cameras().status == "--"
+    usage = SimpleNamespace(total=100 * 2**30, used=99.5 * 2**30, free=2**29)
+    monkeypatch.setattr(doctor.shutil, "disk_usage", lambda path: usage)
+    assert doctor.check_disk(tmp_path).line() == (
+        f"warn  disk               0.5 GiB free in {tmp_path}  -> free at least 2 GiB for engines, timing caches and "
+        "videos")
+
+    def broken() -> doctor.Check:
+        raise OSError("boom")
+
+    monkeypatch.setattr(doctor, "CHECKS", (broken,))
+    assert [c.line() for c in doctor.run_checks()] == ["FAIL  broken             check failed: OSError: boom"]
