@@ -23,7 +23,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["edgeseg", "edgeseg.*", "converters", "converters.*"]),
+    # One import name: the converters (which need torch, the `convert` extra) are edgeseg.converters.
+    packages=find_packages(include=["edgeseg", "edgeseg.*"]),
     # lib/: the TensorRT plugin library, when `cmake --install build/plugins` has put it there.
     # data/weights/: the reference models edgeseg trained itself (edgeseg demo), fp16, 11 MB.
     package_data={"edgeseg": ["py.typed", "data/*.json", "lib/*.so", "data/weights/*.pt", "data/weights/*.json",

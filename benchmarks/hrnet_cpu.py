@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import edgeseg
 from benchmarks.timing import median_seconds
-from converters.hrnet.export import FrameToLabels, build_hrnet, export_hrnet
 from edgeseg.cli import parse_hw
+from edgeseg.converters.hrnet.export import FrameToLabels, build_hrnet, export_hrnet
 from edgeseg.democlip import demo_photos, pan_zoom
 from edgeseg.metadata import Preprocessing
 

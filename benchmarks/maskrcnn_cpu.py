@@ -62,7 +62,7 @@ def run_edgeseg(work: Path, frame: np.ndarray, threads: int, runs: int) -> dict[
 def run_torchvision_eager(work: Path, frame: np.ndarray, threads: int, runs: int) -> dict[str, Any]:
     import torch
 
-    from converters.maskrcnn.archs import build_arch
+    from edgeseg.converters.maskrcnn.archs import build_arch
 
     torch.set_num_threads(threads)
     model = build_arch("resnet50_fpn", 91)
@@ -124,8 +124,8 @@ def prepare(work: Path, frame_hw: tuple[int, int]) -> None:
     """Weights, frame, and both ONNX files, made once in the parent process."""
     import torch
 
-    from converters.maskrcnn.archs import build_arch
-    from converters.maskrcnn.export import export_maskrcnn
+    from edgeseg.converters.maskrcnn.archs import build_arch
+    from edgeseg.converters.maskrcnn.export import export_maskrcnn
     from edgeseg.democlip import demo_photos
     from edgeseg.frames import fit_frame
 

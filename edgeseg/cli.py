@@ -21,7 +21,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from edgeseg.errors import ArgumentError, BackendUnavailableError, EdgesegError, ModelFileError
+from edgeseg.errors import ArgumentError, EdgesegError, ModelFileError
+from edgeseg.torch_side import converters
 from edgeseg.version import __version__
 
 EXIT_ERROR = 1
@@ -61,22 +62,6 @@ def _hw_type(flag: str) -> Callable[[str], tuple[int, int]]:
     return convert
 
 
-def _import_converter(module: str) -> Any:
-    """``converters.<module>`` (``<module>.export`` for a model family), or the install command if
-    PyTorch is missing."""
-    import importlib
-
-    name = f"converters.{module}" if "." in module or module == "parity" else f"converters.{module}.export"
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        if exc.name and exc.name.split(".")[0] in ("torch", "torchvision"):
-            raise BackendUnavailableError(
-                "converting needs PyTorch: pip install 'edgeseg[convert]' (or pip install -e '.[convert]')"
-            ) from exc
-        raise
-
-
 def _check_weights_args(args: argparse.Namespace) -> None:
     if args.weights is None and not args.random_weights:
         raise ArgumentError("give --weights PATH, or --random-weights to export an untrained model (for testing)")
@@ -95,7 +80,7 @@ def _report(args: argparse.Namespace, meta: Any) -> None:
 
 def cmd_convert_hrnet(args: argparse.Namespace) -> int:
     _check_weights_args(args)
-    hrnet_export = _import_converter("hrnet")
+    hrnet_export = converters("hrnet.export")
     meta = hrnet_export.convert_hrnet(
         arch=args.arch,
         output=args.output,
@@ -114,8 +99,8 @@ def cmd_convert_hrnet(args: argparse.Namespace) -> int:
 
 def cmd_convert_maskrcnn(args: argparse.Namespace) -> int:
     _check_weights_args(args)
-    maskrcnn_export = _import_converter("maskrcnn")
-    from converters.maskrcnn.graph import GraphOptions
+    maskrcnn_export = converters("maskrcnn.export")
+    GraphOptions = converters("maskrcnn.graph").GraphOptions
 
     options = GraphOptions(
         score_thresh=args.score_thresh,
@@ -218,7 +203,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     model = load(args.model, threads=args.threads)
     if model.backend.name != "onnxruntime":
         raise ArgumentError(f"{args.model.name}: compare an .onnx file (an engine's own parity: pytest -m gpu)")
-    parity = _import_converter("parity")
+    parity = converters("parity")
     reference = parity.reference_model(model.metadata, args.weights, allow_pickle=args.trust_checkpoint)
     frames = bench_frames(args.source, args.frames, model.frame_hw)[: args.frames]
     report = parity.compare(model, reference, frames)

@@ -17,11 +17,12 @@ import cv2
 import numpy as np
 
 from edgeseg.draw import draw_result
-from edgeseg.errors import BackendUnavailableError, OutputError, SourceError
+from edgeseg.errors import OutputError, SourceError
 from edgeseg.model import load
 from edgeseg.progress import FrameProgress, Steps
 from edgeseg.scenes import make_scene_clip
 from edgeseg.sinks import open_sink
+from edgeseg.torch_side import converters
 
 CLIP_NAME = "scenes.mp4"
 MASKRCNN_NAME = "scenes_maskrcnn_lite.onnx"
@@ -30,35 +31,6 @@ OUTPUT_NAME = "demo.mp4"
 FPS = 15.0
 SCORE_THRESH = 0.5  # detections drawn in the demo (evaluation exports keep torchvision's 0.05)
 SEMANTIC_ALPHA = 0.7
-
-
-def _convert(out_dir: Path, frame_hw: tuple[int, int], steps: Steps) -> tuple[Path, Path]:
-    """Export both shipped models for *frame_hw* frames; returns the two ONNX paths."""
-    try:
-        import torch  # noqa: F401
-        import torchvision  # noqa: F401
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            "the demo converts the shipped models with PyTorch: pip install 'edgeseg[convert]'"
-        ) from exc
-    from converters.hrnet.export import export_hrnet
-    from converters.maskrcnn.export import export_maskrcnn
-    from converters.maskrcnn.graph import GraphOptions
-    from converters.reference import HRNET, MASKRCNN, reference_hrnet, reference_maskrcnn, scene_classes
-
-    maskrcnn_path, hrnet_path = out_dir / MASKRCNN_NAME, out_dir / HRNET_NAME
-    with steps.step(f"converting the Mask R-CNN ({MASKRCNN.arch}) to {maskrcnn_path}"):
-        export_maskrcnn(reference_maskrcnn(), maskrcnn_path, frame_hw, GraphOptions(score_thresh=SCORE_THRESH),
-                        classes=scene_classes(), arch=f"maskrcnn_{MASKRCNN.arch}")
-    # HRNet runs at the scale it was trained at (objects the same size in pixels): the frame's
-    # short side brought to the training size, the long side to a multiple of 32.
-    short = HRNET.frame_hw[0]
-    scale = short / min(frame_hw)
-    input_hw = (short, max(32, round(frame_hw[1] * scale / 32) * 32)) if frame_hw[0] <= frame_hw[1] else (
-        max(32, round(frame_hw[0] * scale / 32) * 32), short)
-    with steps.step(f"converting the HRNetV2 ({HRNET.arch}) to {hrnet_path}"):
-        export_hrnet(reference_hrnet(), hrnet_path, frame_hw, input_hw=input_hw, classes=scene_classes())
-    return maskrcnn_path, hrnet_path
 
 
 def _title(image: np.ndarray, text: str) -> None:
@@ -90,7 +62,8 @@ def run_demo(out_dir: str | os.PathLike[str], *, frames: int = 90, size: tuple[i
     clip = out / CLIP_NAME
     with steps.step(f"generating a {frames}-frame scene clip {size[0]}x{size[1]} at {clip}"):
         make_scene_clip(clip, frames=frames, size=size, fps=FPS, seed=seed)
-    maskrcnn_path, hrnet_path = _convert(out, size, steps)
+    maskrcnn_path, hrnet_path = out / MASKRCNN_NAME, out / HRNET_NAME
+    converters("reference").export_reference_models(maskrcnn_path, hrnet_path, size, steps, SCORE_THRESH)
     instance_model = load(maskrcnn_path, threads=threads)
     semantic_model = load(hrnet_path, threads=threads)
 

@@ -2,7 +2,7 @@
 
 Both functions take a *predictor*, anything callable ``frame -> result`` with the contract of an
 :class:`edgeseg.Model` (HxWx3 uint8 BGR frame in, result in the frame's coordinates out): a
-loaded model, or a wrapper around the PyTorch model (``converters.reference``), so a converted
+loaded model, or a wrapper around the PyTorch model (``edgeseg.converters.reference``), so a converted
 model and its source are scored by the same code on the same frames. Images are read with
 OpenCV (BGR), in file-name order.
 

@@ -38,11 +38,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from converters.hrnet.export import build_hrnet, export_hrnet
-from converters.maskrcnn.archs import build_arch
-from converters.maskrcnn.export import export_maskrcnn
-from converters.parity import bgr_to_rgb_tensor
-from converters.reference import (
+from edgeseg.atomic import atomic_output
+from edgeseg.converters.hrnet.export import build_hrnet, export_hrnet
+from edgeseg.converters.maskrcnn.archs import build_arch
+from edgeseg.converters.maskrcnn.export import export_maskrcnn
+from edgeseg.converters.parity import bgr_to_rgb_tensor
+from edgeseg.converters.reference import (
     HRNET,
     MASKRCNN,
     SCENE_CLASSES,
@@ -53,7 +54,6 @@ from converters.reference import (
     reference_maskrcnn,
     scene_classes,
 )
-from edgeseg.atomic import atomic_output
 from edgeseg.scenes import Scene, SceneSpec, make_scene, write_dataset
 from edgeseg.version import __version__
 

@@ -39,7 +39,7 @@ def photos() -> list[np.ndarray]:
 
 @dataclass
 class ExportedHRNet:
-    model: object  # converters.hrnet.model.HRNetV2
+    model: object  # edgeseg.converters.hrnet.model.HRNetV2
     path: Path
     frame_hw: tuple[int, int]
     input_hw: tuple[int, int]
@@ -47,7 +47,7 @@ class ExportedHRNet:
 
 def _export(tmp: Path, photos: list[np.ndarray], arch: str, num_classes: int, frame_hw: tuple[int, int],
             input_hw: tuple[int, int] | None, align_corners: bool, name: str) -> ExportedHRNet:
-    from converters.hrnet.export import export_hrnet
+    from edgeseg.converters.hrnet.export import export_hrnet
     from tests.hrnet_helpers import calibrated_hrnet
 
     model = calibrated_hrnet(arch, num_classes, photos, align_corners=align_corners)
@@ -97,7 +97,7 @@ def maskrcnn_cli(tmp_path_factory: pytest.TempPathFactory) -> ExportedMaskRCNN:
     """`edgeseg convert maskrcnn --random-weights --score-thresh 0` at 400x600, once per session.
     Random weights are seeded, so ``build_arch`` gives the same model for the PyTorch side."""
     import edgeseg.cli as cli
-    from converters.maskrcnn.archs import build_arch
+    from edgeseg.converters.maskrcnn.archs import build_arch
 
     path = tmp_path_factory.mktemp("maskrcnn") / "maskrcnn.onnx"
     code = cli.main(["convert", "maskrcnn", "--arch", "resnet50_fpn", "--random-weights", "--classes", "coco",
@@ -109,9 +109,9 @@ def maskrcnn_cli(tmp_path_factory: pytest.TempPathFactory) -> ExportedMaskRCNN:
 
 
 def _export_maskrcnn(tmp: Path, arch: str, frame_hw: tuple[int, int]) -> ExportedMaskRCNN:
-    from converters.maskrcnn.archs import build_arch
-    from converters.maskrcnn.export import export_maskrcnn
-    from converters.maskrcnn.graph import GraphOptions
+    from edgeseg.converters.maskrcnn.archs import build_arch
+    from edgeseg.converters.maskrcnn.export import export_maskrcnn
+    from edgeseg.converters.maskrcnn.graph import GraphOptions
 
     model = build_arch(arch, 91)
     model.roi_heads.score_thresh = 0.0  # random weights: keep enough detections to compare

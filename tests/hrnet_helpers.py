@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import torch
 
-from converters.hrnet.export import build_hrnet
-from converters.hrnet.model import HRNetV2
-from converters.parity import hrnet_preprocess, hrnet_reference
+from edgeseg.converters.hrnet.export import build_hrnet
+from edgeseg.converters.hrnet.model import HRNetV2
+from edgeseg.converters.parity import hrnet_preprocess, hrnet_reference
 
 
 def calibrated_hrnet(arch: str, num_classes: int, photos: list[np.ndarray], align_corners: bool = False,
@@ -31,7 +31,7 @@ def calibrated_hrnet(arch: str, num_classes: int, photos: list[np.ndarray], alig
 
 
 def official_preprocess(frame_bgr: np.ndarray) -> torch.Tensor:
-    """HRNet-Semantic-Segmentation's input transform (converters.parity.hrnet_preprocess)."""
+    """HRNet-Semantic-Segmentation's input transform (edgeseg.converters.parity.hrnet_preprocess)."""
     return hrnet_preprocess(frame_bgr)
 
 

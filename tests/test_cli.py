@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import edgeseg.cli as cli
-from converters.hrnet.archs import ARCHS
-from converters.hrnet.model import HRNetV2
+from edgeseg.converters.hrnet.archs import ARCHS
+from edgeseg.converters.hrnet.model import HRNetV2
 from edgeseg.democlip import make_demo_clip
 from tests.conftest import ExportedMaskRCNN, frame_count
 

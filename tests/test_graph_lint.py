@@ -29,10 +29,10 @@ MASKRCNN_CASES = [("resnet18_fpn_lite", (64, 96), "continuous"), ("resnet18_fpn_
 
 @pytest.fixture(scope="module")
 def small_graphs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    from converters.hrnet.export import build_hrnet, export_hrnet
-    from converters.maskrcnn.archs import build_arch
-    from converters.maskrcnn.export import export_maskrcnn
-    from converters.maskrcnn.graph import GraphOptions
+    from edgeseg.converters.hrnet.export import build_hrnet, export_hrnet
+    from edgeseg.converters.maskrcnn.archs import build_arch
+    from edgeseg.converters.maskrcnn.export import export_maskrcnn
+    from edgeseg.converters.maskrcnn.graph import GraphOptions
 
     tmp = tmp_path_factory.mktemp("lint")
     paths = []

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from converters.checkpoint import layout_of
-from converters.hrnet.archs import ARCHS
-from converters.hrnet.export import build_hrnet
-from converters.hrnet.model import HRNetV2
+from edgeseg.converters.checkpoint import layout_of
+from edgeseg.converters.hrnet.archs import ARCHS
+from edgeseg.converters.hrnet.export import build_hrnet
+from edgeseg.converters.hrnet.model import HRNetV2
 from edgeseg.errors import CheckpointError, CheckpointMismatchError, UnknownArchError
 
 OFFICIAL = json.loads((Path(__file__).parent / "data" / "hrnet_official_layout.json").read_text())

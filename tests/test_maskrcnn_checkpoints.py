@@ -10,8 +10,8 @@ import torch
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 
 import edgeseg.cli as cli
-from converters.maskrcnn.archs import build_arch
-from converters.maskrcnn.export import build_maskrcnn, export_maskrcnn
+from edgeseg.converters.maskrcnn.archs import build_arch
+from edgeseg.converters.maskrcnn.export import build_maskrcnn, export_maskrcnn
 from edgeseg.errors import ArgumentError, CheckpointMismatchError, UnknownArchError
 
 
@@ -100,7 +100,7 @@ def test_cli_convert_reports_a_bad_checkpoint_in_one_line(weights: dict[str, Pat
     ],
 )
 def test_graph_options_are_checked_in_the_library(options: dict[str, object], message: str) -> None:
-    from converters.maskrcnn.graph import GraphOptions
+    from edgeseg.converters.maskrcnn.graph import GraphOptions
 
     with pytest.raises(ArgumentError) as info:
         GraphOptions(**options)  # type: ignore[arg-type]

@@ -13,10 +13,10 @@ import torch
 from onnx import numpy_helper
 
 import edgeseg
-from converters.maskrcnn.archs import build_arch
-from converters.maskrcnn.export import export_maskrcnn
-from converters.maskrcnn.graph import GraphOptions
-from converters.parity import box_iou, mask_iou, torchvision_reference
+from edgeseg.converters.maskrcnn.archs import build_arch
+from edgeseg.converters.maskrcnn.export import export_maskrcnn
+from edgeseg.converters.maskrcnn.graph import GraphOptions
+from edgeseg.converters.parity import box_iou, mask_iou, torchvision_reference
 from edgeseg.frames import fit_frame
 from edgeseg.result import InstanceResult
 from tests.conftest import ExportedMaskRCNN as Exported

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 import edgeseg
-from converters.checkpoint import read_state_dict
-from converters.maskrcnn.archs import arch_key, build_arch
-from converters.maskrcnn.export import export_maskrcnn
-from converters.maskrcnn.graph import GraphOptions
-from converters.parity import box_iou, mask_iou
-from converters.reference import (
+from edgeseg.converters.checkpoint import read_state_dict
+from edgeseg.converters.maskrcnn.archs import arch_key, build_arch
+from edgeseg.converters.maskrcnn.export import export_maskrcnn
+from edgeseg.converters.maskrcnn.graph import GraphOptions
+from edgeseg.converters.parity import box_iou, mask_iou
+from edgeseg.converters.reference import (
     HRNET,
     MASKRCNN,
     SCENE_CLASSES,

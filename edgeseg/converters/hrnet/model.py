@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from converters.hrnet.archs import HRNetSpec, StageSpec
+from edgeseg.converters.hrnet.archs import HRNetSpec, StageSpec
 
 BN_MOMENTUM = 0.01
 

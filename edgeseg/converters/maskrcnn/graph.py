@@ -38,7 +38,7 @@ from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.ops import boxes as box_ops
 from torchvision.ops.poolers import MultiScaleRoIAlign, _setup_scales
 
-from converters.maskrcnn.ops import multiclass_nms, multilevel_roi_align, paste_masks
+from edgeseg.converters.maskrcnn.ops import multiclass_nms, multilevel_roi_align, paste_masks
 from edgeseg.custom_ops import PASTE_MODES, packed_mask_width
 from edgeseg.errors import ArgumentError
 from edgeseg.lint import NMS_MAX_CANDIDATES, TOPK_MAX_K

@@ -8,13 +8,13 @@ from pathlib import Path
 import torch
 from torchvision.models.detection import MaskRCNN
 
-from converters.checkpoint import StateDict, fitting_arch, load_strict, read_state_dict
-from converters.maskrcnn.archs import ARCHS, CLASS_KEY, COCO_CATEGORIES, arch_key, build_arch
-from converters.maskrcnn.graph import OUTPUT_NAMES, FrameToDetections, GraphOptions
-from converters.onnx_cleanup import tidy
-from converters.onnx_export import DEFAULT_OPSET, trace_to_onnx, write_onnx
 from edgeseg.atomic import check_writable
 from edgeseg.classes import ClassSet, generated_palette, read_class_file
+from edgeseg.converters.checkpoint import StateDict, fitting_arch, load_strict, read_state_dict
+from edgeseg.converters.maskrcnn.archs import ARCHS, CLASS_KEY, COCO_CATEGORIES, arch_key, build_arch
+from edgeseg.converters.maskrcnn.graph import OUTPUT_NAMES, FrameToDetections, GraphOptions
+from edgeseg.converters.onnx_cleanup import tidy
+from edgeseg.converters.onnx_export import DEFAULT_OPSET, trace_to_onnx, write_onnx
 from edgeseg.custom_ops import MASK_BYTES_PER_WORD, packed_mask_width
 from edgeseg.errors import ArgumentError
 from edgeseg.metadata import ModelMetadata, Preprocessing

@@ -22,13 +22,16 @@ import torch.nn.functional as F
 from torchvision.models.detection import MaskRCNN
 
 import edgeseg
-from converters.checkpoint import load_strict, read_state_dict
-from converters.hrnet.export import build_hrnet
-from converters.hrnet.model import HRNetV2
-from converters.maskrcnn.archs import build_arch
-from converters.parity import torchvision_reference
 from edgeseg.classes import ClassSet
+from edgeseg.converters.checkpoint import load_strict, read_state_dict
+from edgeseg.converters.hrnet.export import build_hrnet, export_hrnet
+from edgeseg.converters.hrnet.model import HRNetV2
+from edgeseg.converters.maskrcnn.archs import build_arch
+from edgeseg.converters.maskrcnn.export import export_maskrcnn
+from edgeseg.converters.maskrcnn.graph import GraphOptions
+from edgeseg.converters.parity import torchvision_reference
 from edgeseg.metadata import Preprocessing
+from edgeseg.progress import Steps
 from edgeseg.result import InstanceResult, SemanticResult
 from edgeseg.scenes import CLASS_NAMES
 
@@ -128,3 +131,20 @@ def hrnet_predictor(model: HRNetV2, classes: ClassSet | None = None,
         return SemanticResult(up.argmax(1)[0].to(torch.uint8).numpy(), cs.names, cs.palette)
 
     return predict
+
+
+def export_reference_models(maskrcnn_path: Path, hrnet_path: Path, frame_hw: tuple[int, int], steps: Steps,
+                            score_thresh: float) -> None:
+    """Export both shipped models for uint8 BGR frames of *frame_hw* (height, width) pixels
+    (``edgeseg demo``). The Mask R-CNN keeps detections scoring above *score_thresh*."""
+    with steps.step(f"converting the Mask R-CNN ({MASKRCNN.arch}) to {maskrcnn_path}"):
+        export_maskrcnn(reference_maskrcnn(), maskrcnn_path, frame_hw, GraphOptions(score_thresh=score_thresh),
+                        classes=scene_classes(), arch=f"maskrcnn_{MASKRCNN.arch}")
+    # HRNet runs at the scale it was trained at (objects the same size in pixels): the frame's
+    # short side brought to the training size, the long side to a multiple of 32.
+    short = HRNET.frame_hw[0]
+    scale = short / min(frame_hw)
+    input_hw = (short, max(32, round(frame_hw[1] * scale / 32) * 32)) if frame_hw[0] <= frame_hw[1] else (
+        max(32, round(frame_hw[0] * scale / 32) * 32), short)
+    with steps.step(f"converting the HRNetV2 ({HRNET.arch}) to {hrnet_path}"):
+        export_hrnet(reference_hrnet(), hrnet_path, frame_hw, input_hw=input_hw, classes=scene_classes())

@@ -191,12 +191,12 @@ def reference_model(meta: ModelMetadata, weights: str | os.PathLike[str] | None,
     """The PyTorch model an edgeseg file was converted from, rebuilt from its metadata with
     *weights* (None: the seeded random weights of ``edgeseg convert --random-weights``)."""
     if meta.kind == "semantic" and meta.arch.startswith("hrnetv2_"):
-        from converters.hrnet.export import build_hrnet
+        from edgeseg.converters.hrnet.export import build_hrnet
 
         return build_hrnet(meta.arch.removeprefix("hrnetv2_"), meta.num_classes, weights,
                            bool(meta.extra.get("align_corners", False)), allow_pickle)
     if meta.kind == "instance" and meta.arch.startswith("maskrcnn_"):
-        from converters.maskrcnn.export import build_maskrcnn
+        from edgeseg.converters.maskrcnn.export import build_maskrcnn
 
         model = build_maskrcnn(meta.arch.removeprefix("maskrcnn_"), meta.num_classes, weights, allow_pickle)
         # the graph's own settings, as converted

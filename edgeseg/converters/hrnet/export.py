@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from converters.checkpoint import StateDict, fitting_arch, load_strict, read_state_dict
-from converters.hrnet.archs import ARCHS, HRNetSpec, get_arch
-from converters.hrnet.model import HRNetV2
-from converters.onnx_cleanup import tidy
-from converters.onnx_export import DEFAULT_OPSET, trace_to_onnx, write_onnx
 from edgeseg.atomic import check_writable
 from edgeseg.classes import ClassSet, resolve_classes
+from edgeseg.converters.checkpoint import StateDict, fitting_arch, load_strict, read_state_dict
+from edgeseg.converters.hrnet.archs import ARCHS, HRNetSpec, get_arch
+from edgeseg.converters.hrnet.model import HRNetV2
+from edgeseg.converters.onnx_cleanup import tidy
+from edgeseg.converters.onnx_export import DEFAULT_OPSET, trace_to_onnx, write_onnx
 from edgeseg.errors import ArgumentError
 from edgeseg.metadata import ModelMetadata, Preprocessing
 from edgeseg.progress import Steps
