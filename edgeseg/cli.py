@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
+from edgeseg.custom_ops import PASTE_MODES
 from edgeseg.errors import ArgumentError, EdgesegError, ModelFileError
 from edgeseg.torch_side import converters
 from edgeseg.version import __version__
@@ -407,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--score-thresh", type=float, default=0.05, help="keep detections scoring above this")
     m.add_argument("--max-detections", type=int, default=100, help="K, the fixed number of output rows")
     m.add_argument("--max-candidates", type=int, default=3000, help="class boxes entering the final NMS")
-    m.add_argument("--paste", choices=["torchvision", "continuous"], default="torchvision",
+    m.add_argument("--paste", choices=PASTE_MODES, default=PASTE_MODES[0],
                    help="mask pasting: torchvision's, or detectron2's continuous coordinates")
     m.add_argument("--mask-threshold", type=float, default=0.5, help="binarise pasted mask probabilities")
     m.add_argument("--trust-checkpoint", action="store_true", help="allow full pickle loading (runs code)")

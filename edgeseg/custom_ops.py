@@ -27,19 +27,65 @@ Kernel = Callable[[Attrs, Sequence[np.ndarray], int], list[np.ndarray]]
 
 
 @dataclass(frozen=True)
+class Attribute:
+    """One attribute of a custom op, as ``plugins/<op>/op.json`` specifies it (a test holds the
+    two equal): ``type`` is ``int``, ``float`` or ``floats``; the rest bound its values."""
+
+    name: str
+    type: str
+    default: Any
+    min: float | None = None
+    exclusive_min: bool = False
+    choices: tuple[int, ...] | None = None
+    length: tuple[int, int] | None = None  # floats: fewest and most values
+    multiple_of: int | None = None
+    required: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with *value* for this attribute, or None."""
+        values = list(value) if self.type == "floats" else [value]
+        if self.length is not None and not self.length[0] <= len(values) <= self.length[1]:
+            return f"{self.name} must hold {self.length[0]} to {self.length[1]} values, got {len(values)}"
+        for v in values:
+            if self.type == "int" and (not isinstance(v, int) or isinstance(v, bool)):
+                return f"{self.name} must be an integer, got {v!r}"
+            if self.type != "int" and not isinstance(v, (int, float)):
+                return f"{self.name} must be a number, got {v!r}"
+            if self.choices is not None and v not in self.choices:
+                return f"{self.name} must be one of {', '.join(map(str, self.choices))}, got {v!r}"
+            if self.min is not None and (v <= self.min if self.exclusive_min else v < self.min):
+                return f"{self.name} must be {'>' if self.exclusive_min else '>='} {self.min:g}, got {v!r}"
+            if self.multiple_of is not None and v % self.multiple_of:
+                return f"{self.name} must be a multiple of {self.multiple_of}, got {v!r}"
+        return None
+
+
+@dataclass(frozen=True)
 class CustomOp:
-    """One custom op: its node type, attribute defaults and CPU implementation."""
+    """One custom op: its node type, attributes and CPU implementation."""
 
     op_type: str
-    defaults: Mapping[str, Any]
+    attributes: tuple[Attribute, ...]
     kernel: Kernel
 
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {a.name: a.default for a in self.attributes}
+
     def node_attributes(self, **values: Any) -> dict[str, Any]:
-        """All attributes of a node (defaults filled in, plugin identity added)."""
-        unknown = set(values) - set(self.defaults)
+        """All attributes of a node (defaults filled in, plugin identity added); ValueError naming
+        the op and the attribute when one is unknown, missing or out of its range."""
+        known = {a.name: a for a in self.attributes}
+        unknown = set(values) - set(known)
         if unknown:
             raise ValueError(f"{self.op_type}: unknown attribute(s) {sorted(unknown)}")
         attrs = {**self.defaults, **values}
+        for a in self.attributes:
+            if a.required and a.name not in values:
+                raise ValueError(f"{self.op_type}: attribute {a.name} is required")
+            problem = a.problem(attrs[a.name])
+            if problem:
+                raise ValueError(f"{self.op_type}: {problem}")
         attrs["plugin_version"] = PLUGIN_VERSION
         attrs["plugin_namespace"] = PLUGIN_NAMESPACE
         return attrs
@@ -114,15 +160,15 @@ def _paste_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) -> l
 #: [N, C, H_l, W_l]; output [R, C, output_height, output_width].
 MULTILEVEL_ROI_ALIGN = CustomOp(
     "MultiLevelRoIAlign",
-    {
-        "output_height": 7,
-        "output_width": 7,
-        "spatial_scales": [0.25, 0.125, 0.0625, 0.03125],
-        "sampling_ratio": 2,
-        "aligned": 0,
-        "canonical_scale": 224.0,
-        "canonical_level": 4,
-    },
+    (
+        Attribute("output_height", "int", 7, min=1),
+        Attribute("output_width", "int", 7, min=1),
+        Attribute("spatial_scales", "floats", [0.25, 0.125, 0.0625, 0.03125], min=0, exclusive_min=True, length=(1, 8)),
+        Attribute("sampling_ratio", "int", 2),
+        Attribute("aligned", "int", 0, choices=(0, 1)),
+        Attribute("canonical_scale", "float", 224.0, min=0, exclusive_min=True),
+        Attribute("canonical_level", "int", 4),
+    ),
     _roi_align_kernel,
 )
 
@@ -133,7 +179,13 @@ MULTILEVEL_ROI_ALIGN = CustomOp(
 #: a multiple of 4). Rows from count on are not written by the op: read the first count rows.
 PASTE_MASKS = CustomOp(
     "PasteMasks",
-    {"height": 0, "width": 0, "threshold": 0.5, "mode": 0, "logits": 0},
+    (
+        Attribute("height", "int", 0, min=1, required=True),
+        Attribute("width", "int", 0, min=1, multiple_of=MASK_BYTES_PER_WORD, required=True),
+        Attribute("threshold", "float", 0.5),
+        Attribute("mode", "int", 0, choices=tuple(range(len(PASTE_MODES)))),
+        Attribute("logits", "int", 0, choices=(0, 1)),
+    ),
     _paste_kernel,
 )
 

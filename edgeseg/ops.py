@@ -27,13 +27,13 @@ from typing import TypeGuard
 import numpy as np
 import numpy.typing as npt
 
+from edgeseg.custom_ops import PASTE_MODES
 from edgeseg.errors import BackendUnavailableError
 
 __all__ = ["library_path", "multilevel_roi_align", "paste_masks", "roi_align", "roi_levels"]
 
 _LIB_STEM = "_ops_cpu"
 _ABI_VERSION = 1  # must equal edgeseg_ops_abi_version() in plugins/multilevel_roi_align/roi_align_cpu.cpp
-_PASTE_MODES = {"torchvision": 0, "continuous": 1}
 _BUILD_HINT = (
     "build it with `pip install -e .` from the edgeseg repository (needs a C++ compiler with "
     "OpenMP, e.g. g++), or `python setup.py build_ext --inplace`"
@@ -484,7 +484,7 @@ def _paste_masks(
     ):
         raise ValueError(f"frame_hw must be (height, width) with positive ints; got {frame_hw!r}")
     height, width = int(frame_hw[0]), int(frame_hw[1])
-    if mode not in _PASTE_MODES:
+    if mode not in PASTE_MODES:
         raise ValueError(f"mode must be 'torchvision' or 'continuous'; got {mode!r}")
     thr = _finite_float(threshold, "threshold")
     nthreads = _threads(threads)
@@ -499,7 +499,7 @@ def _paste_masks(
     if live == 0:
         return out
     status = lib.edgeseg_paste_masks_u8(
-        arr, live, m, box, height, width, thr, _PASTE_MODES[mode], int(bool(logits)), nthreads,
+        arr, live, m, box, height, width, thr, PASTE_MODES.index(mode), int(bool(logits)), nthreads,
         int(per_pixel), out,
     )
     _check(status, "paste_masks")

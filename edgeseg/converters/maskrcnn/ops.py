@@ -140,9 +140,7 @@ def paste_masks(masks: Tensor, boxes: Tensor, count: Tensor, **attrs: Any) -> Te
     width / 4] (``width`` must be a multiple of 4; see ``edgeseg.custom_ops.MASK_BYTES_PER_WORD``).
     Rows from *count* on are zero here; the op itself does not write them.
     """
-    full = PASTE_MASKS.node_attributes(**attrs)
-    if full["width"] % MASK_BYTES_PER_WORD:
-        raise ValueError(f"PasteMasks width must be a multiple of {MASK_BYTES_PER_WORD}, got {full['width']}")
+    full = PASTE_MASKS.node_attributes(**attrs)  # refuses a width that is not a multiple of 4
     out: Tensor = _PasteMasks.apply(full, int(masks.shape[0]), masks, boxes, count)
     return out
 
