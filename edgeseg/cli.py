@@ -63,13 +63,6 @@ def _hw_type(flag: str) -> Callable[[str], tuple[int, int]]:
     return convert
 
 
-def _check_weights_args(args: argparse.Namespace) -> None:
-    if args.weights is None and not args.random_weights:
-        raise ArgumentError("give --weights PATH, or --random-weights to export an untrained model (for testing)")
-    if args.weights is not None and args.random_weights:
-        raise ArgumentError("--weights and --random-weights exclude each other")
-
-
 def _report(args: argparse.Namespace, meta: Any) -> None:
     if args.random_weights:
         print("edgeseg: warning: random weights: the model's output is noise", file=sys.stderr)
@@ -79,47 +72,14 @@ def _report(args: argparse.Namespace, meta: Any) -> None:
     )
 
 
-def cmd_convert_hrnet(args: argparse.Namespace) -> int:
-    _check_weights_args(args)
-    hrnet_export = converters("hrnet.export")
-    meta = hrnet_export.convert_hrnet(
-        arch=args.arch,
-        output=args.output,
-        frame_hw=args.frame,
-        weights=args.weights,
-        num_classes=args.num_classes,
-        classes=args.classes,
-        input_hw=args.input_size,
-        align_corners=args.align_corners,
-        allow_pickle=args.trust_checkpoint,
-        quiet=args.quiet,
-    )
-    _report(args, meta)
-    return 0
-
-
-def cmd_convert_maskrcnn(args: argparse.Namespace) -> int:
-    _check_weights_args(args)
-    maskrcnn_export = converters("maskrcnn.export")
-    GraphOptions = converters("maskrcnn.graph").GraphOptions
-
-    options = GraphOptions(
-        score_thresh=args.score_thresh,
-        detections=args.max_detections,
-        max_candidates=args.max_candidates,
-        paste=args.paste,
-        mask_threshold=args.mask_threshold,
-    )
-    meta = maskrcnn_export.convert_maskrcnn(
-        arch=args.arch,
-        output=args.output,
-        frame_hw=args.frame,
-        weights=args.weights,
-        num_classes=args.num_classes,
-        classes=args.classes,
-        options=options,
-        allow_pickle=args.trust_checkpoint,
-        quiet=args.quiet,
+def cmd_convert(args: argparse.Namespace) -> int:
+    """``edgeseg convert hrnet|maskrcnn``: the flags, handed to edgeseg.converters.api.export."""
+    api = converters("api")
+    options = {name: getattr(args, name) for name in api.FAMILIES[args.model].options}
+    meta = api.export(
+        args.model, args.output, arch=args.arch, frame_hw=args.frame, weights=args.weights,
+        random_weights=args.random_weights, num_classes=args.num_classes, classes=args.classes,
+        allow_pickle=args.trust_checkpoint, quiet=args.quiet, **options,
     )
     _report(args, meta)
     return 0
@@ -200,7 +160,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from edgeseg.bench import bench_frames
     from edgeseg.model import load
 
-    _check_weights_args(args)
+    converters("api").check_weights(args.weights, args.random_weights)
     model = load(args.model, threads=args.threads)
     if model.backend.name != "onnxruntime":
         raise ArgumentError(f"{args.model.name}: compare an .onnx file (an engine's own parity: pytest -m gpu)")
@@ -389,12 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--num-classes", type=int, help="default: from the checkpoint or --classes")
     h.add_argument("--classes", help="class names: 'cityscapes', a .txt (one per line) or a .json list")
     h.add_argument("--frame", type=_hw_type("--frame"), required=True, help="camera frame HEIGHTxWIDTH, e.g. 512x1024")
-    h.add_argument("--input-size", type=_hw_type("--input-size"), help="run the network at HxW (default: frame)")
+    h.add_argument("--input-size", dest="input_hw", type=_hw_type("--input-size"),
+                   help="run the network at HxW (default: frame)")
     h.add_argument("--align-corners", action="store_true", help="checkpoints of the HRNet-OCR branch")
     h.add_argument("--trust-checkpoint", action="store_true", help="allow full pickle loading (runs code)")
     h.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
     h.add_argument("-q", "--quiet", action="store_true")
-    h.set_defaults(func=cmd_convert_hrnet)
+    h.set_defaults(func=cmd_convert)
 
     m = models.add_parser("maskrcnn", help="torchvision Mask R-CNN instance segmentation")
     m.add_argument("--arch", required=True,
@@ -406,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--classes", help="class names: 'coco', a .txt (one per line) or a .json list")
     m.add_argument("--frame", type=_hw_type("--frame"), required=True, help="camera frame HEIGHTxWIDTH, e.g. 720x1280")
     m.add_argument("--score-thresh", type=float, default=0.05, help="keep detections scoring above this")
-    m.add_argument("--max-detections", type=int, default=100, help="K, the fixed number of output rows")
+    m.add_argument("--max-detections", dest="detections", type=int, default=100,
+                   help="K, the fixed number of output rows")
     m.add_argument("--max-candidates", type=int, default=3000, help="class boxes entering the final NMS")
     m.add_argument("--paste", choices=PASTE_MODES, default=PASTE_MODES[0],
                    help="mask pasting: torchvision's, or detectron2's continuous coordinates")
@@ -414,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--trust-checkpoint", action="store_true", help="allow full pickle loading (runs code)")
     m.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
     m.add_argument("-q", "--quiet", action="store_true")
-    m.set_defaults(func=cmd_convert_maskrcnn)
+    m.set_defaults(func=cmd_convert)
 
     r = sub.add_parser("run", help="run a model on a camera, stream, video, image or folder and write the overlay")
     r.add_argument("model", type=Path, help=".onnx written by `edgeseg convert` or .engine by `edgeseg build`")

@@ -28,7 +28,7 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edgeseg.atomic import atomic_output
+from edgeseg.converters.hrnet.archs import get_arch
 from edgeseg.converters.hrnet.export import build_hrnet, export_hrnet
-from edgeseg.converters.maskrcnn.archs import build_arch
+from edgeseg.converters.hrnet.model import HRNetV2
+from edgeseg.converters.maskrcnn.archs import ARCHS, arch_key, build_arch
 from edgeseg.converters.maskrcnn.export import export_maskrcnn
 from edgeseg.converters.parity import bgr_to_rgb_tensor
 from edgeseg.converters.reference import (
@@ -103,8 +105,21 @@ class Progress:
         self.window.clear()
 
 
+def replay_build_draws(construct: Callable[[], object]) -> None:
+    """Put PyTorch's global random state where the shipped weights' training run had it.
+
+    That run's builders seeded the global RNG with 0 and drew the initial weights from it, and
+    torchvision's samplers then drew from where that left off. The builders now leave the caller's
+    random state alone, so the same construction is replayed here (*construct* builds the same
+    architecture) to keep the documented command reproducing the shipped weights.
+    """
+    torch.manual_seed(0)
+    construct()
+
+
 def train_maskrcnn(args: argparse.Namespace, spec: SceneSpec) -> torch.nn.Module:
     model = build_arch(MASKRCNN.arch, len(SCENE_CLASSES))  # seeded random init
+    replay_build_draws(lambda: ARCHS[arch_key(MASKRCNN.arch)](len(SCENE_CLASSES)))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
@@ -142,8 +157,8 @@ def _crop(batch: list[Scene], crop: int, gen: torch.Generator) -> tuple[torch.Te
 
 
 def train_hrnet(args: argparse.Namespace, spec: SceneSpec) -> torch.nn.Module:
-    torch.manual_seed(args.seed)
     model = build_hrnet(HRNET.arch, len(SCENE_CLASSES))
+    replay_build_draws(lambda: HRNetV2(get_arch(HRNET.arch), len(SCENE_CLASSES)))
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     gen = torch.Generator().manual_seed(args.seed)

@@ -12,12 +12,14 @@ from edgeseg.converters.hrnet.model import HRNetV2
 from edgeseg.converters.parity import hrnet_preprocess, hrnet_reference
 
 
-def calibrated_hrnet(arch: str, num_classes: int, photos: list[np.ndarray], align_corners: bool = False,
-                     seed: int = 0) -> HRNetV2:
-    """Random weights (PyTorch's default init) with BatchNorm statistics measured on real photos,
-    so activations and logits have the spread of a trained network rather than of an untrained one."""
-    torch.manual_seed(seed)
+def calibrated_hrnet(arch: str, num_classes: int, photos: list[np.ndarray], align_corners: bool = False
+                     ) -> HRNetV2:
+    """Random weights (PyTorch's default init, seeded) with BatchNorm statistics measured on real
+    photos, so activations and logits have the spread of a trained network rather than of an
+    untrained one. The BatchNorm draws continue the seeded stream the weights came from."""
     model = build_hrnet(arch, num_classes, align_corners=align_corners)
+    torch.manual_seed(0)
+    HRNetV2(model.spec, num_classes, align_corners=align_corners)  # the same draws as build_hrnet's
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = None  # cumulative average over the calibration batches

@@ -122,12 +122,13 @@ def load_strict(
     model: nn.Module,
     sd: StateDict,
     description: str,
-    suggest: Callable[[StateDict], str | None] | None = None,
+    builders: Mapping[str, Callable[[int], nn.Module]] | None = None,
+    class_key: str = "",
 ) -> None:
     """Load *sd* into *model* with every key and shape matching.
 
     On a mismatch raise :class:`CheckpointMismatchError` naming the first offending keys and
-    shapes, plus *suggest*'s guess of what the checkpoint does fit.
+    shapes, plus the arch of *builders* the checkpoint does fit (:func:`fitting_arch`).
     """
     layout = layout_of(model)
     filled = fill_missing_counters(sd, layout)
@@ -140,7 +141,7 @@ def load_strict(
             parts.append(f"{len(missing)} missing key(s), first: {', '.join(missing[:3])}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s), first: {', '.join(unexpected[:3])}")
-        hint = suggest(sd) if suggest else None
+        hint = fitting_arch(sd, builders, class_key) if builders else None
         fix = f"; it fits {hint}" if hint else ""
         raise CheckpointMismatchError(f"checkpoint does not fit {description}: {' | '.join(parts)}{fix}")
     model.load_state_dict(filled, strict=True)

@@ -13,11 +13,19 @@ import torch
 from torch import nn
 
 from edgeseg.atomic import atomic_output
-from edgeseg.errors import ConversionError
+from edgeseg.errors import ArgumentError, ConversionError
 from edgeseg.metadata import METADATA_KEY, ModelMetadata
 
 # TensorRT 10.3 (JetPack 6.x) parses opsets up to 20; 17 has every op we use.
 DEFAULT_OPSET = 17
+# Both families' coarsest feature map is 1/32 of the network input.
+MIN_SIDE = 32
+
+
+def check_min_side(what: str, hw: tuple[int, int], model: str) -> None:
+    """:class:`ArgumentError` when *hw* (height, width in pixels) has a side under MIN_SIDE."""
+    if min(hw) < MIN_SIDE:
+        raise ArgumentError(f"{what} {hw[0]}x{hw[1]} is too small: {model} needs at least {MIN_SIDE} pixels a side")
 
 
 def trace_to_onnx(

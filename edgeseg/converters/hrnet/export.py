@@ -18,19 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edgeseg.atomic import check_writable
 from edgeseg.classes import ClassSet, resolve_classes
-from edgeseg.converters.checkpoint import StateDict, fitting_arch, load_strict, read_state_dict
+from edgeseg.converters.checkpoint import load_strict, read_state_dict
 from edgeseg.converters.hrnet.archs import ARCHS, HRNetSpec, get_arch
 from edgeseg.converters.hrnet.model import HRNetV2
 from edgeseg.converters.onnx_cleanup import tidy
-from edgeseg.converters.onnx_export import DEFAULT_OPSET, trace_to_onnx, write_onnx
+from edgeseg.converters.onnx_export import DEFAULT_OPSET, check_min_side, trace_to_onnx, write_onnx
 from edgeseg.errors import ArgumentError
 from edgeseg.metadata import ModelMetadata, Preprocessing
 from edgeseg.progress import Steps
 
 HEAD_KEY = "last_layer.3.weight"
-MIN_SIDE = 32  # HRNet's lowest branch runs at 1/32 of its input
 MAX_CLASSES = 256  # the label map is uint8
 
 
@@ -71,12 +69,6 @@ class FrameToLabels(nn.Module):
         return label_map, logits
 
 
-def suggest_arch(sd: StateDict) -> str | None:
-    """Which known arch and class count a state_dict fits exactly, as CLI flags, or None."""
-    builders = {name: functools.partial(HRNetV2, spec) for name, spec in ARCHS.items()}
-    return fitting_arch(sd, builders, HEAD_KEY)
-
-
 def build_hrnet(
     arch: str | HRNetSpec,
     num_classes: int | None = None,
@@ -97,17 +89,15 @@ def build_hrnet(
     if not 1 <= num_classes <= MAX_CLASSES:
         raise ArgumentError(f"--num-classes {num_classes}: must be 1..{MAX_CLASSES} (the label map is uint8)")
     # Seeded, so that random weights are the same every time (edgeseg compare --random-weights
-    # rebuilds the model `edgeseg convert --random-weights` exported).
-    torch.manual_seed(0)
-    model = HRNetV2(spec, num_classes, align_corners=align_corners)
+    # rebuilds the model `edgeseg convert --random-weights` exported), without touching the
+    # caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = HRNetV2(spec, num_classes, align_corners=align_corners)
     if sd is not None:
-        load_strict(model, sd, f"hrnet {spec.name} with {num_classes} classes", suggest_arch)
+        builders = {name: functools.partial(HRNetV2, known) for name, known in ARCHS.items()}
+        load_strict(model, sd, f"hrnet {spec.name} with {num_classes} classes", builders, HEAD_KEY)
     return model.eval()
-
-
-def _check_hw(name: str, hw: tuple[int, int]) -> None:
-    if min(hw) < MIN_SIDE:
-        raise ArgumentError(f"{name} {hw[0]}x{hw[1]} is too small: HRNet needs at least {MIN_SIDE} pixels a side")
 
 
 def export_hrnet(
@@ -127,8 +117,8 @@ def export_hrnet(
     the graph and the logits are upsampled back to the frame size.
     """
     input_hw = input_hw or frame_hw
-    _check_hw("--frame", frame_hw)
-    _check_hw("--input-size", input_hw)
+    check_min_side("--frame", frame_hw, "HRNet")
+    check_min_side("--input-size", input_hw, "HRNet")
     classes = classes or resolve_classes(None, model.num_classes)
     if len(classes.names) != model.num_classes:
         raise ArgumentError(f"{len(classes.names)} class names for a model with {model.num_classes} classes")
@@ -154,28 +144,3 @@ def export_hrnet(
     with steps.step(f"writing {Path(output).name}"):
         write_onnx(graph, meta, output)
     return meta
-
-
-def convert_hrnet(
-    arch: str,
-    output: str | os.PathLike[str],
-    frame_hw: tuple[int, int],
-    weights: str | os.PathLike[str] | None = None,
-    num_classes: int | None = None,
-    classes: str | None = None,
-    input_hw: tuple[int, int] | None = None,
-    align_corners: bool = False,
-    allow_pickle: bool = False,
-    quiet: bool = False,
-) -> ModelMetadata:
-    """The ``edgeseg convert hrnet`` command: checkpoint (or random weights when *weights* is
-    None) -> ONNX at *output*. Checks the output path before any long work."""
-    check_writable(output)
-    get_arch(arch)
-    steps = Steps(3, quiet=quiet)
-    with steps.step(f"reading weights {Path(weights).name}" if weights else "building random weights"):
-        if classes is not None and num_classes is None:
-            num_classes = len(resolve_classes(classes, None).names)
-        model = build_hrnet(arch, num_classes, weights, align_corners, allow_pickle)
-    class_set = resolve_classes(classes, model.num_classes)
-    return export_hrnet(model, output, frame_hw, input_hw, class_set, steps=steps)

@@ -128,5 +128,6 @@ def build_arch(name: str, num_classes: int) -> MaskRCNN:
     """An untrained torchvision Mask R-CNN of architecture *name* in eval mode, with seeded
     (reproducible) random weights."""
     key = arch_key(name)
-    torch.manual_seed(0)
-    return ARCHS[key](num_classes).eval()
+    with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was
+        torch.manual_seed(0)
+        return ARCHS[key](num_classes).eval()

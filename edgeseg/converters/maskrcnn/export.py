@@ -8,28 +8,20 @@ from pathlib import Path
 import torch
 from torchvision.models.detection import MaskRCNN
 
-from edgeseg.atomic import check_writable
 from edgeseg.classes import ClassSet, generated_palette, read_class_file
-from edgeseg.converters.checkpoint import StateDict, fitting_arch, load_strict, read_state_dict
-from edgeseg.converters.maskrcnn.archs import ARCHS, CLASS_KEY, COCO_CATEGORIES, arch_key, build_arch
+from edgeseg.converters.checkpoint import load_strict, read_state_dict
+from edgeseg.converters.maskrcnn.archs import ARCHS, CLASS_KEY, COCO_CATEGORIES, build_arch
 from edgeseg.converters.maskrcnn.graph import OUTPUT_NAMES, FrameToDetections, GraphOptions
 from edgeseg.converters.onnx_cleanup import tidy
-from edgeseg.converters.onnx_export import DEFAULT_OPSET, trace_to_onnx, write_onnx
+from edgeseg.converters.onnx_export import DEFAULT_OPSET, MIN_SIDE, check_min_side, trace_to_onnx, write_onnx
 from edgeseg.custom_ops import MASK_BYTES_PER_WORD, packed_mask_width
 from edgeseg.errors import ArgumentError
 from edgeseg.metadata import ModelMetadata, Preprocessing
 from edgeseg.progress import Steps
 
-MIN_SIDE = 32  # the coarsest FPN level is 1/32 of the (resized, padded) image
-
 
 def _triple(values: list[float]) -> tuple[float, float, float]:
     return (float(values[0]), float(values[1]), float(values[2]))
-
-
-def suggest_arch(sd: StateDict) -> str | None:
-    """Which known arch and class count a state_dict fits exactly, as CLI flags, or None."""
-    return fitting_arch(sd, ARCHS, CLASS_KEY)
 
 
 def build_maskrcnn(
@@ -51,7 +43,7 @@ def build_maskrcnn(
         raise ArgumentError(f"--num-classes {num_classes}: Mask R-CNN needs the background and at least one class")
     model = build_arch(arch, num_classes)
     if sd is not None:
-        load_strict(model, sd, f"maskrcnn {arch} with {num_classes} classes", suggest_arch)
+        load_strict(model, sd, f"maskrcnn {arch} with {num_classes} classes", ARCHS, CLASS_KEY)
     return model.eval()
 
 
@@ -87,10 +79,7 @@ def export_maskrcnn(
 
     *frame_hw*: (height, width) in pixels of the uint8 BGR frames the graph takes.
     """
-    if min(frame_hw) < MIN_SIDE:
-        raise ArgumentError(
-            f"frame {frame_hw[0]}x{frame_hw[1]} is too small: Mask R-CNN needs at least {MIN_SIDE} pixels a side"
-        )
+    check_min_side("frame", frame_hw, "Mask R-CNN")
     options = options or GraphOptions()
     steps = steps or Steps(3, quiet=True)
     num_classes = int(model.roi_heads.box_predictor.cls_score.out_features)
@@ -136,27 +125,3 @@ def export_maskrcnn(
     with steps.step(f"writing {Path(output).name}"):
         write_onnx(graph, meta, output)
     return meta
-
-
-def convert_maskrcnn(
-    arch: str,
-    output: str | os.PathLike[str],
-    frame_hw: tuple[int, int],
-    weights: str | os.PathLike[str] | None = None,
-    num_classes: int | None = None,
-    classes: str | None = None,
-    options: GraphOptions | None = None,
-    allow_pickle: bool = False,
-    quiet: bool = False,
-) -> ModelMetadata:
-    """The ``edgeseg convert maskrcnn`` command. Checks the output path before any long work."""
-    check_writable(output)
-    key = arch_key(arch)
-    steps = Steps(4, quiet=quiet)
-    with steps.step(f"reading weights {Path(weights).name}" if weights else "building random weights"):
-        if num_classes is None and weights is None and classes is not None and classes.lower() == "coco":
-            num_classes = len(COCO_CATEGORIES)
-        model = build_maskrcnn(arch, num_classes, weights, allow_pickle)
-    n = int(model.roi_heads.box_predictor.cls_score.out_features)
-    return export_maskrcnn(model, output, frame_hw, options, maskrcnn_classes(classes, n),
-                           arch=f"maskrcnn_{key}", steps=steps)

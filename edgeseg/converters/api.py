@@ -1,0 +1,156 @@
+"""One entry point for converting: :func:`export` (``edgeseg convert`` is a thin layer over it).
+
+    from edgeseg.converters.api import export
+    export("hrnet", "hrnet.onnx", arch="w18_small_v2", weights="hrnet.pth", classes="cityscapes",
+           frame_hw=(512, 1024))
+    export("maskrcnn", "maskrcnn.engine", arch="resnet50_fpn", weights="maskrcnn.pth", classes="coco",
+           frame_hw=(720, 1280), format="engine", score_thresh=0.3)   # ONNX beside it, then TensorRT
+
+Every check the command line makes (weights or random weights, frame sizes, thresholds, counts,
+TensorRT's TopK / NMS limits, class lists) happens here or below, so Python callers get the same
+typed errors (:class:`edgeseg.ArgumentError` and friends) and messages.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeseg.atomic import check_writable
+from edgeseg.classes import ClassSet, resolve_classes
+from edgeseg.converters.hrnet import export as hrnet
+from edgeseg.converters.maskrcnn import export as maskrcnn
+from edgeseg.converters.maskrcnn.archs import COCO_CATEGORIES, arch_key
+from edgeseg.converters.maskrcnn.graph import GraphOptions
+from edgeseg.errors import ArgumentError
+from edgeseg.metadata import ModelMetadata
+from edgeseg.progress import Steps
+
+FORMATS = ("onnx", "engine")
+
+
+@dataclass(frozen=True)
+class Family:
+    """What differs between the model families; :func:`export` is the same for all."""
+
+    name: str
+    #: normalised arch name (UnknownArchError for an unknown one)
+    arch: Callable[[str], str]
+    #: (arch, num_classes or None, weights or None, allow_pickle, options) -> model in eval mode
+    build: Callable[[str, int | None, Path | None, bool, dict[str, Any]], Any]
+    #: (--classes value, whether there are weights) -> the class count it implies, or None
+    count_from_classes: Callable[[str, bool], int | None]
+    #: (--classes value or None, the model's class count) -> names and palette
+    classes: Callable[[str | None, int], ClassSet]
+    num_classes: Callable[[Any], int]
+    #: (model, output, frame_hw, classes, arch label, steps, options) -> the file's metadata
+    write: Callable[[Any, Path, tuple[int, int], ClassSet, str, Steps, dict[str, Any]], ModelMetadata]
+    #: options this family takes, beyond the common ones
+    options: tuple[str, ...]
+
+
+def _hrnet_arch(name: str) -> str:
+    return hrnet.get_arch(name).name
+
+
+HRNET = Family(
+    name="hrnet",
+    arch=_hrnet_arch,
+    build=lambda arch, n, weights, pickle, o: hrnet.build_hrnet(arch, n, weights, bool(o.get("align_corners")),
+                                                                pickle),
+    count_from_classes=lambda spec, weighted: len(resolve_classes(spec, None).names),
+    classes=lambda spec, n: resolve_classes(spec, n),
+    num_classes=lambda model: int(model.num_classes),
+    write=lambda model, out, hw, classes, arch, steps, o: hrnet.export_hrnet(model, out, hw, o.get("input_hw"),
+                                                                             classes, steps=steps),
+    options=("input_hw", "align_corners"),
+)
+
+MASKRCNN = Family(
+    name="maskrcnn",
+    arch=lambda name: f"maskrcnn_{arch_key(name)}",
+    build=lambda arch, n, weights, pickle, o: maskrcnn.build_maskrcnn(arch, n, weights, pickle),
+    # a class file's count is ambiguous (with or without the background): weights or --num-classes
+    count_from_classes=lambda spec, weighted: len(COCO_CATEGORIES) if spec.lower() == "coco" and not weighted else None,
+    classes=maskrcnn.maskrcnn_classes,
+    num_classes=lambda model: int(model.roi_heads.box_predictor.cls_score.out_features),
+    write=lambda model, out, hw, classes, arch, steps, o: maskrcnn.export_maskrcnn(
+        model, out, hw, GraphOptions(**o), classes, arch=arch, steps=steps),
+    options=("score_thresh", "detections", "max_candidates", "paste", "mask_threshold"),
+)
+
+FAMILIES = {f.name: f for f in (HRNET, MASKRCNN)}
+
+
+def check_weights(weights: str | os.PathLike[str] | None, random_weights: bool) -> None:
+    """Exactly one of a checkpoint and ``random_weights``; :class:`ArgumentError` otherwise."""
+    if weights is None and not random_weights:
+        raise ArgumentError("give --weights PATH, or --random-weights to export an untrained model (for testing)")
+    if weights is not None and random_weights:
+        raise ArgumentError("--weights and --random-weights exclude each other")
+
+
+def export(
+    family: str,
+    output: str | os.PathLike[str],
+    *,
+    arch: str,
+    frame_hw: tuple[int, int],
+    weights: str | os.PathLike[str] | None = None,
+    random_weights: bool = False,
+    num_classes: int | None = None,
+    classes: str | None = None,
+    format: str = "onnx",
+    allow_pickle: bool = False,
+    quiet: bool = True,
+    build_options: Any = None,
+    **options: Any,
+) -> ModelMetadata:
+    """Convert a checkpoint of *family* (``hrnet`` or ``maskrcnn``) to *output*; return the
+    model's metadata.
+
+    *frame_hw*: (height, width) in pixels of the uint8 BGR camera frames the graph takes.
+    *weights*: the checkpoint, or None with ``random_weights=True`` (seeded, for tests).
+    *num_classes*: background included for Mask R-CNN; default from the checkpoint or *classes*.
+    *classes*: ``cityscapes`` / ``coco`` / a .txt or .json file of names.
+    *format*: ``onnx``, or ``engine`` (needs TensorRT and a GPU: the ONNX file is written beside
+    *output* with the suffix .onnx, then built for this GPU with *build_options*, an
+    ``edgeseg.trt.build.BuildOptions``).
+    *options*: the family's own (hrnet: ``input_hw``, ``align_corners``; maskrcnn:
+    ``score_thresh``, ``detections``, ``max_candidates``, ``paste``, ``mask_threshold``).
+    """
+    spec = FAMILIES.get(family)
+    if spec is None:
+        raise ArgumentError(f"unknown model family {family!r}; choose one of: {', '.join(FAMILIES)}")
+    if format not in FORMATS:
+        raise ArgumentError(f"format {format!r}: choose one of {', '.join(FORMATS)}")
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise ArgumentError(f"{family} takes no option(s) {unknown}; its options: {', '.join(spec.options)}")
+    check_weights(weights, random_weights)
+    out = check_writable(output)
+    onnx_path = out.with_suffix(".onnx") if format == "engine" else out
+    if format == "engine":
+        check_writable(onnx_path)
+    label = spec.arch(arch)
+    if spec.name == "maskrcnn":
+        GraphOptions(**options)  # thresholds and counts refused before any long work
+    steps = Steps(4, quiet=quiet)
+    source = Path(weights) if weights is not None else None
+    with steps.step(f"reading weights {source.name}" if source else "building random weights"):
+        if num_classes is None and classes is not None:
+            num_classes = spec.count_from_classes(classes, source is not None)
+        model = spec.build(arch, num_classes, source, allow_pickle, options)
+    class_set = spec.classes(classes, spec.num_classes(model))
+    meta = spec.write(model, onnx_path, frame_hw, class_set, label, steps, options)
+    if format == "engine":
+        from edgeseg.trt.gpu_imports import import_tensorrt
+
+        import_tensorrt()
+        from edgeseg.trt.build import build_engine
+
+        build_engine(onnx_path, out, build_options, quiet=quiet)
+    return meta
