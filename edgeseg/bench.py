@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg import draw
+from edgeseg import draw, ranges
 from edgeseg.model import Model
 
 STAGES = ("preprocess", "inference", "postprocess", "draw")
@@ -93,8 +93,8 @@ def peak_memory_mb() -> float:
 def bench(model: Model, frames: Sequence[np.ndarray], runs: int = 30, warmup: int = 3,
           with_draw: bool = True) -> BenchReport:
     """Time *runs* calls of *model* on *frames* (cycled) after *warmup* untimed ones."""
-    if runs < 1 or warmup < 0:
-        raise ValueError("runs must be >= 1 and warmup >= 0")
+    ranges.check("runs", runs, 1, integer=True)
+    ranges.check("warmup", warmup, 0, integer=True)
     times: dict[str, list[float]] = defaultdict(list)
     inner: dict[str, list[float]] = defaultdict(list)
     for i in range(warmup + runs):

@@ -45,6 +45,26 @@ def parse_hw(text: str, flag: str = "--frame") -> tuple[int, int]:
     return h, w
 
 
+def _ranged(flag: str, kind: type = int, low: float | None = None, high: float | None = None,
+            low_open: bool = False) -> Callable[[str], Any]:
+    """An argparse type: *kind* (int or float) within the range, checked by edgeseg.ranges as the
+    library checks it; out of range is a usage error (exit 2) naming the allowed range."""
+    from edgeseg import ranges
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag} {text!r}: must be {ranges.describe(low, high, kind is int, low_open)}") from None
+        try:
+            return ranges.check(flag, value, low, high, integer=kind is int, low_open=low_open)
+        except ArgumentError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line and exit code 2."""
 
@@ -147,8 +167,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edgeseg.bench import bench, bench_frames
     from edgeseg.model import load
 
-    if args.runs < 1 or args.warmup < 0:
-        raise ArgumentError(f"--runs must be >= 1 and --warmup >= 0, got {args.runs} and {args.warmup}")
     model = load(args.model, threads=args.threads)
     frames = bench_frames(args.source, args.runs, model.frame_hw)
     report = bench(model, frames, runs=args.runs, warmup=args.warmup, with_draw=not args.no_draw)
@@ -304,8 +322,6 @@ def cmd_build(args: argparse.Namespace) -> int:
     import_tensorrt()
     from edgeseg.trt.build import BuildOptions, build_engine
 
-    if args.workspace < 1:
-        raise ArgumentError(f"--workspace must be a positive number of MiB, got {args.workspace}")
     options = BuildOptions(
         fp16=args.fp16, int8=args.int8, calib_images=args.calib_images, calib_cache=args.calib_cache,
         calib_max_images=args.calib_max_images, timing_cache=args.timing_cache, workspace_mib=args.workspace,
@@ -319,8 +335,6 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from edgeseg.demo import run_demo
 
-    if args.frames < 1:
-        raise ArgumentError(f"--frames must be >= 1, got {args.frames}")
     path = run_demo(args.output, frames=args.frames, stills=args.stills, threads=args.threads, quiet=args.quiet)
     if args.quiet:  # run_demo says where everything is unless quiet
         print(f"wrote {path}")
@@ -346,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--arch", required=True, help="w18_small_v1, w18_small_v2, w18, w32 or w48")
     h.add_argument("--weights", type=Path, help="checkpoint (.pth): official files or a plain state_dict")
     h.add_argument("--random-weights", action="store_true", help="no checkpoint: untrained weights (tests)")
-    h.add_argument("--num-classes", type=int, help="default: from the checkpoint or --classes")
+    h.add_argument("--num-classes", type=_ranged("--num-classes", int, 1),
+                   help="default: from the checkpoint or --classes")
     h.add_argument("--classes", help="class names: 'cityscapes', a .txt (one per line) or a .json list")
     h.add_argument("--frame", type=_hw_type("--frame"), required=True, help="camera frame HEIGHTxWIDTH, e.g. 512x1024")
     h.add_argument("--input-size", dest="input_hw", type=_hw_type("--input-size"),
@@ -363,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "edgeseg's reference weights use)")
     m.add_argument("--weights", type=Path, help="state_dict (.pth): torchvision's published files or your own")
     m.add_argument("--random-weights", action="store_true", help="no checkpoint: untrained weights (tests)")
-    m.add_argument("--num-classes", type=int, help="background included (COCO: 91); default: from the checkpoint")
+    m.add_argument("--num-classes", type=_ranged("--num-classes", int, 2),
+                   help="background included (COCO: 91); default: from the checkpoint")
     m.add_argument("--classes", help="class names: 'coco', a .txt (one per line) or a .json list")
     m.add_argument("--frame", type=_hw_type("--frame"), required=True, help="camera frame HEIGHTxWIDTH, e.g. 720x1280")
     m.add_argument("--score-thresh", type=float, default=0.05, help="keep detections scoring above this")
@@ -388,14 +404,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image (.png/.jpg), video (.mp4/.avi/.mkv) or folder/ of PNGs; repeatable")
     r.add_argument("--show", action="store_true", help="show the overlay in a window")
     r.add_argument("--json", type=Path, help="per-frame results as JSON lines (masks as COCO RLE)")
-    r.add_argument("--width", type=int, help="capture width asked of a camera")
-    r.add_argument("--height", type=int, help="capture height asked of a camera")
-    r.add_argument("--fps", type=float, help="capture frame rate asked of a camera")
+    r.add_argument("--width", type=_ranged("--width", int, 1), help="capture width asked of a camera")
+    r.add_argument("--height", type=_ranged("--height", int, 1), help="capture height asked of a camera")
+    r.add_argument("--fps", type=_ranged("--fps", float, 0, low_open=True), help="capture frame rate asked of a camera")
     r.add_argument("--hud", action="store_true", help="draw FPS, latency and dropped frames on the overlay")
-    r.add_argument("--reconnect-seconds", type=float, default=10.0,
+    r.add_argument("--reconnect-seconds", type=_ranged("--reconnect-seconds", float, 0), default=10.0,
                    help="how long to retry a camera or stream that stops delivering (default 10)")
-    r.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    r.add_argument("--alpha", type=float, default=0.5, help="overlay opacity 0..1")
+    r.add_argument("--threads", type=_ranged("--threads", int, 1), default=None,
+                   help="CPU threads (default: all cores)")
+    r.add_argument("--alpha", type=_ranged("--alpha", float, 0, 1), default=0.5, help="overlay opacity 0..1")
     r.add_argument("--no-legend", action="store_true")
     r.add_argument("-q", "--quiet", action="store_true")
     r.set_defaults(func=cmd_run)
@@ -410,10 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--coco", type=Path, help="instance models: COCO annotations (instances.json)")
     ev.add_argument("--category-map", help="instance models: label -> COCO category id, e.g. 1:1,2:3 or a JSON file")
     ev.add_argument("--labels", type=Path, help="semantic models: folder of label PNGs named like the images")
-    ev.add_argument("--ignore-label", type=int, default=255, help="semantic models: label value not scored (255)")
+    ev.add_argument("--ignore-label", type=_ranged("--ignore-label", int, 0, 255), default=255,
+                    help="semantic models: label value not scored (255)")
     ev.add_argument("--class-map", help="semantic models: label value -> class id, e.g. 7:0,8:1 or a JSON file")
-    ev.add_argument("--max-images", type=int, help="only the first N images")
-    ev.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    ev.add_argument("--max-images", type=_ranged("--max-images", int, 1), help="only the first N images")
+    ev.add_argument("--threads", type=_ranged("--threads", int, 1), default=None,
+                    help="CPU threads (default: all cores)")
     ev.add_argument("--json", action="store_true", help="the scores as one JSON object")
     ev.add_argument("-q", "--quiet", action="store_true")
     ev.set_defaults(func=cmd_eval)
@@ -425,16 +444,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the seeded random weights of `edgeseg convert --random-weights`")
     cp.add_argument("--trust-checkpoint", action="store_true", help="allow a pickled checkpoint (runs its code)")
     cp.add_argument("--source", help="frames to compare on (an `edgeseg run` source; default: scikit-image's photos)")
-    cp.add_argument("--frames", type=int, default=5, help="at most this many frames (default 5)")
-    cp.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    cp.add_argument("--frames", type=_ranged("--frames", int, 1), default=5,
+                    help="at most this many frames (default 5)")
+    cp.add_argument("--threads", type=_ranged("--threads", int, 1), default=None,
+                    help="CPU threads (default: all cores)")
     cp.set_defaults(func=cmd_compare)
 
     be = sub.add_parser("bench", help="per-stage latency of a model (.onnx on the CPU, .engine on the GPU)")
     be.add_argument("model", type=Path)
     be.add_argument("--source", help="frames to time (any --source of `edgeseg run`; default: scikit-image's photos)")
-    be.add_argument("--runs", type=int, default=30, help="timed runs (default 30)")
-    be.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
-    be.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime (default: all cores)")
+    be.add_argument("--runs", type=_ranged("--runs", int, 1), default=30, help="timed runs (default 30)")
+    be.add_argument("--warmup", type=_ranged("--warmup", int, 0), default=3, help="untimed runs first (default 3)")
+    be.add_argument("--threads", type=_ranged("--threads", int, 1), default=None,
+                    help="CPU threads for ONNX Runtime (default: all cores)")
     be.add_argument("--no-draw", action="store_true", help="leave the overlay stage out")
     be.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     be.set_defaults(func=cmd_bench)
@@ -456,9 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--int8", action="store_true", help="allow INT8 kernels, calibrated on --calib-images (TensorRT 10)")
     b.add_argument("--calib-images", type=Path, help="folder of representative images for INT8 calibration")
     b.add_argument("--calib-cache", type=Path, help="calibration cache: read if it exists, written after calibrating")
-    b.add_argument("--calib-max-images", type=int, default=200, help="images used for calibration (default 200)")
+    b.add_argument("--calib-max-images", type=_ranged("--calib-max-images", int, 1), default=200,
+                   help="images used for calibration (default 200)")
     b.add_argument("--timing-cache", type=Path, help="TensorRT timing cache: read if present, updated after the build")
-    b.add_argument("--workspace", type=int, default=2048, help="builder workspace limit in MiB (default 2048)")
+    b.add_argument("--workspace", type=_ranged("--workspace", int, 1), default=2048,
+                   help="builder workspace limit in MiB (default 2048)")
     b.add_argument("--fp32-layers", action="append", default=[], metavar="PATTERN",
                    help="keep layers whose names match PATTERN (fnmatch, e.g. '*roi_heads*') in FP32; repeatable")
     b.add_argument("--embed-plugins", action="store_true",
@@ -469,9 +493,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     dm = sub.add_parser("demo", help="convert edgeseg's trained reference models and run them on a generated clip")
     dm.add_argument("-o", "--output", type=Path, default=Path("edgeseg-demo"), help="folder to write (edgeseg-demo)")
-    dm.add_argument("--frames", type=int, default=90, help="frames of the generated clip (default 90)")
-    dm.add_argument("--stills", type=int, default=0, help="also save this many output frames as PNG")
-    dm.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    dm.add_argument("--frames", type=_ranged("--frames", int, 1), default=90,
+                    help="frames of the generated clip (default 90)")
+    dm.add_argument("--stills", type=_ranged("--stills", int, 0), default=0,
+                    help="also save this many output frames as PNG")
+    dm.add_argument("--threads", type=_ranged("--threads", int, 1), default=None,
+                    help="CPU threads (default: all cores)")
     dm.add_argument("-q", "--quiet", action="store_true")
     dm.set_defaults(func=cmd_demo)
 

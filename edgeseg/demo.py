@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgeseg import ranges
 from edgeseg.draw import draw_result
 from edgeseg.errors import OutputError, SourceError
 from edgeseg.model import load
@@ -54,6 +55,8 @@ def run_demo(out_dir: str | os.PathLike[str], *, frames: int = 90, size: tuple[i
     ``demo_<frame>.png``. *threads*: ONNX Runtime CPU threads (default: one per core).
     Progress goes to stderr unless *quiet*. Returns the path of ``demo.mp4``.
     """
+    ranges.check("frames", frames, 1, integer=True)
+    ranges.check("stills", stills, 0, integer=True)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"cannot write the demo to {out}: it is a file; give a folder")

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from edgeseg import ranges
 from edgeseg.result import InstanceResult, SemanticResult
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -167,7 +168,9 @@ def _blend_masks(out: np.ndarray, masks: np.ndarray, order: np.ndarray, regions:
 
 def draw_result(frame: np.ndarray, result: SemanticResult | InstanceResult, alpha: float = 0.5,
                 legend: bool = True) -> np.ndarray:
-    """Draw either kind of result (see :func:`draw_semantic`, :func:`draw_instances`)."""
+    """Draw either kind of result (see :func:`draw_semantic`, :func:`draw_instances`); *alpha*:
+    overlay opacity in [0, 1]."""
+    ranges.check("alpha", alpha, 0, 1)
     if isinstance(result, InstanceResult):
         return draw_instances(frame, result, alpha=alpha, labels=legend)
     return draw_semantic(frame, result, alpha=alpha, legend=legend)

@@ -22,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edgeseg import ranges
 from edgeseg.errors import ArgumentError, BackendUnavailableError, SourceError
 from edgeseg.progress import FrameProgress
 from edgeseg.result import InstanceResult, SemanticResult
@@ -78,6 +79,8 @@ def coco_instance_ap(
     *max_images*: only the first N images (by id). Returns ``mask_AP``, ``mask_AP50``,
     ``mask_AP75``, ``box_AP``, ... (keys ``<iou type>_<COCO_STATS name>``, in 0..1) and ``images``.
     """
+    if max_images is not None:
+        ranges.check("max_images", max_images, 1, integer=True)
     mask_utils, coco_cls, coco_eval_cls = _pycocotools()
     json_path, folder = Path(coco_json), Path(image_dir)
     if not json_path.is_file():
@@ -171,6 +174,9 @@ def semantic_miou(
     from the result's ``classes`` when it has num_classes of them), ``confusion`` (rows: label,
     columns: prediction) and ``images``.
     """
+    ranges.check("ignore_label", ignore_label, 0, 255, integer=True)
+    if max_images is not None:
+        ranges.check("max_images", max_images, 1, integer=True)
     if num_classes < 1:
         raise ArgumentError(f"num_classes must be >= 1, got {num_classes}")
     images_path, labels_path = Path(image_dir), Path(label_dir)

@@ -9,6 +9,7 @@ and the pre-processing baked into the graph (recorded for tools; the runtime nev
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,6 +32,52 @@ class Preprocessing:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     resize: str = "bilinear"
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What an instance model's graph does past the network (stored in ``extra``).
+
+    ``max_detections`` is K, the rows of every per-detection output; ``row_trim``: the mask branch
+    is row-wise in K, so the CPU backend may run it on the detected rows only; ``paste`` and
+    ``mask_threshold``: how PasteMasks writes the frame-size masks, packed
+    ``mask_bytes_per_word`` bytes to an int32 word; ``padded_hw``: the network input after
+    padding; ``score_thresh``, ``max_candidates``, ``proposals``: the detection settings."""
+
+    max_detections: int
+    row_trim: bool
+    paste: str
+    mask_threshold: float
+    score_thresh: float
+    padded_hw: tuple[int, int]
+    max_candidates: int
+    proposals: int
+    mask_bytes_per_word: int = 4
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any]) -> InstanceSpec:
+        return cls(
+            max_detections=int(extra["max_detections"]),
+            row_trim=bool(extra.get("row_trim", False)),
+            paste=str(extra["paste"]),
+            mask_threshold=float(extra["mask_threshold"]),
+            score_thresh=float(extra["score_thresh"]),
+            padded_hw=(int(extra["padded_hw"][0]), int(extra["padded_hw"][1])),
+            max_candidates=int(extra["max_candidates"]),
+            proposals=int(extra["proposals"]),
+        )
+
+
+@dataclass(frozen=True)
+class SemanticSpec:
+    """What a semantic model's graph does past the network: ``align_corners`` of the logits'
+    upsampling to the frame (the HRNet-OCR branch's convention when true)."""
+
+    align_corners: bool
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any]) -> SemanticSpec:
+        return cls(align_corners=bool(extra.get("align_corners", False)))
 
 
 @dataclass(frozen=True)
@@ -59,6 +106,28 @@ class ModelMetadata:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def instance(self) -> InstanceSpec | None:
+        """The instance section (None for a semantic model); checked by :meth:`from_json`."""
+        return InstanceSpec.from_extra(self.extra) if self.kind == "instance" else None
+
+    @property
+    def semantic(self) -> SemanticSpec | None:
+        """The semantic section (None for an instance model)."""
+        return SemanticSpec.from_extra(self.extra) if self.kind == "semantic" else None
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], source: str = "model") -> ModelMetadata:
+        """The metadata of a model file's key/value properties (ONNX ``metadata_props``, an
+        engine's header); :class:`ModelFileError` when it has none or it is malformed."""
+        text = props.get(METADATA_KEY)
+        if text is None:
+            raise ModelFileError(
+                f"{source}: no edgeseg metadata; it was not written by `edgeseg convert` "
+                "(convert the PyTorch model with `edgeseg convert`)"
+            )
+        return cls.from_json(text, source=source)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -105,4 +174,9 @@ class ModelMetadata:
             raise ModelFileError(f"{source}: unknown model kind {meta.kind!r} (known: {', '.join(KINDS)})")
         if len(meta.palette) != len(meta.classes):
             raise ModelFileError(f"{source}: metadata has {len(meta.classes)} classes but {len(meta.palette)} colours")
+        try:  # the kind's own section, parsed here so that a bad file fails at load, not mid-run
+            _ = meta.instance, meta.semantic
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ModelFileError(f"{source}: the {meta.kind} section of the metadata is malformed ({exc!r}); "
+                                 "re-convert it") from exc
         return meta

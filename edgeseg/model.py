@@ -12,7 +12,7 @@ from edgeseg.backends import Backend, open_backend
 from edgeseg.custom_ops import unpack_mask_bytes
 from edgeseg.errors import ModelFileError
 from edgeseg.frames import fit_frame, map_labels_back, validate_frame
-from edgeseg.metadata import METADATA_KEY, ModelMetadata
+from edgeseg.metadata import ModelMetadata
 from edgeseg.result import InstanceResult, SemanticResult
 
 Result = SemanticResult | InstanceResult
@@ -126,14 +126,11 @@ class Model:
 
 
 def read_metadata(backend: Backend, path: Path) -> ModelMetadata:
-    """The edgeseg metadata stored in a model file; :class:`ModelFileError` if it has none."""
-    text = backend.metadata().get(METADATA_KEY)
-    if text is None:
-        raise ModelFileError(
-            f"{path.name}: no edgeseg metadata; it was not written by `edgeseg convert` "
-            "(convert the PyTorch model with `edgeseg convert`)"
-        )
-    return ModelMetadata.from_json(text, source=path.name)
+    """The edgeseg description the backend parsed when it opened *path*; :class:`ModelFileError`
+    if the file has none."""
+    if backend.model_metadata is None:
+        return ModelMetadata.from_props(backend.metadata(), source=path.name)  # raises, saying why
+    return backend.model_metadata
 
 
 def load(path: str | os.PathLike[str], threads: int | None = None, cuda_graph: bool = False) -> Model:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from edgeseg import draw as draw_module
+from edgeseg import ranges
 from edgeseg.errors import FrameError, SourceError
 from edgeseg.frames import validate_frame
 from edgeseg.progress import FrameProgress
@@ -189,7 +190,7 @@ class Pipeline:
         self.draw = draw
         self.hud = hud
         self.max_frames = max_frames
-        self.reconnect_seconds = reconnect_seconds
+        self.reconnect_seconds = ranges.check("reconnect_seconds", reconnect_seconds, 0)
         self.progress = progress
         self.warn: Callable[[str], None] = on_warning or log.warning
         self.close_source = close_source

@@ -36,6 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edgeseg import ranges
 from edgeseg.errors import SourceError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -330,6 +331,11 @@ def open_source(uri: str | os.PathLike[str] | int, *, width: int | None = None, 
     in software, and *fps* overrides the rate of files and image folders (timestamps and output
     videos follow it). Raises :class:`SourceError` naming the problem and the fix.
     """
+    for name, value in (("width", width), ("height", height)):
+        if value is not None:
+            ranges.check(name, value, 1, integer=True)
+    if fps is not None:
+        ranges.check("fps", fps, 0, low_open=True)
     text = str(uri)
     if isinstance(uri, int) or text.isdigit():
         index = int(text)

@@ -35,5 +35,8 @@ def test_bench_table_breaks_the_cpu_inference_down(maskrcnn_cli: ExportedMaskRCN
 
 
 def test_bench_rejects_zero_runs(hrnet_small: ExportedHRNet, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["bench", str(hrnet_small.path), "--runs", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "edgeseg: error: --runs must be >= 1 and --warmup >= 0, got 0 and 3"
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bench", str(hrnet_small.path), "--runs", "0"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "edgeseg: error: argument --runs: --runs 0: must be an integer >= 1 (see `edgeseg bench --help`)")

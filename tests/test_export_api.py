@@ -54,7 +54,7 @@ def test_bad_arguments_are_the_clis_errors(tmp_path: Path, kwargs: dict[str, Any
 
 
 def test_engine_format_needs_tensorrt(tmp_path: Path) -> None:
-    with pytest.raises(BackendUnavailableError, match="^TensorRT's Python package is not installed"):
+    with pytest.raises(BackendUnavailableError, match=r"^TensorRT's Python package is not installed"):
         export("hrnet", tmp_path / "h.engine", arch="w18_small_v1", frame_hw=(64, 64), random_weights=True,
                num_classes=3, format="engine")
     assert (tmp_path / "h.onnx").is_file() and not (tmp_path / "h.engine").exists()
@@ -67,3 +67,34 @@ def test_random_weights_leave_the_callers_random_state_alone() -> None:
     for family, arch in (("hrnet", "w18_small_v1"), ("maskrcnn", "resnet18_fpn_lite")):
         FAMILIES[family].build(arch, 3, None, False, {})
     assert torch.equal(torch.rand(4), expected)
+
+
+def test_the_model_contract_is_typed_and_parsed_once(tmp_path: Path) -> None:
+    import json
+
+    import edgeseg
+    from edgeseg.errors import ModelFileError
+    from edgeseg.metadata import InstanceSpec, SemanticSpec
+
+    export("maskrcnn", tmp_path / "m.onnx", arch="resnet18_fpn_lite", frame_hw=(64, 96), random_weights=True,
+           num_classes=3, detections=7, score_thresh=0.2)
+    model = edgeseg.load(tmp_path / "m.onnx", threads=1)
+    assert model.metadata is model.backend.model_metadata  # the backend's parse is the model's
+    assert model.metadata.instance == InstanceSpec(max_detections=7, row_trim=True, paste="torchvision",
+                                                   mask_threshold=0.5, score_thresh=0.2, padded_hw=(256, 384),
+                                                   max_candidates=600, proposals=300)
+    assert model.metadata.semantic is None
+    h = export("hrnet", tmp_path / "h.onnx", arch="w18_small_v1", frame_hw=(64, 64), random_weights=True,
+               num_classes=3, align_corners=True)
+    assert (h.semantic, h.instance) == (SemanticSpec(align_corners=True), None)
+
+    raw = json.loads(model.metadata.to_json())
+    del raw["extra"]["max_detections"]
+    with pytest.raises(ModelFileError) as err:
+        ModelMetadata.from_json(json.dumps(raw), source="m.onnx")
+    assert str(err.value) == (
+        "m.onnx: the instance section of the metadata is malformed (KeyError('max_detections')); re-convert it")
+    raw["format_version"] = 99
+    with pytest.raises(ModelFileError, match=r"^m\.onnx: metadata format 99 is newer than this edgeseg \(.*\) reads; "
+                                             r"upgrade edgeseg$"):
+        ModelMetadata.from_json(json.dumps(raw), source="m.onnx")

@@ -90,7 +90,8 @@ def maskrcnn_metadata() -> ModelMetadata:
         kind="instance", arch="maskrcnn_resnet50_fpn", classes=("__background__", "person", "car"),
         palette=((0, 0, 0), (220, 20, 60), (0, 0, 142)), frame_hw=FRAME_HW, input_hw=(800, 1440),
         outputs={n: n for n in ("num_detections", "boxes", "scores", "labels", "masks")},
-        extra={"max_detections": K},
+        extra={"max_detections": K, "row_trim": True, "paste": "torchvision", "mask_threshold": 0.5,
+               "score_thresh": 0.05, "padded_hw": [800, 1440], "max_candidates": 3000, "proposals": 1000},
     )
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeseg.metadata import METADATA_KEY, ModelMetadata
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -49,6 +51,16 @@ class Backend(ABC):
     def metadata(self) -> Mapping[str, str]:
         """The file's key/value metadata (``metadata_props`` for ONNX)."""
         return self._metadata
+
+    #: the file's edgeseg description, parsed once when the backend opens the file (None for a
+    #: file edgeseg did not write, e.g. a bare test engine)
+    model_metadata: ModelMetadata | None = None
+
+    def _parse_metadata(self, source: str) -> ModelMetadata | None:
+        """Parse the edgeseg description from ``_metadata`` (once, when the file is opened)."""
+        self.model_metadata = ModelMetadata.from_props(self._metadata, source) if METADATA_KEY in self._metadata \
+            else None
+        return self.model_metadata
 
     @abstractmethod
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:

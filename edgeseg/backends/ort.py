@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg import ranges
 from edgeseg.backends.base import Backend, TensorSpec
-from edgeseg.backends.split_graph import SplitGraph, row_trim_for
+from edgeseg.backends.split_graph import RowTrim, SplitGraph
 from edgeseg.custom_ops import custom_ops_in
 from edgeseg.errors import BackendUnavailableError, ModelFileError
-from edgeseg.metadata import METADATA_KEY
 
 
 def _import_ort() -> Any:
@@ -42,9 +42,7 @@ class OnnxRuntimeBackend(Backend):
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.inter_op_num_threads = 1
         if threads is not None:
-            if threads < 1:
-                raise ValueError(f"threads must be >= 1, got {threads}")
-            opts.intra_op_num_threads = threads
+            opts.intra_op_num_threads = ranges.check("threads", threads, 1, integer=True)
         opts.log_severity_level = 3
         # Idle ONNX Runtime threads would spin and steal the cores from our CPU kernels (which
         # run between segments) and from the caller's own threads.
@@ -60,10 +58,11 @@ class OnnxRuntimeBackend(Backend):
 
         proto = _read_onnx(Path(path))
         self._metadata = {p.key: p.value for p in proto.metadata_props}
+        meta = self._parse_metadata(name)
         self._split: SplitGraph | None = None
         self.custom_ops = custom_ops_in(proto.graph)
         if self.custom_ops:
-            rows = row_trim_for(self._metadata.get(METADATA_KEY)) if trim_rows else None
+            rows = RowTrim.for_model(meta) if trim_rows else None
             self._split = SplitGraph(proto, make_session, threads=threads or 0, rows=rows)
         else:
             self._session = make_session(str(path))

@@ -20,6 +20,7 @@ import numpy as np
 
 from edgeseg.custom_ops import CUSTOM_OPS, DOMAIN
 from edgeseg.errors import ModelFileError
+from edgeseg.metadata import ModelMetadata
 
 
 @dataclass
@@ -60,20 +61,12 @@ class RowTrim:
     count: str
     rows: int
 
-
-def row_trim_for(metadata_json: str | None) -> RowTrim | None:
-    """The RowTrim an edgeseg instance model allows, from its metadata; None otherwise."""
-    import json
-
-    if not metadata_json:
-        return None
-    try:
-        meta = json.loads(metadata_json)
-        if meta.get("kind") == "instance" and meta.get("extra", {}).get("row_trim"):
-            return RowTrim(str(meta["outputs"]["num_detections"]), int(meta["extra"]["max_detections"]))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return None
+    @classmethod
+    def for_model(cls, meta: ModelMetadata | None) -> RowTrim | None:
+        """The trimming an instance model allows (its metadata's ``row_trim``); None otherwise."""
+        if meta is None or meta.instance is None or not meta.instance.row_trim:
+            return None
+        return cls(meta.outputs["num_detections"], meta.instance.max_detections)
 
 
 def _attribute_values(node: Any) -> dict[str, Any]:

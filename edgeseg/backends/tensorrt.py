@@ -23,10 +23,9 @@ import numpy as np
 import tensorrt as trt
 
 from edgeseg.backends.base import Backend, TensorSpec
-from edgeseg.backends.split_graph import row_trim_for
+from edgeseg.backends.split_graph import RowTrim
 from edgeseg.engine_file import BuildInfo, plan_bytes, read_header
 from edgeseg.errors import EngineMismatchError, FrameError, ModelFileError
-from edgeseg.metadata import METADATA_KEY
 from edgeseg.trt.gpu_imports import check, current_gpu, import_cudart
 from edgeseg.trt.plugin_library import load_plugins
 from edgeseg.trt.trt_logger import CapturingLogger
@@ -101,6 +100,7 @@ class TensorRTBackend(Backend):
         self.path = path
         header = read_header(path)
         self._metadata = header.metadata
+        self._parse_metadata(path.name)
         self.build_info = header.build
         self.custom_ops = header.build.plugins
         self._cudart = cudart = import_cudart()
@@ -144,12 +144,13 @@ class TensorRTBackend(Backend):
             self._buffers[name] = buffer = _Buffer(cudart, spec, host_now=is_input)
             if not self._context.set_tensor_address(name, int(buffer.device)):
                 raise ModelFileError(f"{path.name}: TensorRT refused the address of tensor {name}")
-        trim = row_trim_for(self._metadata.get(METADATA_KEY))
+        trim = RowTrim.for_model(self.model_metadata)
         # Instance models: outputs with this many rows are copied back only up to num_detections.
         self._count_name, self._rows = (trim.count, trim.rows) if trim and trim.count in self._buffers else ("", -1)
         self._graph: Any = None
         self._graph_exec: Any = None
-        self._use_graph = cuda_graph and header.build.graph_capturable(instance=trim is not None)
+        self._use_graph = cuda_graph and header.build.graph_capturable(
+            instance=self.model_metadata is not None and self.model_metadata.kind == "instance")
         if cuda_graph and not self._use_graph:
             log.info("%s: no CUDA graph: the engine has data-dependent shapes (NonMaxSuppression), which "
                      "TensorRT resolves on the host; running it plainly", path.name)

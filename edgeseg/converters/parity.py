@@ -143,7 +143,7 @@ def compare_semantic(model: Model, reference: nn.Module, frames: Sequence[np.nda
         wanted = [n for n in (logits_name, meta.outputs["label_map"]) if n]
         out = model.run_outputs(fitted, wanted)
         ref_logits, ref_up, ref_labels = hrnet_reference(reference, fitted, meta.input_hw,
-                                                         bool(meta.extra.get("align_corners", False)))
+                                                         meta.semantic is not None and meta.semantic.align_corners)
         if logits_name:
             got = out[logits_name]
             rel_err = max(rel_err, float(np.abs(got - ref_logits).max() / np.abs(ref_logits).max()))
@@ -194,14 +194,15 @@ def reference_model(meta: ModelMetadata, weights: str | os.PathLike[str] | None,
         from edgeseg.converters.hrnet.export import build_hrnet
 
         return build_hrnet(meta.arch.removeprefix("hrnetv2_"), meta.num_classes, weights,
-                           bool(meta.extra.get("align_corners", False)), allow_pickle)
+                           meta.semantic is not None and meta.semantic.align_corners, allow_pickle)
     if meta.kind == "instance" and meta.arch.startswith("maskrcnn_"):
         from edgeseg.converters.maskrcnn.export import build_maskrcnn
 
         model = build_maskrcnn(meta.arch.removeprefix("maskrcnn_"), meta.num_classes, weights, allow_pickle)
         # the graph's own settings, as converted
-        model.roi_heads.score_thresh = float(meta.extra.get("score_thresh", model.roi_heads.score_thresh))
-        model.roi_heads.detections_per_img = int(meta.extra.get("max_detections", model.roi_heads.detections_per_img))
+        assert meta.instance is not None
+        model.roi_heads.score_thresh = meta.instance.score_thresh
+        model.roi_heads.detections_per_img = meta.instance.max_detections
         return model
     raise ArgumentError(f"edgeseg compare knows HRNetV2 and Mask R-CNN models; this one is {meta.kind} {meta.arch}")
 

@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 import tensorrt as trt
 
+from edgeseg import ranges
 from edgeseg.atomic import atomic_output, check_writable
 from edgeseg.custom_ops import custom_ops_in
 from edgeseg.engine_file import BuildInfo, write_engine
@@ -52,6 +53,10 @@ class BuildOptions:
     fp32_layers: tuple[str, ...] = field(default_factory=tuple)
     embed_plugins: bool = False  # put the plugin library into the engine (no library needed to run it)
     verbose: bool = False
+
+    def __post_init__(self) -> None:
+        ranges.check("workspace_mib", self.workspace_mib, 1, integer=True)
+        ranges.check("calib_max_images", self.calib_max_images, 1, integer=True)
 
     @property
     def precision(self) -> str:
