@@ -51,21 +51,30 @@ def temporary_sibling(path: Path) -> Path:
     return Path(tmp)
 
 
+def write_failed(path: Path, exc: OSError) -> OutputError:
+    """The one-line error for a write to *path* that failed (a full disk, a vanished folder,
+    permissions), after whatever was half written has been removed."""
+    return OutputError(f"cannot write {path}: {exc.strerror or exc}; nothing was left behind: free space or "
+                       "choose another folder")
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path to write to; on success it is renamed to *path*.
 
     If the block raises (including ``KeyboardInterrupt``) the temporary file is deleted and *path*
-    is left as it was.
+    is left as it was; an OSError (a full disk...) becomes :class:`OutputError` naming *path*.
     """
     final = check_writable(path)
     tmp = temporary_sibling(final)
     try:
         yield tmp
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            raise write_failed(final, exc) from exc
         raise
 
 
@@ -96,6 +105,8 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            raise write_failed(final, exc) from exc
         raise

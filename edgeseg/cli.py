@@ -153,10 +153,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         interrupted = True
     except EdgesegError:
-        progress.finish()
-        print(pipe.summary.describe())  # what was kept before the source failed
+        print(pipe.summary.describe())  # what was kept before the source failed (the pipeline finished the progress)
         raise
-    progress.finish()
     print(pipe.summary.describe())
     return EXIT_INTERRUPTED if interrupted or pipe.summary.interrupted else 0
 
@@ -510,6 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    # torchvision triggers this deprecation of PyTorch's when it loads; it is not the user's to act on
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
@@ -519,6 +521,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except EdgesegError as exc:
         print(f"edgeseg: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # a write or read the library did not name itself: still one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"edgeseg: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("edgeseg: interrupted", file=sys.stderr)

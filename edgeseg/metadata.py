@@ -1,8 +1,8 @@
 """The description a model file carries about itself.
 
 Converters store one JSON document under the key ``edgeseg`` in the ONNX file's
-``metadata_props`` (and, later, next to a TensorRT engine), so the runtime needs nothing but the
-file: what kind of model it is, its classes and colours, the frame size the graph was built for,
+``metadata_props`` (``edgeseg build`` copies it into the header of an ``.engine``), so the runtime
+needs nothing but the file: what kind of model it is, its classes and colours, the frame size the graph was built for,
 and the pre-processing baked into the graph (recorded for tools; the runtime never re-applies it).
 """
 

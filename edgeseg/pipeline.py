@@ -47,7 +47,7 @@ from edgeseg.sources import IterableSource, Source
 
 log = logging.getLogger("edgeseg.pipeline")
 
-Model = Callable[[np.ndarray], Any]
+FrameModel = Callable[[np.ndarray], Any]
 DrawFn = Callable[[np.ndarray, Any], np.ndarray]
 
 _END = object()  # end of stream, passed down the queues after the last frame
@@ -173,7 +173,7 @@ class Pipeline:
     stream as if the source had ended.
     """
 
-    def __init__(self, source: Source | Iterable[Any], model: Model, sinks: Sink | Sequence[Sink] = (), *,
+    def __init__(self, source: Source | Iterable[Any], model: FrameModel, sinks: Sink | Sequence[Sink] = (), *,
                  draw: DrawFn | None = default_draw, hud: bool = False, queue_size: int | None = None,
                  max_frames: int | None = None, reconnect_seconds: float = 10.0,
                  progress: FrameProgress | None = None, on_warning: Callable[[str], None] | None = None,
@@ -444,7 +444,7 @@ class Pipeline:
             s.discarded = max(0, s.frames_in - s.frames_out - s.dropped - s.corrupt)
 
 
-def run_pipeline(source: Source | Iterable[Any], model: Model, sinks: Sink | Sequence[Sink] = (),
+def run_pipeline(source: Source | Iterable[Any], model: FrameModel, sinks: Sink | Sequence[Sink] = (),
                  **options: Any) -> RunSummary:
     """``Pipeline(source, model, sinks, **options).run()``."""
     return Pipeline(source, model, sinks, **options).run()

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from edgeseg import rle
-from edgeseg.atomic import check_writable, temporary_sibling
+from edgeseg.atomic import check_writable, temporary_sibling, write_failed
 from edgeseg.errors import OutputError
 from edgeseg.result import InstanceResult, SemanticResult
 from edgeseg.sources import IMAGE_SUFFIXES
@@ -313,19 +313,36 @@ class JsonlSink(Sink):
 
     def emit(self, record: FrameRecord) -> None:
         line = {"frame": int(record.index), "time": round(float(record.timestamp), 6), **result_to_json(record.result)}
-        if self._file is None:
-            self._tmp = temporary_sibling(self.path)
-            self._file = open(self._tmp, "w", encoding="utf-8")  # noqa: SIM115 - kept open across frames
-        self._file.write(json.dumps(line, separators=(",", ":")) + "\n")
+        try:
+            if self._file is None:
+                self._tmp = temporary_sibling(self.path)
+                self._file = open(self._tmp, "w", encoding="utf-8")  # noqa: SIM115 - kept open across frames
+            self._file.write(json.dumps(line, separators=(",", ":")) + "\n")
+        except OSError as exc:
+            self._discard()
+            raise write_failed(self.path, exc) from exc
         self.frames += 1
+
+    def _discard(self) -> None:
+        """A failed write: the lines so far cannot be trusted to be whole; remove them."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        if self._tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._tmp.unlink()
+        self._file, self._tmp = None, None
 
     def close(self) -> None:
         if self._file is None or self._tmp is None:
             return
-        self._file.close()
-        self._file = None
-        os.replace(self._tmp, self.path)
-        self._tmp = None
+        try:
+            self._file.close()  # flushes: a full disk shows here
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self._discard()
+            raise write_failed(self.path, exc) from exc
+        self._file, self._tmp = None, None
 
 
 class CallbackSink(Sink):

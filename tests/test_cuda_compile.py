@@ -1,7 +1,7 @@
 """The plugins' CUDA sources compile, warning-free, for every GPU architecture edgeseg targets.
 
 Needs only the CUDA toolkit (nvcc), no GPU: every ``plugins/**/*.cu`` is compiled with the flags
-and architectures below (a future CMakeLists.txt must use the same), and the object is checked to
+and architectures below (plugins/CMakeLists.txt uses the same: a test below), and the object is checked to
 hold machine code (SASS) for each target and PTX for the forward-compatible one. The launchers'
 headers (and every other plugin header) must also compile as plain C++ without nvcc's device
 pass, since the TensorRT plugin wrappers are ordinary .cpp files that include them.  (The wrappers'

@@ -26,7 +26,7 @@ class TensorSpec:
 
 
 class Backend(ABC):
-    """Runs one model file. Implementations: ONNX Runtime (CPU); TensorRT (GPU, later)."""
+    """Runs one model file. Implementations: ONNX Runtime (CPU, ``ort.py``); TensorRT (GPU, ``tensorrt.py``)."""
 
     #: short name shown by tools, e.g. ``onnxruntime``
     name: str = ""

@@ -28,6 +28,20 @@ def check_min_side(what: str, hw: tuple[int, int], model: str) -> None:
         raise ArgumentError(f"{what} {hw[0]}x{hw[1]} is too small: {model} needs at least {MIN_SIDE} pixels a side")
 
 
+# Warnings the export raises by design, and only these, are silenced (anything else still shows):
+EXPECTED_EXPORT_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    # shapes are read as Python ints on purpose: the graph is static for one frame size
+    (torch.jit.TracerWarning, ""),
+    # the TorchScript exporter is chosen on purpose (torchvision's batched NMS defeats the other)
+    (DeprecationWarning, r"You are using the legacy TorchScript-based ONNX export"),
+    (DeprecationWarning, r"The feature will be removed\. Please remove usage of this function"),
+    (FutureWarning, r"`torch\.jit\.script` is deprecated"),
+    # torchvision internals and exporter notes about folding that onnx_cleanup.tidy does anyway
+    (UserWarning, r"To copy construct from a tensor, it is recommended"),
+    (UserWarning, r"Constant folding - Only steps=1 can be constant folded"),
+)
+
+
 def trace_to_onnx(
     module: nn.Module,
     example: tuple[torch.Tensor, ...],
@@ -43,11 +57,8 @@ def trace_to_onnx(
     buf = io.BytesIO()
     module.eval()
     with warnings.catch_warnings(), torch.no_grad():
-        # Shapes are read as Python ints on purpose (static graph) and the legacy exporter is
-        # chosen on purpose: silence the warnings about both.
-        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        warnings.simplefilter("ignore", category=UserWarning)
+        for category, message in EXPECTED_EXPORT_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
         try:
             torch.onnx.export(
                 module,

@@ -26,12 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeseg.errors import ArgumentError
-from edgeseg.metadata import ModelMetadata
+from edgeseg.metadata import ModelMetadata, Preprocessing
 from edgeseg.model import Model
 
 MARGIN = 1e-3  # pixels whose top-2 logits are closer than this may legitimately flip
-HRNET_MEAN = np.array([0.485, 0.456, 0.406])
-HRNET_STD = np.array([0.229, 0.224, 0.225])
+# The official code normalises with ImageNet's statistics, the graph's default preprocessing.
+HRNET_MEAN = np.array(Preprocessing().mean)
+HRNET_STD = np.array(Preprocessing().std)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 // roi_align_math.h - the math of MultiLevelRoIAlign, one output element per call.
 //
-// Shared by the CPU build (roi_align_cpu.cpp) and the future CUDA kernel, so both compute the
+// Shared by the CPU build (roi_align_cpu.cpp) and the CUDA kernel (roi_align_kernel.cu), so both compute the
 // same numbers.  The semantics are those of torchvision.ops.roi_align (average pooling of
 // bilinear samples, torchvision's CPU kernel rules for borders) and of
 // torchvision.ops.MultiScaleRoIAlign (FPN level of each RoI from its area); see README.md.
@@ -11,7 +11,7 @@
 //     a level's spatial_scale gives feature-map coordinates in which feature pixel (i, j) is
 //     centred at (j + 0.5, i + 0.5) when `aligned` is true, at (j, i) when it is false (the
 //     legacy convention; torchvision's MultiScaleRoIAlign uses it).
-//   * Element type T of the features may be float or (later, on the GPU) half; every sum is
+//   * Element type T of the features may be float or (on the GPU) half; every sum is
 //     accumulated in float.
 #pragma once
 

@@ -1,6 +1,6 @@
 // paste_masks_math.h - the math of PasteMasks, one output pixel per call.
 //
-// Shared by the CPU build (paste_masks_cpu.cpp) and the future CUDA kernel.  Each mask is an
+// Shared by the CPU build (paste_masks_cpu.cpp) and the CUDA kernel (paste_masks_kernel.cu).  Each mask is an
 // M x M grid of probabilities (or logits) covering a box in frame pixels; pasting resamples it
 // to the frame and thresholds it into a uint8 0/1 plane.  Two resampling conventions:
 //
