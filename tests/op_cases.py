@@ -118,3 +118,20 @@ def boundary_rois() -> np.ndarray:
     rows.append([0, 50, 50, 40, 60])  # negative area: no level in torchvision, zeros
     return np.asarray(rows, dtype=np.float32)
 
+
+
+def random_roi_align_cases(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray, tuple[int, int], float,
+                                                                    int, bool]]:
+    """(features [2, C, H, W], rois, output size, scale, sampling ratio, aligned): every scale,
+    output size, sampling ratio and alignment, with random small maps and mixed RoIs."""
+    cases = []
+    for scale in SCALES:
+        for out_hw in OUTPUT_SIZES:
+            for sampling_ratio in (-1, 0, 2):
+                for aligned in (False, True):
+                    n, c = 2, int(rng.integers(1, 5))
+                    h, w = int(rng.integers(1, 24)), int(rng.integers(1, 24))
+                    features = rng.standard_normal((n, c, h, w)).astype(np.float32)
+                    rois = random_rois(rng, int(rng.integers(1, 12)), n, w / scale, h / scale)
+                    cases.append((features, rois, out_hw, scale, sampling_ratio, aligned))
+    return cases

@@ -24,7 +24,15 @@ import numpy as np
 import pytest
 
 from edgeseg import ops
-from tests.op_cases import EDGE_ROIS, FRAMES, OUTPUT_SIZES, SCALES, boundary_rois, pyramid, random_boxes, random_rois
+from tests.op_cases import (
+    EDGE_ROIS,
+    FRAMES,
+    boundary_rois,
+    pyramid,
+    random_boxes,
+    random_roi_align_cases,
+    random_rois,
+)
 
 pytestmark = pytest.mark.cuda
 
@@ -73,16 +81,7 @@ def half_round(a: np.ndarray) -> np.ndarray:
 
 def roi_cases(rng: np.random.Generator) -> list[tuple[Any, ...]]:
     """(features, rois, output size, scale, sampling ratio, aligned) as the CPU random test draws them."""
-    cases = []
-    for scale in SCALES:
-        for out_hw in OUTPUT_SIZES:
-            for sampling_ratio in (-1, 0, 2):
-                for aligned in (False, True):
-                    n, c = 2, int(rng.integers(1, 5))
-                    h, w = int(rng.integers(1, 24)), int(rng.integers(1, 24))
-                    features = rng.standard_normal((n, c, h, w)).astype(np.float32)
-                    rois = random_rois(rng, int(rng.integers(1, 12)), n, w / scale, h / scale)
-                    cases.append((features, rois, out_hw, scale, sampling_ratio, aligned))
+    cases: list[tuple[Any, ...]] = list(random_roi_align_cases(rng))
     features = rng.standard_normal((2, 3, 9, 13)).astype(np.float32)
     for sampling_ratio in (-1, 0, 1, 2):
         for aligned in (False, True):

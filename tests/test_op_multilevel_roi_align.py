@@ -14,7 +14,15 @@ from torchvision.ops import roi_align as tv_roi_align
 
 from edgeseg import ops
 from edgeseg.errors import BackendUnavailableError
-from tests.op_cases import EDGE_ROIS, OUTPUT_SIZES, SCALES, boundary_rois, pyramid, random_rois
+from tests.op_cases import (
+    EDGE_ROIS,
+    OUTPUT_SIZES,
+    SCALES,
+    boundary_rois,
+    pyramid,
+    random_roi_align_cases,
+    random_rois,
+)
 
 TOL = 1e-4
 
@@ -23,27 +31,21 @@ def test_roi_align_matches_torchvision_on_random_cases():
     rng = np.random.default_rng(1234)
     worst = 0.0
     cases = 0
-    for scale in SCALES:
-        for out_hw in OUTPUT_SIZES:
-            for sampling_ratio in (-1, 0, 2):
-                for aligned in (False, True):
-                    n, c = 2, int(rng.integers(1, 5))
-                    h, w = int(rng.integers(1, 24)), int(rng.integers(1, 24))
-                    features = rng.standard_normal((n, c, h, w)).astype(np.float32)
-                    rois = random_rois(rng, int(rng.integers(1, 12)), n, w / scale, h / scale)
-                    ours = ops.roi_align(features, rois, out_hw, scale, sampling_ratio, aligned, threads=2)
-                    ref = tv_roi_align(
-                        torch.from_numpy(features), torch.from_numpy(rois), out_hw, scale, sampling_ratio, aligned
-                    ).numpy()
-                    assert ours.shape == ref.shape == (rois.shape[0], c, *out_hw)
-                    assert ours.dtype == np.float32
-                    err = float(np.abs(ours - ref).max())
-                    worst = max(worst, err)
-                    assert err <= TOL, (
-                        f"max abs error {err:.3g} for scale={scale} output={out_hw} "
-                        f"sampling_ratio={sampling_ratio} aligned={aligned}"
-                    )
-                    cases += 1
+    for features, rois, out_hw, scale, sampling_ratio, aligned in random_roi_align_cases(rng):
+        c = features.shape[1]
+        ours = ops.roi_align(features, rois, out_hw, scale, sampling_ratio, aligned, threads=2)
+        ref = tv_roi_align(
+            torch.from_numpy(features), torch.from_numpy(rois), out_hw, scale, sampling_ratio, aligned
+        ).numpy()
+        assert ours.shape == ref.shape == (rois.shape[0], c, *out_hw)
+        assert ours.dtype == np.float32
+        err = float(np.abs(ours - ref).max())
+        worst = max(worst, err)
+        assert err <= TOL, (
+            f"max abs error {err:.3g} for scale={scale} output={out_hw} "
+            f"sampling_ratio={sampling_ratio} aligned={aligned}"
+        )
+        cases += 1
     assert cases == len(SCALES) * len(OUTPUT_SIZES) * 6
     print(f"roi_align: {cases} random cases, max abs error vs torchvision {worst:.3g}")
 

@@ -18,7 +18,26 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor
 
-from edgeseg.custom_ops import DOMAIN, MASK_BYTES_PER_WORD, MULTILEVEL_ROI_ALIGN, PASTE_MASKS, PASTE_MODES
+from edgeseg.custom_ops import (
+    DOMAIN,
+    MASK_BYTES_PER_WORD,
+    MULTILEVEL_ROI_ALIGN,
+    PASTE_MASKS,
+    PASTE_MODES,
+    CustomOp,
+)
+
+_KIND_SUFFIX = {"int": "i", "float": "f", "floats": "f"}  # the exporter's attribute-type suffixes
+
+
+def _onnx_attributes(op: CustomOp, attrs: dict[str, Any]) -> dict[str, Any]:
+    """The node's attributes as ``g.op`` keywords, typed from the op's description
+    (``edgeseg.custom_ops``), plugin identity included."""
+    kwargs = {f"{a.name}_{_KIND_SUFFIX[a.type]}": list(attrs[a.name]) if a.type == "floats" else attrs[a.name]
+              for a in op.attributes}
+    kwargs["plugin_version_s"] = attrs["plugin_version"]
+    kwargs["plugin_namespace_s"] = attrs["plugin_namespace"]
+    return kwargs
 
 
 def _level_of(rois: Tensor, scales: list[float], canonical_scale: float, canonical_level: int) -> Tensor:
@@ -47,20 +66,8 @@ class _MultiLevelRoIAlign(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g: Any, attrs: dict[str, Any], shape: list[int], rois: Any, *features: Any) -> Any:
-        out = g.op(
-            f"{DOMAIN}::{MULTILEVEL_ROI_ALIGN.op_type}",
-            rois,
-            *features,
-            output_height_i=attrs["output_height"],
-            output_width_i=attrs["output_width"],
-            spatial_scales_f=list(attrs["spatial_scales"]),
-            sampling_ratio_i=attrs["sampling_ratio"],
-            aligned_i=attrs["aligned"],
-            canonical_scale_f=attrs["canonical_scale"],
-            canonical_level_i=attrs["canonical_level"],
-            plugin_version_s=attrs["plugin_version"],
-            plugin_namespace_s=attrs["plugin_namespace"],
-        )
+        out = g.op(f"{DOMAIN}::{MULTILEVEL_ROI_ALIGN.op_type}", rois, *features,
+                   **_onnx_attributes(MULTILEVEL_ROI_ALIGN, attrs))
         # Custom ops have no ONNX shape inference: state the (static) output shape here.
         out.setType(features[0].type().with_sizes(shape))
         return out
@@ -114,19 +121,7 @@ class _PasteMasks(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g: Any, attrs: dict[str, Any], rows: int, masks: Any, boxes: Any, count: Any) -> Any:
-        out = g.op(
-            f"{DOMAIN}::{PASTE_MASKS.op_type}",
-            masks,
-            boxes,
-            count,
-            height_i=attrs["height"],
-            width_i=attrs["width"],
-            threshold_f=attrs["threshold"],
-            mode_i=attrs["mode"],
-            logits_i=attrs["logits"],
-            plugin_version_s=attrs["plugin_version"],
-            plugin_namespace_s=attrs["plugin_namespace"],
-        )
+        out = g.op(f"{DOMAIN}::{PASTE_MASKS.op_type}", masks, boxes, count, **_onnx_attributes(PASTE_MASKS, attrs))
         words = attrs["width"] // MASK_BYTES_PER_WORD
         out.setType(masks.type().with_dtype(torch.int32).with_sizes([rows, attrs["height"], words]))
         return out
