@@ -260,6 +260,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         plugins = b.plugins
         precision = b.precision + (f", FP32 pinned: {' '.join(b.fp32_layers)}" if b.fp32_layers else "")
         built = f"TensorRT {b.tensorrt_version} for {b.gpu_name} (compute capability {b.compute_capability})"
+        # how the build went, as `edgeseg build` recorded it (absent from engines built before it did)
+        notes = [f"{label} {b.extra[key]}" for key, label in (
+            ("workspace_mib", "workspace MiB"), ("fp32_layers_pinned", "layers pinned to FP32"),
+            ("calibration_images", "INT8 calibration images")) if key in b.extra]
+        if notes:
+            built += "; " + ", ".join(notes)
     else:
         from edgeseg.model import load
 

@@ -71,6 +71,18 @@ def test_info_describes_an_engine_without_tensorrt(fake_engine: Path, capsys: py
     assert "plugins:      MultiLevelRoIAlign, PasteMasks (namespace edgeseg, version 1)" in out
 
 
+def test_info_shows_how_the_engine_was_built(fake_engine: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    header = read_header(fake_engine)
+    extra = {**BUILD.extra, "workspace_mib": 2048, "fp32_layers_pinned": 41, "calibration_images": 0}
+    build = BuildInfo(**{**BUILD.to_dict(), "plugins": BUILD.plugins, "fp32_layers": BUILD.fp32_layers,
+                         "extra": extra})
+    engine = write_engine(tmp_path / "built.engine", b"PLAN", header.metadata, build)
+    assert cli.main(["info", str(engine)]) == 0
+    assert ("built by:     TensorRT 10.3.0 for Orin (compute capability 8.7); workspace MiB 2048, layers pinned "
+            "to FP32 41, INT8 calibration images 0") in capsys.readouterr().out
+
+
 def test_info_of_onnx_names_its_precision(hrnet_small: ExportedHRNet, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["info", str(hrnet_small.path)]) == 0
     assert "precision:    fp32 (ONNX; choose fp16/int8 with `edgeseg build`)" in capsys.readouterr().out
