@@ -74,6 +74,8 @@ class _Buffer:
         """The pinned mirror of the whole tensor, or of its first *rows* rows."""
         shape = self.shape if rows is None else (rows, *self.shape[1:])
         nbytes = int(np.prod(shape)) * self.spec.dtype.itemsize
+        if nbytes == 0:  # no detections: nothing to copy, nothing to pin
+            return np.empty(shape, self.spec.dtype)
         if nbytes > self.host_bytes:
             if rows is None:
                 self._pin(cudart, self.nbytes)

@@ -50,6 +50,8 @@ class Family:
     write: Callable[[Any, Path, tuple[int, int], ClassSet, str, Steps, dict[str, Any]], ModelMetadata]
     #: options this family takes, beyond the common ones
     options: tuple[str, ...]
+    #: refuses bad option values (typed errors) before any long work
+    check_options: Callable[[dict[str, Any]], object] = lambda options: None
 
 
 def _hrnet_arch(name: str) -> str:
@@ -80,6 +82,7 @@ MASKRCNN = Family(
     write=lambda model, out, hw, classes, arch, steps, o: maskrcnn.export_maskrcnn(
         model, out, hw, GraphOptions(**o), classes, arch=arch, steps=steps),
     options=("score_thresh", "detections", "max_candidates", "paste", "mask_threshold"),
+    check_options=lambda o: GraphOptions(**o),
 )
 
 FAMILIES = {f.name: f for f in (HRNET, MASKRCNN)}
@@ -136,8 +139,7 @@ def export(
     if format == "engine":
         check_writable(onnx_path)
     label = spec.arch(arch)
-    if spec.name == "maskrcnn":
-        GraphOptions(**options)  # thresholds and counts refused before any long work
+    spec.check_options(options)
     steps = Steps(4, quiet=quiet)
     source = Path(weights) if weights is not None else None
     with steps.step(f"reading weights {source.name}" if source else "building random weights"):
