@@ -70,7 +70,9 @@ setup(
             ],
             include_dirs=["plugins"],
             language="c++",
-            extra_compile_args=["-O3", "-std=c++17", "-fopenmp"],
+            # -ffp-contract=off: no fused multiply-adds (aarch64 has them always, x86 with -march),
+            # so the CPU build gives the same floats as the kernels built with --fmad=false.
+            extra_compile_args=["-O3", "-std=c++17", "-ffp-contract=off", "-fopenmp"],
             extra_link_args=["-fopenmp"],
         )
     ],

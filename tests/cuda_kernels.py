@@ -106,6 +106,9 @@ class Kernels:
         import torch
 
         masks, boxes = masks.contiguous(), boxes.contiguous()
+        assert masks.dtype in (torch.float32, torch.float16) and boxes.dtype == torch.float32
+        assert count is None or count.dtype == torch.int32
+        assert out is None or out.dtype == torch.uint8
         k, m = int(masks.shape[0]), int(masks.shape[1])
         if out is None:
             out = torch.zeros((k, *frame_hw), dtype=torch.uint8, device=masks.device)

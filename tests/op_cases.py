@@ -1,6 +1,6 @@
 """RoI and box cases shared by the CPU tests of the custom ops (against torchvision) and the CUDA
 kernel tests (against the CPU build): random mixes of ordinary and degenerate cases, edge cases,
-FPN level boundaries. numpy only, so the CUDA tests need neither torchvision nor OpenCV."""
+FPN level boundaries. numpy only: the CUDA tests need no torchvision (edgeseg itself needs OpenCV)."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ Bounds:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,8 @@ def cuda_missing() -> str | None:
 @pytest.fixture(scope="module")
 def kernels(tmp_path_factory: pytest.TempPathFactory) -> Any:
     reason = cuda_missing()
+    if reason and os.environ.get("EDGESEG_REQUIRE_CUDA"):  # tools/device_check.sh: a skip would hide a failure
+        pytest.fail(f"EDGESEG_REQUIRE_CUDA is set but the CUDA kernel tests cannot run: {reason}")
     if reason:
         pytest.skip(f"needs a CUDA GPU (no TensorRT needed): {reason}")
     import torch

@@ -189,7 +189,13 @@ class TensorRTBackend(Backend):
                         self._logger.last_error() or f"CUDA error {int(err)}")
             self._free_graph()
             return
-        self._graph_exec = check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        err, graph_exec = cudart.cudaGraphInstantiate(graph, 0)
+        if int(err) != 0:
+            log.warning("%s: the captured CUDA graph cannot be instantiated (CUDA error %d); running it plainly",
+                        self.path.name, int(err))
+            self._free_graph()
+            return
+        self._graph_exec = graph_exec
 
     def _free_graph(self) -> None:
         if self._graph_exec is not None:
@@ -228,7 +234,9 @@ class TensorRTBackend(Backend):
         wanted = []
         for name in outputs:
             buffer = self._buffers[name]
-            per_row = rows is not None and len(buffer.shape) > 0 and buffer.shape[0] == self._rows
+            # (num_detections itself is never trimmed, even where K is 1 and its one row would match)
+            per_row = (rows is not None and name != self._count_name and len(buffer.shape) > 0
+                       and buffer.shape[0] == self._rows)
             wanted.append((buffer, buffer.host(cudart, rows if per_row else None)))
         for buffer, host in wanted:
             if host.nbytes:

@@ -1,8 +1,7 @@
 // paste_masks_cpu.cpp - CPU build of PasteMasks.
 //
 // A thin OpenMP loop around paste_masks_math.h, which holds all of the math; the CUDA kernel of
-// the CUDA kernel of the TensorRT plugin is an equally thin loop around the same header.  Plain C interface
-// for ctypes; no torch, no Python C API.  Inputs are assumed valid: edgeseg/ops.py checks them.
+// the TensorRT plugin is an equally thin loop around the same header.  Plain C interface for ctypes; no torch, no Python C API.  Inputs are assumed valid: edgeseg/ops.py checks them.
 //
 // Work is proportional to the boxes' areas: only pixels inside a box's paste rectangle go
 // through paste_pixel(); every other byte of the output is cleared with memset.

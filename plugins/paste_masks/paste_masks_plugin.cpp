@@ -93,8 +93,9 @@ int32_t PasteMasksPlugin::enqueue(const nvinfer1::PluginTensorDesc* inputDesc, c
                                   cudaStream_t stream) noexcept {
   const int64_t rows = inputDesc[0].dims.d[0];
   const int side = static_cast<int>(inputDesc[0].dims.d[1]);
-  if (inputDesc[0].dims.d[2] != side || inputDesc[1].dims.d[0] != rows || inputDesc[1].dims.d[1] != 4) {
-    log_error(kName, "expects masks [K, M, M] and boxes [K, 4]");
+  if (inputDesc[0].dims.d[2] != side || inputDesc[1].dims.d[0] != rows || inputDesc[1].dims.d[1] != 4 ||
+      inputDesc[2].dims.nbDims != 1 || inputDesc[2].dims.d[0] < 1) {
+    log_error(kName, "expects masks [K, M, M], boxes [K, 4] and count [1]");
     return -1;
   }
   // The count stays on the device: the kernel reads it, so nothing waits for the host.

@@ -114,7 +114,8 @@ def client_metadata(meta: edgeseg.ModelMetadata, metadata_json: str, name: str,
     }
     if meta.kind == "instance":
         width = meta.frame_hw[1]
-        triton["num_detections"] = "N, the detections found: rows from N on of the other outputs are padding"
+        triton["num_detections"] = ("N, the detections found: read rows [0, N) of the other outputs only; mask rows "
+                                    "from N on are not written and can hold an earlier request's masks")
         triton["masks"] = {
             "output": meta.outputs["masks"],
             "packing": f"int32 words of {MASK_BYTES_PER_WORD} consecutive uint8 mask bytes (1 = object); "
