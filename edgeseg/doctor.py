@@ -115,7 +115,7 @@ def check_opencv() -> Check:
 
 
 def check_tensorrt() -> Check:
-    from edgeseg.trt.gpu_imports import import_tensorrt
+    from edgeseg.trt.gpu_imports import import_tensorrt, weakly_typed_builds
 
     try:
         trt = import_tensorrt()
@@ -127,8 +127,8 @@ def check_tensorrt() -> Check:
     if parts < MIN_TENSORRT:
         return Check("tensorrt", FAIL, f"{version}: edgeseg's plugins need TensorRT 10.3 or newer",
                      "JetPack 6.1+ on a Jetson; TensorRT 10.3+ elsewhere")
-    typing = ("strongly typed networks only: precision comes from the ONNX file"
-              if not hasattr(trt.BuilderFlag, "FP16") else "weakly and strongly typed builds")
+    typing = ("weakly and strongly typed builds" if weakly_typed_builds(trt)
+              else "strongly typed networks only: precision comes from the ONNX file")
     return Check("tensorrt", OK, f"{version} ({typing})")
 
 
@@ -163,7 +163,7 @@ def check_gpu() -> Check:
 
 def check_plugin_library() -> Check:
     from edgeseg.trt.gpu_imports import import_tensorrt, tensorrt_major
-    from edgeseg.trt.plugin_library import BUILD_HINT, find_library, library_tensorrt_version
+    from edgeseg.trt.plugin_library import BUILD_HINT, find_library, library_tensorrt_version, major_minor
 
     try:
         path = find_library()
@@ -173,7 +173,7 @@ def check_plugin_library() -> Check:
         built = library_tensorrt_version(path)
     except EdgesegError as exc:
         return Check("plugin library", FAIL, str(exc).split(";")[0], BUILD_HINT)
-    detail = f"{path} (built for TensorRT {built // 10000}.{built // 100 % 100})"
+    detail = f"{path} (built for TensorRT {major_minor(built)})"
     try:
         trt = import_tensorrt()
     except EdgesegError:

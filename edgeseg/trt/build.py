@@ -32,7 +32,7 @@ from edgeseg.errors import ArgumentError, ConversionError, ModelFileError
 from edgeseg.lint import data_dependent_ops
 from edgeseg.metadata import METADATA_KEY, ModelMetadata
 from edgeseg.progress import Steps
-from edgeseg.trt.gpu_imports import current_gpu, import_cudart
+from edgeseg.trt.gpu_imports import current_gpu, import_cudart, weakly_typed_builds
 from edgeseg.trt.plugin_library import load_plugins
 from edgeseg.trt.trt_logger import CapturingLogger
 
@@ -62,11 +62,6 @@ class BuildOptions:
     def precision(self) -> str:
         parts = [p for p, on in (("fp16", self.fp16), ("int8", self.int8)) if on]
         return "+".join(parts) or "fp32"
-
-
-def weakly_typed_builds() -> bool:
-    """True where the builder chooses precisions itself (TensorRT 10); TensorRT 11 removed that."""
-    return hasattr(trt.BuilderFlag, "FP16")
 
 
 class _Progress(trt.IProgressMonitor):
@@ -147,7 +142,7 @@ def build_engine(onnx_path: str | Path, output: str | Path, options: BuildOption
     log_stream = stream or sys.stderr
     if not src.is_file():
         raise ModelFileError(f"{src}: no such ONNX file")
-    if not weakly_typed_builds() and (opts.fp16 or opts.int8 or opts.fp32_layers):
+    if not weakly_typed_builds(trt) and (opts.fp16 or opts.int8 or opts.fp32_layers):
         raise ArgumentError(
             f"TensorRT {trt.__version__} builds strongly typed networks only: --fp16, --int8 and --fp32-layers "
             "need TensorRT 10; on TensorRT 11 the precision comes from the ONNX file (build without them for FP32)"

@@ -48,6 +48,12 @@ def import_cudart() -> Any:
     return runtime
 
 
+def weakly_typed_builds(trt: Any) -> bool:
+    """True where the builder chooses precisions itself (TensorRT 10); TensorRT 11 removed that and
+    builds strongly typed networks only."""
+    return hasattr(trt.BuilderFlag, "FP16")
+
+
 def tensorrt_major(trt: ModuleType) -> int:
     """Major version of the imported TensorRT (``10`` for 10.3.0)."""
     return int(str(trt.__version__).split(".")[0])

@@ -60,6 +60,11 @@ def library_tensorrt_version(path: Path) -> int:
     return int(fn())
 
 
+def major_minor(version: int) -> str:
+    """``"10.3"`` for :func:`library_tensorrt_version`'s 100300."""
+    return f"{version // 10000}.{version // 100 % 100}"
+
+
 def load_plugins(trt: ModuleType) -> Path:
     """Load the plugin library into TensorRT's registry once per process; return its path.
 
@@ -73,7 +78,7 @@ def load_plugins(trt: ModuleType) -> Path:
     running = tensorrt_major(trt)
     if built // 10000 != running:
         raise EngineMismatchError(
-            f"{path} was built against TensorRT {built // 10000}.{built // 100 % 100} headers but TensorRT "
+            f"{path} was built against TensorRT {major_minor(built)} headers but TensorRT "
             f"{trt.__version__} is running; {BUILD_HINT}"
         )
     handle = trt.get_plugin_registry().load_library(str(path))
