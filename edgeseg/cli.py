@@ -22,7 +22,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from edgeseg.custom_ops import PASTE_MODES
-from edgeseg.errors import ArgumentError, EdgesegError, ModelFileError
+from edgeseg.errors import ArgumentError, EdgesegError, EdgesegWarning, ModelFileError
 from edgeseg.torch_side import converters
 from edgeseg.version import __version__
 
@@ -99,10 +99,47 @@ def cmd_convert(args: argparse.Namespace) -> int:
     meta = api.export(
         args.model, args.output, arch=args.arch, frame_hw=args.frame, weights=args.weights,
         random_weights=args.random_weights, num_classes=args.num_classes, classes=args.classes,
-        allow_pickle=args.trust_checkpoint, quiet=args.quiet, **options,
+        allow_pickle=args.trust_checkpoint, quiet=args.quiet, precision=args.precision,
+        calibration=_calibration(args), **options,
     )
     _report(args, meta)
     return 0
+
+
+def _calibration(args: argparse.Namespace) -> Any:
+    from edgeseg.precision.convert import Calibration
+
+    return Calibration(images=args.calib_images, count=args.calib_count, method=args.calib_method,
+                       cache=args.calib_cache)
+
+
+def _precision_arguments(p: argparse.ArgumentParser) -> None:
+    from edgeseg.precision import calibration, int8
+    from edgeseg.precision.rules import PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="what the graph computes in: fp32, fp16 (FP16 network layers, FP32 detection logic) or "
+                        "int8 (Q/DQ, calibrated on --calib-images); TensorRT 10.3 and 11 build it as it is")
+    p.add_argument("--calib-images", type=Path, help="int8: folder of representative images")
+    p.add_argument("--calib-count", type=_ranged("--calib-count", int, 1), default=calibration.DEFAULT_COUNT,
+                   help=f"int8: images used (default {calibration.DEFAULT_COUNT})")
+    p.add_argument("--calib-method", choices=tuple(int8.METHODS), default=int8.DEFAULT_METHOD,
+                   help=f"int8: range estimator (default {int8.DEFAULT_METHOD})")
+    p.add_argument("--calib-cache", type=Path,
+                   help="int8: statistics file, read if it exists, else written (default: a file per model and "
+                        "image set in ~/.cache/edgeseg/calibration)")
+
+
+class _Removed(argparse.Action):
+    """An option that existed once: a usage error that names its replacement."""
+
+    def __init__(self, option_strings: list[str], dest: str, nargs: Any = 0, **kwargs: Any) -> None:
+        self.replacement = kwargs.pop("replacement")
+        super().__init__(option_strings, dest, nargs=nargs, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        parser.error(f"{option_string} is gone: {self.replacement}")
 
 
 @contextlib.contextmanager
@@ -258,7 +295,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         tensors: list[tuple[str, str, list[int | str], str]] = [
             (t.role, t.name, list(t.shape), t.dtype) for t in b.tensors]
         plugins = b.plugins
-        precision = b.precision + (f", FP32 pinned: {' '.join(b.fp32_layers)}" if b.fp32_layers else "")
+        # engines from before the precision moved into the graph recorded their builder flags
+        precision = m.precision_summary() if b.precision == m.precision else (
+            b.precision + (f", FP32 pinned: {' '.join(b.fp32_layers)}" if b.fp32_layers else ""))
         built = f"TensorRT {b.tensorrt_version} for {b.gpu_name} (compute capability {b.compute_capability})"
         # how the build went, as `edgeseg build` recorded it (absent from engines built before it did)
         notes = [f"{label} {b.extra[key]}" for key, label in (
@@ -276,7 +315,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                    for role, specs in (("input", model.backend.inputs), ("output", model.backend.outputs))
                    for s in specs]
         plugins = model.backend.custom_ops
-        precision = "fp32 (ONNX; choose fp16/int8 with `edgeseg build`)"
+        precision = m.precision_summary()
         built = ""
     print(f"file:         {path}")
     print(f"kind:         {m.kind}")
@@ -326,11 +365,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     import_tensorrt()
     from edgeseg.trt.build import BuildOptions, build_engine
 
-    options = BuildOptions(
-        fp16=args.fp16, int8=args.int8, calib_images=args.calib_images, calib_cache=args.calib_cache,
-        calib_max_images=args.calib_max_images, timing_cache=args.timing_cache, workspace_mib=args.workspace,
-        fp32_layers=tuple(args.fp32_layers), embed_plugins=args.embed_plugins, verbose=args.verbose,
-    )
+    options = BuildOptions(timing_cache=args.timing_cache, workspace_mib=args.workspace,
+                           embed_plugins=args.embed_plugins, verbose=args.verbose)
     out = build_engine(args.model, args.output, options, quiet=args.quiet)
     print(f"wrote {out}")
     return 0
@@ -372,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the network at HxW (default: frame)")
     h.add_argument("--align-corners", action="store_true", help="checkpoints of the HRNet-OCR branch")
     h.add_argument("--trust-checkpoint", action="store_true", help="allow full pickle loading (runs code)")
+    _precision_arguments(h)
     h.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
     h.add_argument("-q", "--quiet", action="store_true")
     h.set_defaults(func=cmd_convert)
@@ -394,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mask pasting: torchvision's, or detectron2's continuous coordinates")
     m.add_argument("--mask-threshold", type=float, default=0.5, help="binarise pasted mask probabilities")
     m.add_argument("--trust-checkpoint", action="store_true", help="allow full pickle loading (runs code)")
+    _precision_arguments(m)
     m.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
     m.add_argument("-q", "--quiet", action="store_true")
     m.set_defaults(func=cmd_convert)
@@ -478,17 +516,14 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="edgeseg ONNX -> TensorRT engine for this GPU (needs TensorRT)")
     b.add_argument("model", type=Path, help=".onnx written by `edgeseg convert`")
     b.add_argument("-o", "--output", type=Path, required=True, help="engine file to write (.engine)")
-    b.add_argument("--fp16", action="store_true", help="allow FP16 kernels (TensorRT 10)")
-    b.add_argument("--int8", action="store_true", help="allow INT8 kernels, calibrated on --calib-images (TensorRT 10)")
-    b.add_argument("--calib-images", type=Path, help="folder of representative images for INT8 calibration")
-    b.add_argument("--calib-cache", type=Path, help="calibration cache: read if it exists, written after calibrating")
-    b.add_argument("--calib-max-images", type=_ranged("--calib-max-images", int, 1), default=200,
-                   help="images used for calibration (default 200)")
+    # The builder-flag precision of TensorRT 10 (gone in TensorRT 11): the precision is in the file now.
+    moved = "the precision is in the ONNX file now: `edgeseg convert ... --precision fp16|int8`, then build it"
+    for flag, nargs in (("--fp16", 0), ("--int8", 0), ("--calib-images", 1), ("--calib-cache", 1),
+                        ("--calib-max-images", 1), ("--fp32-layers", 1)):
+        b.add_argument(flag, action=_Removed, nargs=nargs, replacement=moved)
     b.add_argument("--timing-cache", type=Path, help="TensorRT timing cache: read if present, updated after the build")
     b.add_argument("--workspace", type=_ranged("--workspace", int, 1), default=2048,
                    help="builder workspace limit in MiB (default 2048)")
-    b.add_argument("--fp32-layers", action="append", default=[], metavar="PATTERN",
-                   help="keep layers whose names match PATTERN (fnmatch, e.g. '*roi_heads*') in FP32; repeatable")
     b.add_argument("--embed-plugins", action="store_true",
                    help="store the plugin library in the engine, so running it needs no library file")
     b.add_argument("-v", "--verbose", action="store_true", help="show TensorRT's info messages")
@@ -518,6 +553,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # torchvision triggers this deprecation of PyTorch's when it loads; it is not the user's to act on
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    default_show = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *rest: Any, **kw: Any) -> None:
+        if issubclass(category, EdgesegWarning):
+            print(f"edgeseg: warning: {message}", file=sys.stderr)
+        else:
+            default_show(message, category, *rest, **kw)
+
+    warnings.showwarning = show
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)

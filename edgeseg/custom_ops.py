@@ -62,11 +62,16 @@ class Attribute:
 
 @dataclass(frozen=True)
 class CustomOp:
-    """One custom op: its node type, attributes and CPU implementation."""
+    """One custom op: its node type, attributes and CPU implementation.
+
+    ``coordinate_inputs``: the inputs that are always FP32 (boxes, RoIs); the op's other float
+    inputs and its float output share one type, FP32 or FP16 (the type combinations the plugin
+    declares, and what :mod:`edgeseg.precision.fp16` gives it)."""
 
     op_type: str
     attributes: tuple[Attribute, ...]
     kernel: Kernel
+    coordinate_inputs: tuple[int, ...] = ()
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -95,8 +100,11 @@ def _roi_align_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) 
     from edgeseg import ops
 
     rois, *features = inputs
+    # FP16 features (an fp16 file): the kernels read half, sum in float and round the output to
+    # nearest, which is what computing on exact float copies and rounding the result gives.
+    half = features[0].dtype == np.float16
     out = ops.multilevel_roi_align(
-        list(features),
+        [f.astype(np.float32) for f in features] if half else list(features),
         rois,
         (int(attrs["output_height"]), int(attrs["output_width"])),
         [float(s) for s in attrs["spatial_scales"]],
@@ -106,7 +114,7 @@ def _roi_align_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) 
         canonical_level=int(attrs["canonical_level"]),
         threads=threads,
     )
-    return [out]
+    return [out.astype(np.float16) if half else out]
 
 
 PASTE_MODES = ("torchvision", "continuous")
@@ -144,7 +152,7 @@ def _paste_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) -> l
 
     masks, boxes, *count = inputs
     out = ops.paste_masks(
-        masks,
+        masks.astype(np.float32) if masks.dtype == np.float16 else masks,
         boxes,
         (int(attrs["height"]), int(attrs["width"])),
         mode=PASTE_MODES[int(attrs["mode"])],
@@ -170,6 +178,7 @@ MULTILEVEL_ROI_ALIGN = CustomOp(
         Attribute("canonical_level", "int", 4),
     ),
     _roi_align_kernel,
+    coordinate_inputs=(0,),
 )
 
 #: inputs: masks [K, M, M] float, boxes [K, 4] float (x0, y0, x1, y1 in frame pixels), and
@@ -187,6 +196,7 @@ PASTE_MASKS = CustomOp(
         Attribute("logits", "int", 0, choices=(0, 1)),
     ),
     _paste_kernel,
+    coordinate_inputs=(1,),
 )
 
 CUSTOM_OPS: dict[str, CustomOp] = {op.op_type: op for op in (MULTILEVEL_ROI_ALIGN, PASTE_MASKS)}

@@ -115,7 +115,7 @@ def check_opencv() -> Check:
 
 
 def check_tensorrt() -> Check:
-    from edgeseg.trt.gpu_imports import import_tensorrt, weakly_typed_builds
+    from edgeseg.trt.gpu_imports import import_tensorrt
 
     try:
         trt = import_tensorrt()
@@ -127,9 +127,10 @@ def check_tensorrt() -> Check:
     if parts < MIN_TENSORRT:
         return Check("tensorrt", FAIL, f"{version}: edgeseg's plugins need TensorRT 10.3 or newer",
                      "JetPack 6.1+ on a Jetson; TensorRT 10.3+ elsewhere")
-    typing = ("weakly and strongly typed builds" if weakly_typed_builds(trt)
-              else "strongly typed networks only: precision comes from the ONNX file")
-    return Check("tensorrt", OK, f"{version} ({typing})")
+    if not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        return Check("tensorrt", FAIL, f"{version}: its Python binding has no strongly typed networks",
+                     "install TensorRT's own Python package of the same version (python3-libnvinfer on a Jetson)")
+    return Check("tensorrt", OK, f"{version} (strongly typed builds: the precision is the ONNX file's)")
 
 
 def check_cuda_python() -> Check:

@@ -54,3 +54,8 @@ class CheckpointMismatchError(CheckpointError):
 
 class EngineMismatchError(ModelFileError):
     """A TensorRT engine (or plugin library) was built for another TensorRT version or GPU."""
+
+
+class EdgesegWarning(UserWarning):
+    """Something works but is likely not what the user wants (few calibration images, ...); the
+    CLI prints it as one ``warning:`` line."""

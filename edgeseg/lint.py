@@ -113,6 +113,12 @@ RULES: dict[str, Rule] = {
         Rule("initializer-input", "TopK's K, Slice's and Pad's axes, CumSum's axis and NonMaxSuppression's "
              "limits must be constants", "onnx-tensorrt docs/operators.md, onnxOpImporters.cpp"),
         Rule("opset", f"default-domain opset {OPSETS[0]}..{OPSETS[1]}", "onnx-tensorrt docs/operators.md"),
+        Rule("qdq", "Quantize/DequantizeLinear: scale a constant > 0; zero point absent or a constant INT8 "
+             "zero (symmetric; UINT8 is refused); DequantizeLinear of INT8 only (no INT32 bias); "
+             "per-channel scales on constant weights only",
+             "onnxOpImporters.cpp (QuantizeLinear/DequantizeLinear), NvInfer.h IDequantizeLayer"),
+        Rule("plugin-types", "edgeseg plugins: RoIs, boxes FP32; features / masks FP32 or FP16, one type",
+             "plugins/*/ supportsFormatCombination (edgeseg.custom_ops.CustomOp.coordinate_inputs)"),
     )
 }
 
@@ -247,6 +253,56 @@ def _check_int32(g: _Graph, node: Any, attrs: dict[str, Any]) -> Iterator[str]:
             yield f"attribute {name} does not fit in int32"
 
 
+def _check_qdq(g: _Graph, node: Any, attrs: dict[str, Any]) -> Iterator[str]:
+    import numpy as np
+    from onnx import TensorProto
+
+    scale = g.constants.get(node.input[1]) if len(node.input) > 1 else None
+    if scale is None:
+        yield "the scale is computed, not a constant"
+    elif not np.all(scale > 0):
+        yield "a scale is <= 0"
+    zero = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if zero is not None:
+        if zero not in g.constants:
+            yield "the zero point is computed, not a constant"
+        elif g.types.get(zero) == TensorProto.UINT8:
+            yield "UINT8 zero point: quantize symmetrically to INT8"
+        elif np.any(g.constants[zero] != 0):
+            yield "non-zero zero point: TensorRT quantizes symmetrically only"
+    if node.op_type == "DequantizeLinear":
+        kind = g.types.get(node.input[0])
+        if kind == TensorProto.INT32:
+            yield "INT32 input (a quantized bias): keep biases in float"
+        elif kind == TensorProto.UINT8:
+            yield "UINT8 input: quantize symmetrically to INT8"
+    if scale is not None and scale.size > 1 and node.input[0] not in g.constants:
+        yield "per-channel scale on an activation: per-channel is for constant weights"
+
+
+def _check_plugin_types(g: _Graph, node: Any, attrs: dict[str, Any]) -> Iterator[str]:
+    from onnx import TensorProto
+
+    from edgeseg.custom_ops import CUSTOM_OPS
+
+    op = CUSTOM_OPS.get(node.op_type)
+    if op is None:
+        return
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16)
+    data = set()
+    for i, name in enumerate(node.input):
+        kind = g.types.get(name)
+        if kind not in floats:
+            continue
+        if i in op.coordinate_inputs:
+            if kind != TensorProto.FLOAT:
+                yield f"input {i} ({name!r}) holds coordinates and must be FP32"
+        else:
+            data.add(kind)
+    if len(data) > 1:
+        yield "its feature inputs mix FP32 and FP16"
+
+
 _Check = Callable[[_Graph, Any, dict[str, Any]], Iterator[str]]
 
 # (rule, which nodes it applies to, check); "*" = every node, "standard" = every node of the ONNX
@@ -264,6 +320,9 @@ _CHECKS: tuple[tuple[str, str, _Check], ...] = (
     ("scatternd-reduction", "ScatterND", _check_scatternd),
     ("custom-op", "custom", _check_custom),
     ("int32-attribute", "*", _check_int32),
+    ("qdq", "QuantizeLinear", _check_qdq),
+    ("qdq", "DequantizeLinear", _check_qdq),
+    ("plugin-types", "custom", _check_plugin_types),
 )
 
 

@@ -19,6 +19,8 @@ from edgeseg.version import __version__
 METADATA_KEY = "edgeseg"
 FORMAT_VERSION = 1
 KINDS = ("semantic", "instance")
+#: what a graph computes in (``--precision``; edgeseg.precision makes the fp16 and int8 files)
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,9 @@ class ModelMetadata:
     ``frame_hw`` is the (height, width) in pixels of the uint8 BGR frame the graph takes;
     ``input_hw`` the size the network itself runs at. ``palette`` holds one RGB colour per class.
     ``outputs`` maps a role (``label_map``, ``logits``, ...) to the graph's tensor name.
-    ``extra`` carries model-specific facts (e.g. ``align_corners``).
+    ``extra`` carries model-specific facts (e.g. ``align_corners``). ``precision`` is what the
+    graph computes in (``fp32``, ``fp16``, ``int8``: :mod:`edgeseg.precision`), with
+    ``precision_details`` (rules, layers, calibration) for tools.
     """
 
     kind: str
@@ -100,12 +104,25 @@ class ModelMetadata:
     input_name: str = "frame"
     outputs: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
+    precision_details: dict[str, Any] = field(default_factory=dict)
     edgeseg_version: str = __version__
     format_version: int = FORMAT_VERSION
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def precision_summary(self) -> str:
+        """One line on what the graph computes in, e.g. ``int8 (Q/DQ: 141 nodes, minmax on 128 images)``."""
+        d = self.precision_details
+        if self.precision == "fp16":
+            return f"fp16 (mixed: {d.get('fp16_nodes', '?')} nodes in FP16, the rest FP32)"
+        if self.precision == "int8":
+            images = d.get("calibration_images")
+            on = f" on {images} images" if images else " (statistics from a cache)"
+            return f"int8 (Q/DQ: {d.get('quantized_nodes', '?')} nodes, {d.get('calibration_method', '?')}{on})"
+        return "fp32"
 
     @property
     def instance(self) -> InstanceSpec | None:
@@ -165,6 +182,8 @@ class ModelMetadata:
                 input_name=str(raw["input_name"]),
                 outputs={str(k): str(v) for k, v in raw["outputs"].items()},
                 extra=dict(raw.get("extra", {})),
+                precision=str(raw.get("precision", "fp32")),
+                precision_details=dict(raw.get("precision_details", {})),
                 edgeseg_version=str(raw.get("edgeseg_version", "unknown")),
                 format_version=version,
             )
@@ -172,6 +191,9 @@ class ModelMetadata:
             raise ModelFileError(f"{source}: edgeseg metadata is malformed ({exc!r}); re-convert it") from exc
         if meta.kind not in KINDS:
             raise ModelFileError(f"{source}: unknown model kind {meta.kind!r} (known: {', '.join(KINDS)})")
+        if meta.precision not in PRECISIONS:
+            raise ModelFileError(f"{source}: unknown precision {meta.precision!r} (known: {', '.join(PRECISIONS)}); "
+                                 "upgrade edgeseg")
         if len(meta.palette) != len(meta.classes):
             raise ModelFileError(f"{source}: metadata has {len(meta.classes)} classes but {len(meta.palette)} colours")
         try:  # the kind's own section, parsed here so that a bad file fails at load, not mid-run

@@ -38,8 +38,10 @@ class FrameProgress:
     """A one-line frame counter with throughput for video files: redrawn in place on a
     terminal, a line every 10% otherwise (logs stay short)."""
 
-    def __init__(self, total: int | None, stream: TextIO | None = None, quiet: bool = False) -> None:
+    def __init__(self, total: int | None, stream: TextIO | None = None, quiet: bool = False,
+                 label: str = "frame") -> None:
         self.total = total
+        self.label = label
         self.count = 0
         self.stream = stream or sys.stderr
         self.quiet = quiet
@@ -58,7 +60,7 @@ class FrameProgress:
         if self.quiet:
             return
         of = f"/{self.total}" if self.total else ""
-        line = f"frame {self.count}{of}  {self.fps:.1f} FPS"
+        line = f"{self.label} {self.count}{of}  {self.fps:.1f} FPS"
         now = time.perf_counter()
         if self._tty:
             if now - self._last_draw >= 0.25:

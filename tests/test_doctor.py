@@ -52,21 +52,24 @@ def test_missing_onnxruntime_fails_the_cpu_path(monkeypatch: pytest.MonkeyPatch,
     assert out.rstrip().endswith("the CPU path does not work: fix the FAIL lines above")
 
 
-def fake_trt(version: str, weakly_typed: bool) -> SimpleNamespace:
-    flags = SimpleNamespace(FP16=1) if weakly_typed else SimpleNamespace()
-    return SimpleNamespace(__version__=version, BuilderFlag=flags)
+def fake_trt(version: str, strongly_typed: bool) -> SimpleNamespace:
+    # 10.3: kSTRONGLY_TYPED is bit 1; 11.x: 0 (every network is strongly typed)
+    bit = 1 if version.startswith("10") else 0
+    flags = SimpleNamespace(STRONGLY_TYPED=bit) if strongly_typed else SimpleNamespace()
+    return SimpleNamespace(__version__=version, NetworkDefinitionCreationFlag=flags)
 
 
-@pytest.mark.parametrize(("version", "weak", "expected"), [
-    ("10.3.0", True, "ok    tensorrt           10.3.0 (weakly and strongly typed builds)"),
-    ("11.1.0", False,
-     "ok    tensorrt           11.1.0 (strongly typed networks only: precision comes from the ONNX file)"),
+@pytest.mark.parametrize(("version", "typed", "expected"), [
+    ("10.3.0", True, "ok    tensorrt           10.3.0 (strongly typed builds: the precision is the ONNX file's)"),
+    ("11.1.0", True, "ok    tensorrt           11.1.0 (strongly typed builds: the precision is the ONNX file's)"),
+    ("10.4.0", False, "FAIL  tensorrt           10.4.0: its Python binding has no strongly typed networks  -> install "
+     "TensorRT's own Python package of the same version (python3-libnvinfer on a Jetson)"),
     ("8.6.2", True,
      "FAIL  tensorrt           8.6.2: edgeseg's plugins need TensorRT 10.3 or newer  -> JetPack 6.1+ on a Jetson; "
      "TensorRT 10.3+ elsewhere"),
 ])
-def test_tensorrt_line(monkeypatch: pytest.MonkeyPatch, version: str, weak: bool, expected: str) -> None:
-    monkeypatch.setattr(gpu_imports, "import_tensorrt", lambda: fake_trt(version, weak))
+def test_tensorrt_line(monkeypatch: pytest.MonkeyPatch, version: str, typed: bool, expected: str) -> None:
+    monkeypatch.setattr(gpu_imports, "import_tensorrt", lambda: fake_trt(version, typed))
     assert doctor.check_tensorrt().line() == expected
 
 
@@ -124,3 +127,8 @@ def test_cameras_disk_and_a_check_that_breaks(monkeypatch: pytest.MonkeyPatch, t
 
     monkeypatch.setattr(doctor, "CHECKS", (broken,))
     assert [c.line() for c in doctor.run_checks()] == ["FAIL  broken             check failed: OSError: boom"]
+
+
+@pytest.mark.parametrize(("version", "bit"), [("10.3.0", 1), ("11.1.0", 0)])
+def test_strongly_typed_flags_read_from_the_binding(version: str, bit: int) -> None:
+    assert gpu_imports.strongly_typed_flags(fake_trt(version, True)) == 1 << bit

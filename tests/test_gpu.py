@@ -3,8 +3,9 @@
 
 - the TensorRT plugins give the CPU build's numbers on random inputs (FP32);
 - HRNet engines: FP32 label maps agree with ONNX Runtime on >= 99.99 % of the pixels;
-- Mask R-CNN engines: FP32 mask IoU >= 0.99 against ONNX Runtime, FP16 (RoI heads pinned to
-  FP32) >= 0.97.
+- Mask R-CNN engines of the FP32, FP16 and INT8 files (``--precision``; TensorRT builds each as
+  a strongly typed network, 10.3 and 11.x alike): mean mask IoU against ONNX Runtime running the
+  same file >= 0.99, 0.97 and 0.90.
 """
 
 from __future__ import annotations
@@ -76,13 +77,36 @@ def mean_matched_mask_iou(ref: InstanceResult, got: InstanceResult, top: int = 2
     return float(np.mean(ious)) if ious else 1.0
 
 
-@pytest.mark.parametrize(("options", "floor"), [({}, 0.99), ({"fp16": True, "fp32_layers": ("*roi_heads*",)}, 0.97)],
-                         ids=["fp32", "fp16"])
+def _at_precision(src: Path, precision: str, photos: list[np.ndarray], work: Path) -> Path:
+    """*src* (an FP32 Mask R-CNN file) at *precision*; INT8 calibrated on the photos."""
+    import warnings
+
+    import cv2
+
+    from edgeseg.converters.api import FAMILIES
+    from edgeseg.precision.convert import Calibration, apply_precision
+
+    if precision == "fp32":
+        return src
+    images = work / "calib"
+    images.mkdir(exist_ok=True)
+    for i, photo in enumerate(photos):
+        cv2.imwrite(str(images / f"{i}.png"), photo)
+    out = work / f"maskrcnn_{precision}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # few calibration images: fine for a parity check
+        apply_precision(src, out, precision, FAMILIES["maskrcnn"].precision_rules,
+                        Calibration(images=images, cache=work / "calib.json") if precision == "int8" else None)
+    return out
+
+
+@pytest.mark.parametrize(("precision", "floor"), [("fp32", 0.99), ("fp16", 0.97), ("int8", 0.90)])
 def test_maskrcnn_engine_masks_match_onnxruntime(maskrcnn_cli: ExportedMaskRCNN, engines: Path,
-                                                 photos: list[np.ndarray], options: dict[str, Any],
-                                                 floor: float) -> None:
-    engine = _build(maskrcnn_cli.path, engines / f"maskrcnn-{len(options)}.engine", **options)
-    cpu, gpu = edgeseg.load(maskrcnn_cli.path), edgeseg.load(engine)
+                                                 photos: list[np.ndarray], precision: str, floor: float) -> None:
+    model = _at_precision(maskrcnn_cli.path, precision, photos, engines)
+    engine = _build(model, engines / f"maskrcnn-{precision}.engine")
+    cpu, gpu = edgeseg.load(model), edgeseg.load(engine)
+    assert gpu.metadata.precision == precision
     for photo in photos[:3]:
         frame = fit(photo, maskrcnn_cli.frame_hw)
         assert mean_matched_mask_iou(cpu.instances(frame), gpu.instances(frame)) >= floor
@@ -95,14 +119,14 @@ def _plugin_engine(engines: Path, name: str, op: str, fields: dict[str, np.ndarr
 
     from edgeseg.backends.tensorrt import TensorRTBackend
     from edgeseg.engine_file import BuildInfo, write_engine
-    from edgeseg.trt.gpu_imports import current_gpu, import_cudart
+    from edgeseg.trt.gpu_imports import current_gpu, import_cudart, strongly_typed_flags
     from edgeseg.trt.plugin_library import load_plugins
     from edgeseg.trt.trt_logger import CapturingLogger
 
     load_plugins(trt)
     logger = CapturingLogger()
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    network = builder.create_network(strongly_typed_flags(trt))
     types = {np.dtype(np.float32): trt.float32, np.dtype(np.int32): trt.int32}
     tensors = [network.add_input(f"in{i}", types[a.dtype], trt.Dims(list(a.shape))) for i, a in enumerate(inputs)]
     creator = trt.get_plugin_registry().get_creator(op, "1", "edgeseg")

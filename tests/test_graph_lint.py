@@ -3,8 +3,6 @@ and the rules themselves on small hand-made graphs that break them."""
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 from edgeseg.lint import NMS_MAX_CANDIDATES, RULES, TOPK_MAX_K, lint_model
 from tests.conftest import ExportedHRNet, ExportedMaskRCNN
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 # Every arch of both families at two or three frame sizes (with the session fixtures): odd, tiny,
-# elongated, resized inside the graph; both paste modes. (FP32 is the only precision today.)
+# elongated, resized inside the graph; both paste modes; each also at FP16, some at INT8.
 HRNET_CASES = [("w18_small_v1", (64, 64), None), ("w18_small_v2", (120, 333), (96, 256)),
                ("w18", (64, 96), None), ("w18", (97, 131), None), ("w32", (64, 96), None), ("w32", (100, 64), None),
                ("w48", (64, 96), None), ("w48", (65, 65), None)]
@@ -104,28 +99,58 @@ def test_paste_masks_is_told_the_number_of_detections(maskrcnn_cli: ExportedMask
     assert len(paste.input) == 3 and paste.input[2] == "num_detections"
 
 
-def _documented_fp32_patterns() -> set[str]:
-    """Every layer pattern the docs, the CLI help and the GPU tests give for --fp32-layers."""
-    found: set[str] = set()
-    for rel in ("README.md", "edgeseg/trt/build.py", "edgeseg/cli.py", "tests/test_gpu.py"):
-        text = (ROOT / rel).read_text()
-        found |= set(re.findall(r"fp32[-_]layers[^'\"\n]*['\"]+[(]?['\"]?(\*[^'\"*]+\*)['\"]", text))
-        found |= set(re.findall(r"``(\*[^`*]+\*)``", text))
-    return found
+def _family(model: onnx.ModelProto) -> str:
+    from edgeseg.metadata import ModelMetadata
+
+    meta = ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
+    return "maskrcnn" if meta.kind == "instance" else "hrnet"
 
 
-def test_documented_fp32_layer_patterns_match_nodes_of_a_real_export(maskrcnn_cli: ExportedMaskRCNN) -> None:
-    """TensorRT names a parsed layer after its ONNX node, so a pattern that matches no node here
-    would stop `edgeseg build --fp32-layers` with "matched no layer"."""
-    patterns = _documented_fp32_patterns()
-    assert "*roi_heads*" in patterns
-    names = [n.name for n in onnx.load(str(maskrcnn_cli.path)).graph.node]
-    for pattern in patterns:
-        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-        assert hits, f"{pattern!r} matches no node"
-    heads = [n for n in names if fnmatch.fnmatchcase(n, "*roi_heads*")]
-    assert {"box_head", "box_predictor", "mask_head", "mask_predictor"} <= {n.split("/")[2] for n in heads}
-    assert all(fnmatch.fnmatchcase(n, "*roi_heads*") for n in names if "/mask_head/" in n)
+def test_every_graph_passes_at_fp16_and_the_precision_rules_match_every_arch(every_graph: list[Path]) -> None:
+    """The FP16 file of every graph passes the rules too; and the family's precision rules match
+    nodes of every arch (a rule that matches none is an error: the layer names changed), with the
+    Mask R-CNN heads in FP16 and their predictors in FP32."""
+    from edgeseg.converters.api import FAMILIES
+    from edgeseg.precision.fp16 import to_fp16
+
+    for path in every_graph:
+        model = onnx.load(str(path))
+        family = _family(model)
+        reduced = FAMILIES[family].precision_rules.reduced(model.graph)
+        names = [n.name for n in model.graph.node]
+        if family == "maskrcnn":
+            assert all(n in reduced for n in names
+                       if n.startswith(("/backbone/", "/roi_heads/box_head/", "/roi_heads/mask_head/"))), path.name
+            assert not [n for n in reduced if "/box_predictor/" in n or "mask_fcn_logits" in n
+                        or "/rpn/head/cls_logits" in n or "/rpn/head/bbox_pred" in n], path.name
+        else:
+            assert all(n in reduced for n in names if n.startswith("/net/") and "last_layer.3" not in n), path.name
+        violations = lint_model(to_fp16(model, reduced))
+        assert not violations, f"{path.name} (fp16): " + "; ".join(map(str, violations))
+
+
+def test_int8_files_of_other_archs_pass_the_parser_rules(small_graphs: list[Path], tmp_path: Path,
+                                                         photos: list[np.ndarray],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """INT8 of the archs the precision tests do not cover (they quantize the reference models)."""
+    import cv2
+
+    from edgeseg.converters.api import FAMILIES
+    from edgeseg.precision.convert import Calibration, apply_precision
+
+    monkeypatch.setenv("EDGESEG_CACHE_DIR", str(tmp_path / "cache"))
+    images = tmp_path / "calib"
+    images.mkdir()
+    cv2.imwrite(str(images / "0.png"), photos[0])  # one frame: the structure is what is checked
+    for path in small_graphs:
+        if not path.name.startswith(("resnet50_fpn_v2", "hrnet_w48_64x96")):
+            continue
+        family = _family(onnx.load(str(path)))
+        out = tmp_path / f"int8_{path.name}"
+        with pytest.warns(UserWarning, match="calibration image"):
+            apply_precision(path, out, "int8", FAMILIES[family].precision_rules, Calibration(images=images))
+        violations = lint_model(onnx.load(str(out)))
+        assert not violations, f"{out.name}: " + "; ".join(map(str, violations))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ def test_python_description_is_the_spec(op_type: str) -> None:
                "exclusive_min": a.get("exclusive_min", False), "choices": a.get("choices"), "length": a.get("length"),
                "multiple_of": a.get("multiple_of"), "required": a.get("required", False)} for a in spec["attributes"]]
     assert ours == theirs
+    assert list(CUSTOM_OPS[op_type].coordinate_inputs) == spec["coordinate_inputs"]
 
 
 def cpp_attributes(header: Path) -> tuple[list[tuple[str, str, Any]], list[tuple[str, str]]]:

@@ -14,6 +14,7 @@ typed errors (:class:`edgeseg.ArgumentError` and friends) and messages.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from edgeseg.converters.maskrcnn.archs import COCO_CATEGORIES, arch_key
 from edgeseg.converters.maskrcnn.graph import GraphOptions
 from edgeseg.errors import ArgumentError
 from edgeseg.metadata import ModelMetadata
+from edgeseg.precision.convert import Calibration, apply_precision, check_precision
+from edgeseg.precision.rules import PrecisionRules
 from edgeseg.progress import Steps
 
 FORMATS = ("onnx", "engine")
@@ -50,6 +53,8 @@ class Family:
     write: Callable[[Any, Path, tuple[int, int], ClassSet, str, Steps, dict[str, Any]], ModelMetadata]
     #: options this family takes, beyond the common ones
     options: tuple[str, ...]
+    #: which layers an fp16 / int8 file computes in reduced precision
+    precision_rules: PrecisionRules
     #: refuses bad option values (typed errors) before any long work
     check_options: Callable[[dict[str, Any]], object] = lambda options: None
 
@@ -69,6 +74,7 @@ HRNET = Family(
     write=lambda model, out, hw, classes, arch, steps, o: hrnet.export_hrnet(model, out, hw, o.get("input_hw"),
                                                                              classes, steps=steps),
     options=("input_hw", "align_corners"),
+    precision_rules=hrnet.PRECISION_RULES,
 )
 
 MASKRCNN = Family(
@@ -82,6 +88,7 @@ MASKRCNN = Family(
     write=lambda model, out, hw, classes, arch, steps, o: maskrcnn.export_maskrcnn(
         model, out, hw, GraphOptions(**o), classes, arch=arch, steps=steps),
     options=("score_thresh", "detections", "max_candidates", "paste", "mask_threshold"),
+    precision_rules=maskrcnn.PRECISION_RULES,
     check_options=lambda o: GraphOptions(**o),
 )
 
@@ -110,6 +117,8 @@ def export(
     allow_pickle: bool = False,
     quiet: bool = True,
     build_options: Any = None,
+    precision: str = "fp32",
+    calibration: Calibration | None = None,
     **options: Any,
 ) -> ModelMetadata:
     """Convert a checkpoint of *family* (``hrnet`` or ``maskrcnn``) to *output*; return the
@@ -122,6 +131,8 @@ def export(
     *format*: ``onnx``, or ``engine`` (needs TensorRT and a GPU: the ONNX file is written beside
     *output* with the suffix .onnx, then built for this GPU with *build_options*, an
     ``edgeseg.trt.build.BuildOptions``).
+    *precision*: ``fp32``, ``fp16`` (mixed: FP16 network layers, FP32 elsewhere) or ``int8``
+    (Q/DQ, calibrated on ``calibration.images``); see :mod:`edgeseg.precision`.
     *options*: the family's own (hrnet: ``input_hw``, ``align_corners``; maskrcnn:
     ``score_thresh``, ``detections``, ``max_candidates``, ``paste``, ``mask_threshold``).
     """
@@ -140,14 +151,23 @@ def export(
         check_writable(onnx_path)
     label = spec.arch(arch)
     spec.check_options(options)
-    steps = Steps(4, quiet=quiet)
+    check_precision(precision, calibration)
+    steps = Steps(4 + {"fp32": 0, "fp16": 1, "int8": 2}[precision], quiet=quiet)
     source = Path(weights) if weights is not None else None
     with steps.step(f"reading weights {source.name}" if source else "building random weights"):
         if num_classes is None and classes is not None:
             num_classes = spec.count_from_classes(classes, source is not None)
         model = spec.build(arch, num_classes, source, allow_pickle, options)
     class_set = spec.classes(classes, spec.num_classes(model))
-    meta = spec.write(model, onnx_path, frame_hw, class_set, label, steps, options)
+    if precision == "fp32":
+        meta = spec.write(model, onnx_path, frame_hw, class_set, label, steps, options)
+    else:
+        # The FP32 graph first (beside the output, removed after), then its precision.
+        with tempfile.TemporaryDirectory(prefix=".edgeseg-fp32-", dir=onnx_path.parent) as tmp:
+            fp32 = Path(tmp) / onnx_path.name
+            spec.write(model, fp32, frame_hw, class_set, label, steps, options)
+            meta = apply_precision(fp32, onnx_path, precision, spec.precision_rules, calibration, steps=steps,
+                                   quiet=quiet)
     if format == "engine":
         from edgeseg.trt.gpu_imports import import_tensorrt
 

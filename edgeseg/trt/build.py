@@ -4,19 +4,17 @@ Uses TensorRT's Python API: the ONNX parser (our plugin library loaded first whe
 edgeseg custom nodes), a builder config from :class:`BuildOptions`, and writes the plan with the
 model's metadata and how it was built (:mod:`edgeseg.engine_file`), atomically.
 
-Precision: TensorRT 10 builds FP32 by default, FP16 with ``fp16`` and INT8 with ``int8`` (entropy
-calibration on a folder of images); ``fp32_layers`` pins layers whose names match a pattern to
-FP32 (``*roi_heads*``: the Mask R-CNN box and mask heads, which are FP16-sensitive). TensorRT 11
-builds strongly typed networks only: the precision comes from the ONNX file itself, and these
-options are refused there with that reason.
+Precision is the ONNX file's own (``edgeseg convert --precision fp32|fp16|int8``: FP16 types and
+INT8 Q/DQ nodes in the graph, :mod:`edgeseg.precision`): every file is parsed into a *strongly
+typed* network, the one kind TensorRT 11 builds and one TensorRT 10.3 (JetPack 6) builds too, so
+one code path and no builder precision flags or calibrator serve both.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -32,7 +30,7 @@ from edgeseg.errors import ArgumentError, ConversionError, ModelFileError
 from edgeseg.lint import data_dependent_ops
 from edgeseg.metadata import METADATA_KEY, ModelMetadata
 from edgeseg.progress import Steps
-from edgeseg.trt.gpu_imports import current_gpu, import_cudart, weakly_typed_builds
+from edgeseg.trt.gpu_imports import current_gpu, import_cudart, strongly_typed_flags
 from edgeseg.trt.plugin_library import load_plugins
 from edgeseg.trt.trt_logger import CapturingLogger
 
@@ -41,27 +39,15 @@ MIB = 1 << 20
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """How to build. Sizes in MiB; paths may be None."""
+    """How to build. Sizes in MiB; paths may be None. (The precision is the ONNX file's.)"""
 
-    fp16: bool = False
-    int8: bool = False
-    calib_images: Path | None = None
-    calib_cache: Path | None = None
-    calib_max_images: int = 200
     timing_cache: Path | None = None
     workspace_mib: int = 2048
-    fp32_layers: tuple[str, ...] = field(default_factory=tuple)
     embed_plugins: bool = False  # put the plugin library into the engine (no library needed to run it)
     verbose: bool = False
 
     def __post_init__(self) -> None:
         ranges.check("workspace_mib", self.workspace_mib, 1, integer=True)
-        ranges.check("calib_max_images", self.calib_max_images, 1, integer=True)
-
-    @property
-    def precision(self) -> str:
-        parts = [p for p, on in (("fp16", self.fp16), ("int8", self.int8)) if on]
-        return "+".join(parts) or "fp32"
 
 
 class _Progress(trt.IProgressMonitor):
@@ -98,30 +84,6 @@ def read_onnx_header(path: Path) -> tuple[dict[str, str], ModelMetadata, tuple[s
     return props, meta, custom_ops_in(model.graph), data_dependent_ops(model.graph)
 
 
-def pin_fp32(network: trt.INetworkDefinition, patterns: tuple[str, ...]) -> list[str]:
-    """Set every layer whose name matches one of *patterns* (fnmatch) and its outputs to FP32;
-    return their names. :class:`ArgumentError` when a pattern matches no layer."""
-    pinned: list[str] = []
-    unmatched = set(patterns)
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        hits = [p for p in patterns if fnmatch.fnmatchcase(layer.name, p)]
-        if not hits:
-            continue
-        unmatched -= set(hits)
-        # Integer and shape layers have no float precision to pin.
-        if any(layer.get_output(j).dtype not in (trt.float32, trt.float16) for j in range(layer.num_outputs)):
-            continue
-        layer.precision = trt.float32
-        for j in range(layer.num_outputs):
-            layer.set_output_type(j, trt.float32)
-        pinned.append(layer.name)
-    if unmatched:
-        sample = ", ".join(network.get_layer(i).name for i in range(min(network.num_layers, 5)))
-        raise ArgumentError(f"--fp32-layers {sorted(unmatched)} matched no layer; layer names look like: {sample}")
-    return pinned
-
-
 def network_tensors(network: trt.INetworkDefinition) -> list[list[object]]:
     """[role, name, shape, numpy dtype name] of every network input and output (for `edgeseg info`)."""
     rows: list[list[object]] = []
@@ -142,13 +104,6 @@ def build_engine(onnx_path: str | Path, output: str | Path, options: BuildOption
     log_stream = stream or sys.stderr
     if not src.is_file():
         raise ModelFileError(f"{src}: no such ONNX file")
-    if not weakly_typed_builds(trt) and (opts.fp16 or opts.int8 or opts.fp32_layers):
-        raise ArgumentError(
-            f"TensorRT {trt.__version__} builds strongly typed networks only: --fp16, --int8 and --fp32-layers "
-            "need TensorRT 10; on TensorRT 11 the precision comes from the ONNX file (build without them for FP32)"
-        )
-    if opts.int8 and opts.calib_images is None and (opts.calib_cache is None or not opts.calib_cache.is_file()):
-        raise ArgumentError("--int8 needs --calib-images FOLDER (or an existing --calib-cache FILE)")
 
     cudart = import_cudart()
     gpu = current_gpu(cudart)
@@ -160,7 +115,7 @@ def build_engine(onnx_path: str | Path, output: str | Path, options: BuildOption
         if custom:
             library = load_plugins(trt)
         builder = trt.Builder(logger)
-        network = builder.create_network(0)
+        network = builder.create_network(strongly_typed_flags(trt))
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(src)):
             errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
@@ -170,24 +125,10 @@ def build_engine(onnx_path: str | Path, output: str | Path, options: BuildOption
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mib * MIB)
     if not quiet:
         config.progress_monitor = _Progress(log_stream)
-    calibrator = None
-    pinned: list[str] = []
-    with steps.step(f"configuring {opts.precision}"):
-        if opts.fp16:
-            config.set_flag(trt.BuilderFlag.FP16)
-        if opts.int8:
-            from edgeseg.trt.calibrator import FolderCalibrator, calibration_images
-
-            images = calibration_images(opts.calib_images, opts.calib_max_images) if opts.calib_images else []
-            config.set_flag(trt.BuilderFlag.INT8)
-            calibrator = FolderCalibrator(cudart, meta.input_name, meta.frame_hw, images, opts.calib_cache)
-            config.int8_calibrator = calibrator
+    with steps.step(f"configuring (strongly typed, {meta.precision_summary()})"):
         if opts.embed_plugins and library is not None:
             # TensorRT stores the library in the plan; runtimes must allow its host code.
             config.plugins_to_serialize = [str(library)]
-        if opts.fp32_layers:
-            pinned = pin_fp32(network, opts.fp32_layers)
-            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
         cache_bytes = opts.timing_cache.read_bytes() if opts.timing_cache and opts.timing_cache.is_file() else b""
         timing_cache = config.create_timing_cache(cache_bytes)
         if timing_cache is None or not config.set_timing_cache(timing_cache, ignore_mismatch=False):
@@ -199,8 +140,6 @@ def build_engine(onnx_path: str | Path, output: str | Path, options: BuildOption
 
     with steps.step("building the engine (minutes on a Jetson)"):
         plan = builder.build_serialized_network(network, config)
-        if calibrator is not None:
-            calibrator.free()
         if plan is None:
             raise ConversionError(f"TensorRT could not build {src.name}: {logger.last_error() or 'see the log above'}")
 
@@ -212,11 +151,9 @@ def build_engine(onnx_path: str | Path, output: str | Path, options: BuildOption
             tensorrt_version=trt.__version__,
             gpu_name=gpu[0],
             compute_capability=gpu[1],
-            precision=opts.precision,
+            precision=meta.precision,
             plugins=custom,
-            fp32_layers=opts.fp32_layers,
-            extra={"fp32_layers_pinned": len(pinned), "workspace_mib": opts.workspace_mib,
-                   "calibration_images": calibrator.used if calibrator else 0,
+            extra={"workspace_mib": opts.workspace_mib, "strongly_typed": True,
                    "plugins_embedded": bool(opts.embed_plugins and library is not None),
                    # the backend captures CUDA graphs only without these (edgeseg.backends.tensorrt)
                    "data_dependent_shapes": list(data_dependent),

@@ -48,10 +48,13 @@ def import_cudart() -> Any:
     return runtime
 
 
-def weakly_typed_builds(trt: Any) -> bool:
-    """True where the builder chooses precisions itself (TensorRT 10); TensorRT 11 removed that and
-    builds strongly typed networks only."""
-    return hasattr(trt.BuilderFlag, "FP16")
+def strongly_typed_flags(trt: Any) -> int:
+    """``create_network`` flags for a strongly typed network on TensorRT 10.3 and 11.x alike.
+
+    The flag's bit differs (``kSTRONGLY_TYPED`` is 1 on 10.3; on 11.x it is 0, deprecated and
+    ignored, as every network is strongly typed there and bit 1 means something else), so it is
+    read from the binding, never written as a number."""
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
 def tensorrt_major(trt: ModuleType) -> int:

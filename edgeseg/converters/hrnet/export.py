@@ -26,9 +26,19 @@ from edgeseg.converters.onnx_cleanup import tidy
 from edgeseg.converters.onnx_export import DEFAULT_OPSET, check_min_side, trace_to_onnx, write_onnx
 from edgeseg.errors import ArgumentError
 from edgeseg.metadata import ModelMetadata, Preprocessing
+from edgeseg.precision.rules import LayerRule, PrecisionRules
 from edgeseg.progress import Steps
 
 HEAD_KEY = "last_layer.3.weight"
+
+#: which layers an fp16 / int8 file computes in reduced precision (edgeseg.precision.rules);
+#: the patterns are the node names the exported graph gets from the module tree (``net``)
+PRECISION_RULES = PrecisionRules(
+    "hrnet",
+    network=(LayerRule("/net/*", "HRNet: stem, branches, fusion, upsampling of the branches, the head's first conv"),),
+    keep_fp32=(LayerRule("/net/last_layer/last_layer.3/*",
+                         "the classifier: its logits are compared by the argmax (close logits would swap labels)"),),
+)
 MAX_CLASSES = 256  # the label map is uint8
 
 

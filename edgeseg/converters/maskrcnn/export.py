@@ -17,7 +17,31 @@ from edgeseg.converters.onnx_export import DEFAULT_OPSET, MIN_SIDE, check_min_si
 from edgeseg.custom_ops import MASK_BYTES_PER_WORD, packed_mask_width
 from edgeseg.errors import ArgumentError
 from edgeseg.metadata import ModelMetadata, Preprocessing
+from edgeseg.precision.rules import LayerRule, PrecisionRules
 from edgeseg.progress import Steps
+
+#: which layers an fp16 / int8 file computes in reduced precision (edgeseg.precision.rules): the
+#: convolutional and fully connected layers, named as torchvision names its modules
+PRECISION_RULES = PrecisionRules(
+    "maskrcnn",
+    network=(
+        LayerRule("/backbone/*", "ResNet body and FPN"),
+        LayerRule("/rpn/head/conv*", "the RPN's shared conv (its objectness and deltas stay FP32)"),
+        LayerRule("/MultiLevelRoIAlign*", "the plugin reads FP16 features with FP32 RoIs, gives FP16 (INT8 file: FP32, "
+                  "reading the INT8 features dequantized)"),
+        LayerRule("/roi_heads/box_head/*", "box head (FC or conv layers)"),
+        LayerRule("/roi_heads/mask_head/*", "mask head convs"),
+        LayerRule("/roi_heads/mask_predictor/conv5_mask*", "mask upsampling (transposed conv: FP32 in the INT8 file)"),
+        LayerRule("/roi_heads/mask_predictor/relu*", "its activation"),
+    ),
+    # not among the layers above, so FP32 anyway: listed to say why
+    keep_fp32=(
+        LayerRule("/rpn/head/cls_logits*", "objectness: feeds the per-level top-k and NMS"),
+        LayerRule("/rpn/head/bbox_pred*", "proposal deltas: exp and box decoding"),
+        LayerRule("/roi_heads/box_predictor/*", "class scores (softmax, score threshold) and box deltas"),
+        LayerRule("/roi_heads/mask_predictor/mask_fcn_logits*", "mask logits: the paste thresholds them"),
+    ),
+)
 
 
 def _triple(values: list[float]) -> tuple[float, float, float]:

@@ -1,0 +1,176 @@
+"""INT8 vs FP32 vs PyTorch eager on the CPU, side by side in one run, with peak memory.
+
+For each model: PyTorch eager (the very module that is exported, or torchvision's Mask R-CNN),
+edgeseg's FP32 file and its INT8 file (``edgeseg convert --precision int8``, calibrated on
+frames of scikit-image's photos; speed does not depend on the weights, which are random and
+seeded), all on ONNX Runtime / PyTorch with the same threads, one uint8 BGR frame in, the
+frame-size result out. Each contender runs in its own process (its peak memory is its own),
+the contenders take turns for --rounds rounds (this VM drifts by tens of percent), and each
+figure is the median over all its rounds.
+
+    python benchmarks/precision_cpu.py                         # HRNet W18-Small-v2 512x1024 and R50-FPN 400x600
+    python benchmarks/precision_cpu.py --model hrnet --rounds 5 --fp16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.maskrcnn_cpu import peak_rss_mb, run_torchvision_eager
+from benchmarks.timing import timed
+from edgeseg.cli import parse_hw
+
+
+@dataclass(frozen=True)
+class Setup:
+    family: str
+    title: str
+    arch: str
+    frame: str
+    num_classes: int
+    eager: str  # the PyTorch contender's name
+
+
+SETUPS = {
+    "hrnet": Setup("hrnet", "HRNetV2-W18-Small-v2", "w18_small_v2", "512x1024", 19, "pytorch_eager"),
+    "maskrcnn": Setup("maskrcnn", "Mask R-CNN R50-FPN", "resnet50_fpn", "400x600", 91, "torchvision_eager"),
+}
+
+
+def run_edgeseg(work: Path, frame: np.ndarray, threads: int, runs: int, precision: str) -> dict[str, Any]:
+    import edgeseg
+
+    model = edgeseg.load(work / f"edgeseg_{precision}.onnx", threads=threads)
+    from edgeseg.result import InstanceResult
+
+    seconds, result = timed(lambda: model(frame), runs)
+    return {"seconds": seconds, "detections": len(result) if isinstance(result, InstanceResult) else None}
+
+
+def run_hrnet_eager(work: Path, frame: np.ndarray, threads: int, runs: int) -> dict[str, Any]:
+    import torch
+
+    from edgeseg.converters.hrnet.export import FrameToLabels, build_hrnet
+    from edgeseg.metadata import Preprocessing
+
+    torch.set_num_threads(threads)
+    net = build_hrnet(SETUPS["hrnet"].arch, SETUPS["hrnet"].num_classes, work / "weights.pth")
+    eager = FrameToLabels(net, frame.shape[:2], frame.shape[:2], Preprocessing()).eval()
+
+    def infer() -> np.ndarray:
+        with torch.inference_mode():
+            return eager(torch.from_numpy(frame))[0].numpy()
+
+    seconds, _ = timed(infer, runs)
+    return {"seconds": seconds, "detections": None}
+
+
+def runners(setup: Setup) -> dict[str, Callable[[Path, np.ndarray, int, int], dict[str, Any]]]:
+    eager = run_hrnet_eager if setup.family == "hrnet" else run_torchvision_eager
+    found: dict[str, Callable[[Path, np.ndarray, int, int], dict[str, Any]]] = {setup.eager: eager}
+    for precision in ("fp32", "fp16", "int8"):
+        found[f"edgeseg_{precision}"] = (lambda p: lambda w, f, t, r: run_edgeseg(w, f, t, r, p))(precision)
+    return found
+
+
+def prepare(work: Path, setup: Setup, calib_count: int, precisions: list[str]) -> None:
+    """Weights, the frame, calibration frames and the ONNX files, made once in the parent."""
+    import cv2
+    import torch
+
+    from edgeseg.converters.api import FAMILIES, export
+    from edgeseg.democlip import demo_photos, pan_zoom
+    from edgeseg.frames import fit_frame
+    from edgeseg.precision.convert import Calibration
+
+    frame_hw = parse_hw(setup.frame)
+    torch.manual_seed(0)
+    model = FAMILIES[setup.family].build(setup.arch, setup.num_classes, None, False, {"align_corners": False})
+    torch.save(model.state_dict(), work / "weights.pth")
+    np.save(work / "frame.npy", fit_frame(demo_photos()[1], frame_hw))
+    calib = work / "calib"
+    calib.mkdir()
+    photos = demo_photos()
+    for i in range(calib_count):
+        frame = next(iter(pan_zoom(photos[i % len(photos)], frame_hw, 1)))
+        cv2.imwrite(str(calib / f"{i:04d}.png"), frame)
+    for precision in precisions:
+        export(setup.family, work / f"edgeseg_{precision}.onnx", arch=setup.arch, frame_hw=frame_hw,
+               weights=work / "weights.pth", num_classes=setup.num_classes, precision=precision,
+               calibration=Calibration(images=calib, count=calib_count) if precision == "int8" else None)
+
+
+def bench(setup: Setup, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    precisions = ["fp32", "int8"] + (["fp16"] if args.fp16 else [])
+    names = [setup.eager] + [f"edgeseg_{p}" for p in precisions]
+    rounds: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        print(f"preparing {setup.title} at {setup.frame}: weights, {args.calib_count} calibration frames, "
+              f"{', '.join(precisions)} files ...", file=sys.stderr)
+        env = {**os.environ, "EDGESEG_CACHE_DIR": str(work / "cache")}
+        os.environ["EDGESEG_CACHE_DIR"] = env["EDGESEG_CACHE_DIR"]
+        prepare(work, setup, args.calib_count, precisions)
+        for turn in range(args.rounds):
+            for name in names:
+                print(f"round {turn + 1}/{args.rounds}: {name} ...", file=sys.stderr)
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--child", setup.family, name, str(work), "--threads",
+                     str(args.threads), "--runs", str(args.runs)],
+                    capture_output=True, text=True, check=True, env=env)
+                rounds[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {name: {"seconds": statistics.median(r["seconds"] for r in runs),
+                   "peak_mb": max(r["peak_mb"] for r in runs), "detections": runs[-1]["detections"]}
+            for name, runs in rounds.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=("hrnet", "maskrcnn", "both"), default="both")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=3, help="timed runs per round, after one warm-up")
+    p.add_argument("--rounds", type=int, default=3, help="turns each contender takes")
+    p.add_argument("--calib-count", type=int, default=16, help="INT8 calibration frames (speed does not depend on it)")
+    p.add_argument("--fp16", action="store_true", help="also the FP16 file (ONNX Runtime's CPU kernels: slow; a GPU "
+                                                       "format)")
+    p.add_argument("--child", nargs=3, metavar=("FAMILY", "CONTENDER", "WORK"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.child:  # one contender in its own process: print JSON
+        family, name, work = args.child
+        frame = np.load(Path(work) / "frame.npy")
+        out = runners(SETUPS[family])[name](Path(work), frame, args.threads, args.runs)
+        out["peak_mb"] = peak_rss_mb()
+        print(json.dumps(out))
+        return 0
+
+    for family in (["hrnet", "maskrcnn"] if args.model == "both" else [args.model]):
+        setup = SETUPS[family]
+        results = bench(setup, args)
+        print(f"{setup.title} (random weights), frame {setup.frame}, {args.threads} threads, median of "
+              f"{args.rounds}x{args.runs} runs, alternating (cpu count {os.cpu_count()})")
+        base = results[setup.eager]["seconds"]
+        for name, r in results.items():
+            dets = f"  {r['detections']:3d} detections" if r["detections"] is not None else ""
+            print(f"  {name:18} {r['seconds'] * 1000:8.0f} ms  {base / r['seconds']:5.2f}x eager  "
+                  f"peak memory {r['peak_mb']:6.0f} MB{dets}")
+        print(f"  int8 vs fp32: {results['edgeseg_fp32']['seconds'] / results['edgeseg_int8']['seconds']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
