@@ -218,7 +218,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if model.backend.name != "onnxruntime":
         raise ArgumentError(f"{args.model.name}: compare an .onnx file (an engine's own parity: pytest -m gpu)")
     parity = converters("parity")
-    reference = parity.reference_model(model.metadata, args.weights, allow_pickle=args.trust_checkpoint)
+    reference = parity.reference_model(model.metadata, args.weights, allow_pickle=args.trust_checkpoint,
+                                       config=args.config)
     frames = bench_frames(args.source, args.frames, model.frame_hw)[: args.frames]
     report = parity.compare(model, reference, frames)
     print(report.text())
@@ -436,6 +437,26 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-q", "--quiet", action="store_true")
     m.set_defaults(func=cmd_convert)
 
+    d2 = models.add_parser("detectron2", help="detectron2 Mask R-CNN (config.yaml + model_final.pth/.pkl), "
+                                              "no detectron2 needed")
+    d2.add_argument("--config", required=True, help="the config.yaml of the training run (or a model-zoo config "
+                                                    "with its _BASE_ files beside it)")
+    d2.add_argument("--weights", type=Path, help="model_final.pth ({'model': state_dict}) or a model-zoo .pkl")
+    d2.add_argument("--random-weights", action="store_true", help="no checkpoint: untrained weights (tests)")
+    d2.add_argument("--classes", help="class names: a .txt (one per line, detectron2's order) or a .json list")
+    d2.add_argument("--frame", type=_hw_type("--frame"), required=True, help="camera frame HEIGHTxWIDTH")
+    d2.add_argument("--score-thresh", type=float, default=None,
+                    help="keep detections scoring above this (default: MODEL.ROI_HEADS.SCORE_THRESH_TEST)")
+    d2.add_argument("--max-detections", dest="detections", type=int, default=None,
+                    help="K, the fixed number of output rows (default: TEST.DETECTIONS_PER_IMAGE)")
+    d2.add_argument("--max-candidates", type=int, default=3000, help="class boxes entering the final NMS")
+    d2.add_argument("--mask-threshold", type=float, default=0.5, help="binarise pasted mask probabilities (>=)")
+    d2.add_argument("--trust-checkpoint", action="store_true", help="allow full pickle loading (runs code)")
+    _precision_arguments(d2)
+    d2.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
+    d2.add_argument("-q", "--quiet", action="store_true")
+    d2.set_defaults(func=cmd_convert, arch="", num_classes=None)
+
     r = sub.add_parser("run", help="run a model on a camera, stream, video, image or folder and write the overlay")
     r.add_argument("model", type=Path, help=".onnx written by `edgeseg convert` or .engine by `edgeseg build`")
     r.add_argument("--source", required=True,
@@ -485,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--random-weights", action="store_true",
                     help="the seeded random weights of `edgeseg convert --random-weights`")
     cp.add_argument("--trust-checkpoint", action="store_true", help="allow a pickled checkpoint (runs its code)")
+    cp.add_argument("--config", help="detectron2 models: the config.yaml they were converted from")
     cp.add_argument("--source", help="frames to compare on (an `edgeseg run` source; default: scikit-image's photos)")
     cp.add_argument("--frames", type=_ranged("--frames", int, 1), default=5,
                     help="at most this many frames (default 5)")

@@ -92,7 +92,59 @@ MASKRCNN = Family(
     check_options=lambda o: GraphOptions(**o),
 )
 
-FAMILIES = {f.name: f for f in (HRNET, MASKRCNN)}
+def _d2_config(options: dict[str, Any]) -> Any:
+    from edgeseg.converters.detectron2.config import read_config
+
+    if not options.get("config"):
+        raise ArgumentError("detectron2 needs its config: --config config.yaml (the training run's, or a model-zoo "
+                            "file with its _BASE_ files beside it)")
+    return read_config(options["config"])
+
+
+def _d2_options(options: dict[str, Any]) -> Any:
+    from edgeseg.converters.detectron2.export import graph_options
+
+    return graph_options(_d2_config(options), options.get("score_thresh"), options.get("detections"),
+                         options.get("max_candidates") or 3000, options.get("mask_threshold", 0.5))
+
+
+def _d2_build(arch: str, n: int | None, weights: Path | None, pickle: bool, options: dict[str, Any]) -> Any:
+    from edgeseg.converters.detectron2 import model as d2model
+    from edgeseg.converters.detectron2.checkpoint import read_detectron2_weights
+
+    cfg = _d2_config(options)
+    if n is not None and n != cfg.num_classes:
+        raise ArgumentError(f"--num-classes {n}: the config has {cfg.num_classes} (MODEL.ROI_HEADS.NUM_CLASSES)")
+    return d2model.load(cfg, read_detectron2_weights(weights, pickle) if weights is not None else None)
+
+
+def _d2_write(model: Any, out: Path, hw: tuple[int, int], classes: ClassSet, arch: str, steps: Steps,
+              options: dict[str, Any]) -> ModelMetadata:
+    from edgeseg.converters.detectron2.export import export_detectron2
+
+    return export_detectron2(_d2_config(options), model, out, hw, _d2_options(options), classes, steps)
+
+
+def _d2_classes(spec: str | None, n: int) -> ClassSet:
+    from edgeseg.converters.detectron2.export import detectron2_classes
+
+    return detectron2_classes(spec, n)
+
+
+DETECTRON2 = Family(
+    name="detectron2",
+    arch=lambda name: "detectron2",  # the architecture is the config's
+    build=_d2_build,
+    count_from_classes=lambda spec, weighted: None,
+    classes=_d2_classes,
+    num_classes=lambda model: int(model.roi_heads.box_predictor.cls_score.out_features) - 1,  # K, no background
+    write=_d2_write,
+    options=("config", "score_thresh", "detections", "max_candidates", "mask_threshold"),
+    precision_rules=maskrcnn.PRECISION_RULES,  # rebuilt as a torchvision MaskRCNN: the same node names
+    check_options=_d2_options,
+)
+
+FAMILIES = {f.name: f for f in (HRNET, MASKRCNN, DETECTRON2)}
 
 
 def check_weights(weights: str | os.PathLike[str] | None, random_weights: bool) -> None:
@@ -107,8 +159,8 @@ def export(
     family: str,
     output: str | os.PathLike[str],
     *,
-    arch: str,
     frame_hw: tuple[int, int],
+    arch: str = "",
     weights: str | os.PathLike[str] | None = None,
     random_weights: bool = False,
     num_classes: int | None = None,
@@ -121,8 +173,8 @@ def export(
     calibration: Calibration | None = None,
     **options: Any,
 ) -> ModelMetadata:
-    """Convert a checkpoint of *family* (``hrnet`` or ``maskrcnn``) to *output*; return the
-    model's metadata.
+    """Convert a checkpoint of *family* (``hrnet``, ``maskrcnn`` or ``detectron2``) to *output*;
+    return the model's metadata.
 
     *frame_hw*: (height, width) in pixels of the uint8 BGR camera frames the graph takes.
     *weights*: the checkpoint, or None with ``random_weights=True`` (seeded, for tests).
@@ -134,7 +186,9 @@ def export(
     *precision*: ``fp32``, ``fp16`` (mixed: FP16 network layers, FP32 elsewhere) or ``int8``
     (Q/DQ, calibrated on ``calibration.images``); see :mod:`edgeseg.precision`.
     *options*: the family's own (hrnet: ``input_hw``, ``align_corners``; maskrcnn:
-    ``score_thresh``, ``detections``, ``max_candidates``, ``paste``, ``mask_threshold``).
+    ``score_thresh``, ``detections``, ``max_candidates``, ``paste``, ``mask_threshold``;
+    detectron2: ``config`` (its config.yaml; *arch* unused), ``score_thresh``, ``detections``,
+    ``max_candidates``, ``mask_threshold``, defaults from the config).
     """
     spec = FAMILIES.get(family)
     if spec is None:

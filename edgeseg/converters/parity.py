@@ -120,7 +120,19 @@ def bgr_to_rgb_tensor(frame: np.ndarray) -> torch.Tensor:
 
 def torchvision_reference(model: nn.Module, frame_bgr: np.ndarray, mask_threshold: float = 0.5
                           ) -> dict[str, np.ndarray]:
-    """torchvision's own inference: RGB float image in [0, 1]; masks foreground where > *mask_threshold*."""
+    """torchvision's own inference: RGB float image in [0, 1]; masks foreground where > *mask_threshold*.
+    A detectron2 model's reference is edgeseg's own reimplementation of its inference (the graph's
+    module, run eagerly in PyTorch with the torch versions of the custom ops)."""
+    from edgeseg.converters.maskrcnn.graph import FrameToDetections
+
+    if isinstance(model, FrameToDetections):
+        from edgeseg.custom_ops import unpack_mask_bytes
+
+        with torch.no_grad():
+            num, boxes, scores, labels, masks = model(torch.from_numpy(np.ascontiguousarray(frame_bgr)))
+        n = int(num[0])
+        return {"boxes": boxes[:n].numpy(), "scores": scores[:n].numpy(), "labels": labels[:n].numpy(),
+                "masks": unpack_mask_bytes(masks[:n].numpy(), frame_bgr.shape[1]).astype(bool)}
     with torch.no_grad():
         out = model([bgr_to_rgb_tensor(frame_bgr)])[0]
     return {
@@ -244,9 +256,22 @@ def compare_instance(model: Model, reference: nn.Module, frames: Sequence[np.nda
 
 
 def reference_model(meta: ModelMetadata, weights: str | os.PathLike[str] | None,
-                    allow_pickle: bool = False) -> nn.Module:
+                    allow_pickle: bool = False, config: str | os.PathLike[str] | None = None) -> nn.Module:
     """The PyTorch model an edgeseg file was converted from, rebuilt from its metadata with
-    *weights* (None: the seeded random weights of ``edgeseg convert --random-weights``)."""
+    *weights* (None: the seeded random weights of ``edgeseg convert --random-weights``); a
+    detectron2 model needs its *config* and is edgeseg's eager reimplementation of its inference."""
+    if meta.kind == "instance" and meta.arch.startswith("detectron2_"):
+        from edgeseg.converters.detectron2 import model as d2model
+        from edgeseg.converters.detectron2.export import build_detectron2, graph_options
+        from edgeseg.converters.maskrcnn.graph import FrameToDetections
+
+        if config is None:
+            raise ArgumentError("a detectron2 model is compared with its config: --config config.yaml")
+        assert meta.instance is not None
+        cfg, model = build_detectron2(config, weights, allow_pickle)
+        options = graph_options(cfg, meta.instance.score_thresh, meta.instance.max_detections,
+                                meta.instance.max_candidates, meta.instance.mask_threshold)
+        return FrameToDetections(model, meta.frame_hw, options, d2model.conventions(cfg)).eval()
     if meta.kind == "semantic" and meta.arch.startswith("hrnetv2_"):
         from edgeseg.converters.hrnet.export import build_hrnet
 

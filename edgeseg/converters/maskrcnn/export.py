@@ -11,7 +11,7 @@ from torchvision.models.detection import MaskRCNN
 from edgeseg.classes import ClassSet, generated_palette, read_class_file
 from edgeseg.converters.checkpoint import load_strict, read_state_dict
 from edgeseg.converters.maskrcnn.archs import ARCHS, CLASS_KEY, COCO_CATEGORIES, build_arch
-from edgeseg.converters.maskrcnn.graph import OUTPUT_NAMES, FrameToDetections, GraphOptions
+from edgeseg.converters.maskrcnn.graph import OUTPUT_NAMES, TORCHVISION, Conventions, FrameToDetections, GraphOptions
 from edgeseg.converters.onnx_cleanup import tidy
 from edgeseg.converters.onnx_export import DEFAULT_OPSET, MIN_SIDE, check_min_side, trace_to_onnx, write_onnx
 from edgeseg.custom_ops import MASK_BYTES_PER_WORD, packed_mask_width
@@ -98,6 +98,7 @@ def export_maskrcnn(
     arch: str = "maskrcnn",
     opset: int = DEFAULT_OPSET,
     steps: Steps | None = None,
+    conventions: Conventions = TORCHVISION,
 ) -> ModelMetadata:
     """Write the frame -> detections ONNX graph of any torchvision ``MaskRCNN`` to *output*.
 
@@ -109,7 +110,7 @@ def export_maskrcnn(
     num_classes = int(model.roi_heads.box_predictor.cls_score.out_features)
     classes = classes or maskrcnn_classes(None, num_classes)
     with steps.step("computing anchors and sizes for the frame"):
-        wrapper = FrameToDetections(model, frame_hw, options).eval()
+        wrapper = FrameToDetections(model, frame_hw, options, conventions).eval()
     if min(wrapper.resized_hw) < MIN_SIDE:
         raise ArgumentError(
             f"frame {frame_hw[0]}x{frame_hw[1]} is too elongated: the model resizes it to "
@@ -130,7 +131,10 @@ def export_maskrcnn(
         palette=classes.palette,
         frame_hw=frame_hw,
         input_hw=wrapper.resized_hw,
-        preprocessing=Preprocessing(mean=_triple(t.image_mean), std=_triple(t.image_std)),
+        preprocessing=Preprocessing(channel_order="bgr" if conventions.bgr else "rgb",
+                                    scale=1.0 / conventions.pixel_divisor,
+                                    mean=_triple(t.image_mean), std=_triple(t.image_std),
+                                    resize="pillow-bilinear" if conventions.resize == "detectron2" else "bilinear"),
         input_name="frame",
         outputs={name: name for name in OUTPUT_NAMES},
         extra={

@@ -79,6 +79,33 @@ class GraphOptions:
             raise ArgumentError(f"--mask-threshold {self.mask_threshold}: must be in [0, 1]")
 
 
+@dataclass(frozen=True)
+class Conventions:
+    """Where a Mask R-CNN implementation's inference differs from torchvision's, as data (the
+    graph reproduces either). Defaults: torchvision's eval-mode ``MaskRCNN``.
+
+    ``resize``: ``torchvision`` (float bilinear of the normalised image, floor of the scaled
+    sides) or ``detectron2`` (Pillow's bilinear of the uint8 image, ``int(side * scale + 0.5)``);
+    ``bgr``: the network takes BGR; ``pixel_divisor``: the frame is divided by it before the
+    mean and std (a division, as torchvision's ``/ 255``: a multiplication by 1/255 rounds
+    differently); ``round_anchors``: torchvision rounds the cell anchors, detectron2 does not;
+    ``rpn_min_size``/``box_min_size`` and ``strict_min_size``: boxes smaller are dropped (``>``
+    when strict, else ``>=``; None: no filter); ``roi_aligned``: RoIAlign's half-pixel shift
+    (detectron2's ROIAlignV2)."""
+
+    resize: str = "torchvision"
+    bgr: bool = False
+    pixel_divisor: float = 255.0
+    round_anchors: bool = True
+    rpn_min_size: float | None = None  # None: the module's own (torchvision: rpn.min_size)
+    box_min_size: float | None = 1e-2
+    strict_min_size: bool = False
+    roi_aligned: bool = False
+
+
+TORCHVISION = Conventions()
+
+
 def resized_hw(frame_hw: tuple[int, int], min_size: int, max_size: int) -> tuple[int, int]:
     """The size GeneralizedRCNNTransform resizes a frame to (same float arithmetic)."""
     h, w = frame_hw
@@ -86,7 +113,7 @@ def resized_hw(frame_hw: tuple[int, int], min_size: int, max_size: int) -> tuple
     return math.floor(h * scale), math.floor(w * scale)
 
 
-def _roi_attrs(pooler: MultiScaleRoIAlign, scales: list[float]) -> dict[str, object]:
+def _roi_attrs(pooler: MultiScaleRoIAlign, scales: list[float], aligned: bool = False) -> dict[str, object]:
     size = pooler.output_size
     oh, ow = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     return {
@@ -94,7 +121,7 @@ def _roi_attrs(pooler: MultiScaleRoIAlign, scales: list[float]) -> dict[str, obj
         "output_width": ow,
         "spatial_scales": scales,
         "sampling_ratio": int(pooler.sampling_ratio),
-        "aligned": 0,
+        "aligned": int(aligned),
         "canonical_scale": float(pooler.canonical_scale),
         "canonical_level": int(pooler.canonical_level),
     }
@@ -132,9 +159,11 @@ class _RoIHeads(nn.Module):
 class FrameToDetections(nn.Module):
     """Wraps a torchvision ``MaskRCNN`` (any backbone) as the static graph described above."""
 
-    def __init__(self, model: MaskRCNN, frame_hw: tuple[int, int], options: GraphOptions | None = None) -> None:
+    def __init__(self, model: MaskRCNN, frame_hw: tuple[int, int], options: GraphOptions | None = None,
+                 conventions: Conventions = TORCHVISION) -> None:
         super().__init__()
         opts = options or GraphOptions()
+        self.conventions = conventions
         model = model.eval()
         t, rpn, heads = model.transform, model.rpn, model.roi_heads
         # Called through modules named as torchvision names them, so the exported nodes are
@@ -148,7 +177,14 @@ class FrameToDetections(nn.Module):
         self.box_coder = heads.box_coder
 
         self.frame_hw = frame_hw
-        self.resized_hw = resized_hw(frame_hw, int(t.min_size[-1]), int(t.max_size))
+        if conventions.resize == "detectron2":
+            from edgeseg.converters.detectron2.resize import PillowBilinear, pillow_pass_order
+            from edgeseg.converters.detectron2.resize import resized_hw as d2_resized_hw
+
+            self.resized_hw = d2_resized_hw(frame_hw, int(t.min_size[-1]), int(t.max_size))
+            self.pillow = PillowBilinear(frame_hw, self.resized_hw, pillow_pass_order(frame_hw, self.resized_hw))
+        else:
+            self.resized_hw = resized_hw(frame_hw, int(t.min_size[-1]), int(t.max_size))
         d = int(t.size_divisible)
         self.padded_hw = (math.ceil(self.resized_hw[0] / d) * d, math.ceil(self.resized_hw[1] / d) * d)
         self.mean: Tensor
@@ -160,6 +196,11 @@ class FrameToDetections(nn.Module):
         with torch.no_grad():
             feats = self.backbone(torch.zeros((1, 3, *self.padded_hw)))
             images = ImageList(torch.zeros((1, 3, *self.padded_hw)), [self.resized_hw])
+            if not conventions.round_anchors:
+                # detectron2's DefaultAnchorGenerator: the same cell anchors, not rounded
+                gen = rpn.anchor_generator
+                gen.cell_anchors = [self._unrounded_cell_anchors(s, a)
+                                    for s, a in zip(gen.sizes, gen.aspect_ratios, strict=True)]
             anchors = rpn.anchor_generator(images, list(feats.values()))[0]
         self.anchors: Tensor
         self.register_buffer("anchors", anchors)
@@ -169,7 +210,7 @@ class FrameToDetections(nn.Module):
         self.pre_nms = [min(int(rpn._pre_nms_top_n["testing"]), n) for n in per_level]
         self.proposals = min(int(rpn._post_nms_top_n["testing"]), sum(self.pre_nms))
         self.rpn_nms = float(rpn.nms_thresh)
-        self.rpn_min_size = float(rpn.min_size)
+        self.rpn_min_size = float(rpn.min_size if conventions.rpn_min_size is None else conventions.rpn_min_size)
         self.rpn_score_thresh = float(rpn.score_thresh)
         levels = torch.cat([torch.full((k,), i, dtype=torch.int64) for i, k in enumerate(self.pre_nms)])
         self.level_mask: Tensor
@@ -182,8 +223,8 @@ class FrameToDetections(nn.Module):
         self.mask_levels = [names.index(n) for n in self.mask_features]
         box_scales = self._level_scales(heads.box_roi_pool, feats)
         mask_scales = self._level_scales(heads.mask_roi_pool, feats)
-        self.box_roi = _roi_attrs(heads.box_roi_pool, box_scales)
-        self.mask_roi = _roi_attrs(heads.mask_roi_pool, mask_scales)
+        self.box_roi = _roi_attrs(heads.box_roi_pool, box_scales, conventions.roi_aligned)
+        self.mask_roi = _roi_attrs(heads.mask_roi_pool, mask_scales, conventions.roi_aligned)
 
         num_classes = int(heads.box_predictor.cls_score.out_features)
         self.num_classes = num_classes
@@ -225,6 +266,18 @@ class FrameToDetections(nn.Module):
                 raise ArgumentError(f"{what} would consider {n} boxes: TensorRT's NonMaxSuppression considers at "
                                     f"most {NMS_MAX_CANDIDATES} per image; lower it")
 
+    @staticmethod
+    def _unrounded_cell_anchors(sizes: tuple[int, ...], ratios: tuple[float, ...]) -> Tensor:
+        """torchvision's ``generate_anchors`` without its final rounding (detectron2's cell anchors:
+        w = size / sqrt(ratio), h = size * sqrt(ratio), centred on 0)."""
+        scales = torch.as_tensor(sizes, dtype=torch.float32)
+        r = torch.as_tensor(ratios, dtype=torch.float32)
+        h_ratios = torch.sqrt(r)
+        w_ratios = 1 / h_ratios
+        ws = (w_ratios[:, None] * scales[None, :]).view(-1)
+        hs = (h_ratios[:, None] * scales[None, :]).view(-1)
+        return torch.stack([-ws, -hs, ws, hs], dim=1) / 2
+
     def _level_scales(self, pooler: MultiScaleRoIAlign, feats: dict[str, Tensor]) -> list[float]:
         """The spatial scale of each level *pooler* reads, as torchvision infers it (any number
         of levels, any names, any strides)."""
@@ -235,9 +288,14 @@ class FrameToDetections(nn.Module):
     def preprocess(self, frame: Tensor) -> Tensor:
         # Cast first: TensorRT's ONNX parser refuses UINT8 tensors between nodes.
         x = frame.to(torch.float32).permute(2, 0, 1).unsqueeze(0)
-        x = x.flip(1) / 255.0  # BGR -> RGB, [0, 1] as torchvision expects
-        x = (x - self.mean) / self.std
-        x = F.interpolate(x, size=self.resized_hw, mode="bilinear", align_corners=False)
+        if not self.conventions.bgr:
+            x = x.flip(1)
+        if self.conventions.resize == "detectron2":
+            # Pillow's resize of the uint8 image, then the normalisation
+            x = (self.pillow(x) / self.conventions.pixel_divisor - self.mean) / self.std
+        else:
+            x = (x / self.conventions.pixel_divisor - self.mean) / self.std
+            x = F.interpolate(x, size=self.resized_hw, mode="bilinear", align_corners=False)
         pad_h = self.padded_hw[0] - self.resized_hw[0]
         pad_w = self.padded_hw[1] - self.resized_hw[1]
         return F.pad(x, (0, pad_w, 0, pad_h))
@@ -256,14 +314,19 @@ class FrameToDetections(nn.Module):
         boxes = self.rpn_coder.decode_single(deltas[idx], self.anchors[idx])
         boxes = box_ops.clip_boxes_to_image(boxes, self.resized_hw)
         prob = torch.sigmoid(objectness[idx])
-        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        keep = (w >= self.rpn_min_size) & (h >= self.rpn_min_size) & (prob >= self.rpn_score_thresh)
+        keep = self._large_enough(boxes, self.rpn_min_size) & (prob >= self.rpn_score_thresh)
         score = torch.where(keep, prob, torch.full_like(prob, REMOVED))
         removed = torch.full_like(score, REMOVED)[None, :]
         per_level = torch.where(self.level_mask, score[None, :], removed)
         chosen = multiclass_nms(boxes, per_level, self.proposals, self.rpn_nms, SELECTABLE)[:, 2]
         top, order = self._scatter_top(score, chosen, self.proposals)
         return boxes[order], top > SELECTABLE
+
+    def _large_enough(self, boxes: Tensor, size: float) -> Tensor:
+        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        if self.conventions.strict_min_size:
+            return (w > size) & (h > size)
+        return (w >= size) & (h >= size)
 
     @staticmethod
     def _scatter_top(score: Tensor, chosen: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -284,8 +347,9 @@ class FrameToDetections(nn.Module):
         boxes = box_ops.clip_boxes_to_image(boxes, self.resized_hw)[:, 1:].reshape(-1, 4)
         scores = F.softmax(class_logits, -1)[:, 1:]
         keep = real[:, None] & (scores > self.score_thresh)
-        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        keep = keep.reshape(-1) & (w >= 1e-2) & (h >= 1e-2)
+        keep = keep.reshape(-1)
+        if self.conventions.box_min_size is not None:
+            keep = keep & self._large_enough(boxes, self.conventions.box_min_size)
         scores = torch.where(keep, scores.reshape(-1), torch.full_like(boxes[:, 0], REMOVED))
         cand_scores, cand = scores.topk(self.candidates)
         cand_boxes = boxes[cand]

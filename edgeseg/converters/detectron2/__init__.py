@@ -1,0 +1,1 @@
+"""detectron2 Mask R-CNN checkpoints -> edgeseg graphs, without detectron2 (``edgeseg convert detectron2``)."""

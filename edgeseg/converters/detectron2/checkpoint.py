@@ -1,0 +1,65 @@
+"""detectron2 checkpoints: ``model_final.pth`` (``{"model": state_dict}``, read with
+``torch.load(weights_only=True)``) and model-zoo ``.pkl`` files (a pickled dict of numpy
+arrays, read by an unpickler that builds numpy arrays and plain containers only). Anything else
+needs ``--trust-checkpoint``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgeseg.converters.checkpoint import TRUST_HINT, StateDict, read_state_dict
+from edgeseg.errors import CheckpointError
+
+#: what a model-zoo .pkl may reference: numpy's array reconstruction, nothing that runs code
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("collections", "OrderedDict"),
+}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not a numpy array or a plain container")
+
+
+def _from_pkl(path: Path, trust: bool) -> StateDict:
+    data = path.read_bytes()
+    try:
+        obj = (pickle.loads(data, encoding="latin1") if trust
+               else _ArraysOnly(io.BytesIO(data), encoding="latin1").load())
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path.name}: refused: it holds more than numpy arrays ({exc}); {TRUST_HINT}") from exc
+    except Exception as exc:  # a truncated or foreign file
+        raise CheckpointError(f"{path.name}: not a detectron2 .pkl checkpoint ({exc})") from exc
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(f"{path.name}: not a detectron2 checkpoint: expected a dict of arrays")
+    out: StateDict = {}
+    for key, value in obj.items():
+        if isinstance(value, np.ndarray):
+            out[str(key)] = torch.from_numpy(np.ascontiguousarray(value))
+    if not out:
+        raise CheckpointError(f"{path.name}: not a detectron2 checkpoint: the dict holds no arrays")
+    return out
+
+
+def read_detectron2_weights(path: str | os.PathLike[str], trust: bool = False) -> StateDict:
+    """detectron2's tensors by detectron2's names, float32."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such weights file")
+    sd = _from_pkl(p, trust) if p.suffix.lower() == ".pkl" else read_state_dict(p, allow_pickle=trust)
+    return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
