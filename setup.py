@@ -45,6 +45,8 @@ setup(
         "trt": ["tensorrt>=10.3", "cuda-python>=12.6"],
         # Photos for the demo clip come from scikit-image's bundled data.
         "demo": ["scikit-image>=0.22"],
+        # `edgeseg run --track`: SciPy's assignment solver.
+        "track": ["scipy>=1.10"],
         # `edgeseg eval` of instance models: COCO AP.
         "eval": ["pycocotools>=2.0.7"],
         # Clients of a Triton model repository (samples/triton).

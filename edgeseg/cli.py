@@ -170,9 +170,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if not args.output and not args.show and args.json is None:
         raise ArgumentError("nothing to write: give -o FILE (image, video or folder/), --show and/or --json FILE.jsonl")
-    model = load(args.model, threads=args.threads)
+    model: Any = load(args.model, threads=args.threads)
+    if args.track:
+        from edgeseg.tracking import Tracked
+
+        if model.metadata.kind != "instance":
+            print(f"edgeseg: warning: --track: {args.model.name} is a semantic model; it has no instances to track",
+                  file=sys.stderr)
+        else:
+            model = Tracked(model)
     source = open_source(args.source, width=args.width, height=args.height, fps=args.fps)
     sinks = open_sinks(args.output or [], show=args.show, jsonl=args.json, fps=source.fps)
+    for sink in sinks.sinks:
+        if hasattr(sink, "url"):  # a live view: say where to point the browser
+            print(f"live view: {sink.url}", file=sys.stderr)
     total = source.frame_count if not source.live and (source.frame_count or 0) > 1 else None
     progress = FrameProgress(total, quiet=args.quiet)
 
@@ -471,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--height", type=_ranged("--height", int, 1), help="capture height asked of a camera")
     r.add_argument("--fps", type=_ranged("--fps", float, 0, low_open=True), help="capture frame rate asked of a camera")
     r.add_argument("--hud", action="store_true", help="draw FPS, latency and dropped frames on the overlay")
+    r.add_argument("--track", action="store_true",
+                   help="instance models: a stable ID per object across frames (drawn as #id, 'track_ids' in --json)")
     r.add_argument("--reconnect-seconds", type=_ranged("--reconnect-seconds", float, 0), default=10.0,
                    help="how long to retry a camera or stream that stops delivering (default 10)")
     r.add_argument("--threads", type=_ranged("--threads", int, 1), default=None,

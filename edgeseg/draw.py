@@ -106,8 +106,8 @@ def mask_region(box: np.ndarray, frame_hw: tuple[int, int], margin: float = 0.1)
 
 def draw_instances(frame: np.ndarray, result: InstanceResult, alpha: float = 0.5, labels: bool = True) -> np.ndarray:
     """Return a copy of *frame* with each object's mask blended in its class colour at *alpha*,
-    its box, and ``name score`` above the box. Lower scores are drawn first, so the most confident
-    object ends on top.
+    its box, and ``name score`` above the box (``#id name score`` when tracked). Lower scores are
+    drawn first, so the most confident object ends on top.
 
     Masks are read only within :func:`mask_region` of their boxes, so the cost follows the boxes'
     areas, not N whole frames.
@@ -133,6 +133,8 @@ def draw_instances(frame: np.ndarray, result: InstanceResult, alpha: float = 0.5
         cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), colour, thickness)
         if labels:
             text = f"{result.classes[int(result.labels[i])]} {float(result.scores[i]):.2f}"
+            if result.track_ids is not None and int(result.track_ids[i]):
+                text = f"#{int(result.track_ids[i])} {text}"
             (tw, th), base = cv2.getTextSize(text, FONT, scale, 1)
             ty = max(y0, th + base)
             cv2.rectangle(out, (x0, ty - th - base), (x0 + tw, ty), colour, -1)

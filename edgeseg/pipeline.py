@@ -26,6 +26,7 @@ counts whichever way ``run`` ended.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -42,6 +43,7 @@ from edgeseg import ranges
 from edgeseg.errors import FrameError, SourceError
 from edgeseg.frames import validate_frame
 from edgeseg.progress import FrameProgress
+from edgeseg.result import Capture, InstanceResult, SemanticResult
 from edgeseg.sinks import FrameRecord, MultiSink, Sink
 from edgeseg.sources import IterableSource, Source
 
@@ -150,8 +152,19 @@ class _Packet:
     timestamp: float
     captured: float  # time.perf_counter() at capture
     frame: np.ndarray
+    wall: float = 0.0  # time.time() at capture
+    monotonic: float = 0.0  # time.monotonic() at capture
     result: Any = None
     image: np.ndarray | None = None
+
+
+def with_capture(result: Any, packet: _Packet) -> Any:
+    """*result* with its frame's capture times and the latency until now (edgeseg results only;
+    other objects a custom model returns pass unchanged)."""
+    if isinstance(result, (InstanceResult, SemanticResult)):
+        latency_ms = (time.perf_counter() - packet.captured) * 1000.0
+        return dataclasses.replace(result, capture=Capture(packet.wall, packet.monotonic, latency_ms))
+    return result
 
 
 class Pipeline:
@@ -290,7 +303,7 @@ class Pipeline:
                 ok, frame = self._read_live() if self._live else self.source.read()
                 if not ok:
                     break
-                captured = time.perf_counter()
+                captured, wall, monotonic = time.perf_counter(), time.time(), time.monotonic()
                 self.summary.frames_in += 1
                 try:
                     frame = validate_frame(frame)
@@ -301,7 +314,7 @@ class Pipeline:
                     index += 1
                     continue
                 stamp = captured - self._start_time if self._live else index / fps
-                packet = _Packet(index, stamp, captured, frame)
+                packet = _Packet(index, stamp, captured, frame, wall, monotonic)
                 index += 1
                 if self._live:
                     if q.put(packet):
@@ -323,7 +336,7 @@ class Pipeline:
                 packet = self._get(self._q_capture)
                 if packet is _END:
                     break
-                packet.result = self.model(packet.frame)
+                packet.result = with_capture(self.model(packet.frame), packet)
                 if not self._put(self._q_infer, packet):
                     return
         except BaseException as exc:

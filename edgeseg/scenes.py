@@ -133,6 +133,8 @@ class Scene:
     - ``labels``: N int64 class ids, 1..len(classes) (0 is background, never listed).
     - ``label_map``: HxW uint8, the class id of every pixel (0 = background); equal to the masks
       painted with their labels.
+    - ``ids``: N int64, each object's identity, from 1: in a clip (:func:`scene_clip`) the same
+      object has the same id in every frame it is annotated in (ground truth for tracking).
     """
 
     image: np.ndarray
@@ -140,6 +142,7 @@ class Scene:
     boxes: np.ndarray
     labels: np.ndarray
     label_map: np.ndarray
+    ids: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 @dataclass
@@ -346,6 +349,7 @@ def _compose(background: np.ndarray, placed: list[_Placed], spec: SceneSpec, rem
     masks = np.zeros((n, h, w), bool)
     boxes = np.zeros((n, 4), np.float32)
     labels = np.zeros(n, np.int64)
+    ids = np.zeros(n, np.int64)
     lut = np.zeros(256, np.uint8)
     i = 0
     for k, p in enumerate(placed, 1):
@@ -364,9 +368,10 @@ def _compose(background: np.ndarray, placed: list[_Placed], spec: SceneSpec, rem
         cols = np.flatnonzero(sel.any(axis=0))
         boxes[i] = (fx.start + cols[0], fy.start + rows[0], fx.start + cols[-1] + 1, fy.start + rows[-1] + 1)
         labels[i] = p.shape.label
+        ids[i] = k
         lut[k] = p.shape.label
         i += 1
-    return Scene(image=image, masks=masks, boxes=boxes, labels=labels, label_map=lut[owner])
+    return Scene(image=image, masks=masks, boxes=boxes, labels=labels, label_map=lut[owner], ids=ids)
 
 
 def make_scene(spec: SceneSpec, seed: int, index: int) -> Scene:

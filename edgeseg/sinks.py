@@ -270,6 +270,16 @@ class WindowSink(Sink):
                 cv2.waitKey(1)
 
 
+def capture_json(result: Any) -> dict[str, Any]:
+    """``capture_time`` (wall clock, s), ``capture_monotonic`` (s) and ``latency_ms`` of a result
+    the pipeline stamped (:class:`edgeseg.result.Capture`); empty otherwise."""
+    capture = getattr(result, "capture", None)
+    if capture is None:
+        return {}
+    return {"capture_time": round(float(capture.time), 6), "capture_monotonic": round(float(capture.monotonic), 6),
+            "latency_ms": round(float(capture.latency_ms), 3)}
+
+
 def result_to_json(result: Any) -> dict[str, Any]:
     """The JSON form of a model result (see :class:`JsonlSink`)."""
     if isinstance(result, InstanceResult):
@@ -281,6 +291,7 @@ def result_to_json(result: Any) -> dict[str, Any]:
             "labels": [int(v) for v in result.labels],
             "classes": result.class_names,
             "masks": [rle.encode(m) for m in result.masks[:n]],
+            **({"track_ids": [int(v) for v in result.track_ids[:n]]} if result.track_ids is not None else {}),
         }
     if isinstance(result, SemanticResult):
         h, w = result.label_map.shape[:2]
@@ -295,10 +306,13 @@ class JsonlSink(Sink):
     """One JSON object per line and frame, written atomically (temporary name, renamed on close).
 
     Every line has ``frame`` (index in the source) and ``time`` (seconds, see
-    :class:`FrameRecord`). Instance results add ``kind: "instance"``, ``boxes`` ([x0, y0, x1, y1]
+    :class:`FrameRecord`); results from the pipeline add ``capture_time`` (wall-clock seconds
+    since the epoch when the frame arrived), ``capture_monotonic`` (``time.monotonic()`` then)
+    and ``latency_ms`` (capture to result). Instance results add ``kind: "instance"``, ``boxes`` ([x0, y0, x1, y1]
     in frame pixels, continuous coordinates), ``scores``, ``labels`` (class ids), ``classes``
     (names) and ``masks`` (COCO compressed RLE ``{"size": [h, w], "counts": str}``, decodable with
-    ``pycocotools.mask.decode`` or :func:`edgeseg.rle.decode`). Semantic results add
+    ``pycocotools.mask.decode`` or :func:`edgeseg.rle.decode`), and ``track_ids`` (parallel to
+    ``boxes``) when tracked. Semantic results add
     ``kind: "semantic"``, ``size`` [h, w] and ``areas`` (pixels per class present, by name).
     """
 
@@ -312,7 +326,8 @@ class JsonlSink(Sink):
         self._file: IO[str] | None = None
 
     def emit(self, record: FrameRecord) -> None:
-        line = {"frame": int(record.index), "time": round(float(record.timestamp), 6), **result_to_json(record.result)}
+        line = {"frame": int(record.index), "time": round(float(record.timestamp), 6),
+                **capture_json(record.result), **result_to_json(record.result)}
         try:
             if self._file is None:
                 self._tmp = temporary_sibling(self.path)
@@ -424,7 +439,11 @@ def open_folder_sink(path: str | os.PathLike[str]) -> ImageFolderSink:
 def open_sink(path: str | os.PathLike[str], fps: float = 25.0) -> Sink:
     """A sink chosen by *path*: a video (.mp4/.m4v/.mov/.mkv/.avi, *fps* frames per second), an
     image (.png/.jpg/...), a folder of PNG frames (a path ending in ``/`` or an existing empty
-    folder) or a JSON Lines file of results (.jsonl). Checks it is writable first."""
+    folder), a JSON Lines file of results (.jsonl), or a live MJPEG view (``http://HOST:PORT``,
+    :mod:`edgeseg.mjpeg`). Checks it is writable first."""
+    text = str(path)
+    if "://" in text:
+        return _open_stream_sink(text)
     if _is_folder_target(path):
         return open_folder_sink(path)
     out = check_writable(path)
@@ -439,6 +458,21 @@ def open_sink(path: str | os.PathLike[str], fps: float = 25.0) -> Sink:
         f"{out}: unknown output type {suffix or '(no suffix)'!r}; use a video ({', '.join(VIDEO_CODECS)}), "
         f"an image ({', '.join(IMAGE_SUFFIXES)}), a folder for PNG frames (end the name with /) or .jsonl"
     )
+
+
+def _open_stream_sink(uri: str) -> Sink:
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme == "http":
+        from edgeseg.mjpeg import MjpegSink
+
+        return MjpegSink.from_uri(uri)
+    if scheme in ("rtsp", "udp", "rtp"):
+        has_gst = any("GStreamer" in line and "YES" in line for line in cv2.getBuildInformation().splitlines())
+        why = ("is not supported yet" if has_gst else
+               "needs OpenCV built with GStreamer, which this OpenCV is not (edgeseg doctor: opencv)")
+        raise OutputError(f"{uri}: {scheme}:// output {why}; use -o http://HOST:PORT for a live view in a browser")
+    raise OutputError(f"{uri}: unknown output scheme {scheme}://; outputs are files, folders/, or http://HOST:PORT "
+                      "(a live MJPEG view)")
 
 
 def open_sinks(outputs: Sequence[str | os.PathLike[str]] = (), *, show: bool = False,

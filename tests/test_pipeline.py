@@ -389,3 +389,31 @@ def test_sinks_are_closed_when_a_sink_fails(tmp_path: Path) -> None:
         run_pipeline([indexed_frame(i) for i in range(20)], SleepyModel(), [VideoSink(out, 10), Broken()], draw=None)
     assert video_indices(out) == [0, 1, 2, 3]  # the video sink got frame 3 before the broken one failed
     assert no_partials(tmp_path)
+
+
+def test_results_carry_their_capture_times_and_latency(tmp_path: Path) -> None:
+    """The capture times are taken when the source returned the frame; latency runs from then
+    to the model's result (here a model that takes 30 ms); JSON lines and result objects agree."""
+    from edgeseg.result import SemanticResult
+
+    def model(frame: np.ndarray) -> SemanticResult:
+        time.sleep(0.03)
+        return SemanticResult(np.zeros(frame.shape[:2], np.uint8), ("background",), ((0, 0, 0),))
+
+    camera = FakeCamera(period=0.05)
+    collect = Collect()
+    out = tmp_path / "r.jsonl"
+    wall0, mono0 = time.time(), time.monotonic()
+    run_pipeline(camera, model, [collect, JsonlSink(out)], max_frames=5)
+    wall1, mono1 = time.time(), time.monotonic()
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == len(collect.records) >= 3
+    for line, record in zip(lines, collect.records, strict=True):
+        capture = record.result.capture
+        assert wall0 <= capture.time <= wall1 and mono0 <= capture.monotonic <= mono1
+        assert 30.0 <= capture.latency_ms < 1000.0
+        assert line["capture_time"] == pytest.approx(capture.time, abs=1e-5)
+        assert line["capture_monotonic"] == pytest.approx(capture.monotonic, abs=1e-5)
+        assert line["latency_ms"] == pytest.approx(capture.latency_ms, abs=1e-3)
+    gaps = np.diff([r.result.capture.monotonic for r in collect.records])
+    assert np.all(gaps > 0.03)  # one camera period apart, not the time they were written
