@@ -170,6 +170,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if not args.output and not args.show and args.json is None:
         raise ArgumentError("nothing to write: give -o FILE (image, video or folder/), --show and/or --json FILE.jsonl")
+    if len(args.source) > 1:
+        return _run_streams(args)
+    args.source = args.source[0]
     model: Any = load(args.model, threads=args.threads)
     if args.track:
         from edgeseg.tracking import Tracked
@@ -205,6 +208,66 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     print(pipe.summary.describe())
     return EXIT_INTERRUPTED if interrupted or pipe.summary.interrupted else 0
+
+
+def _run_streams(args: argparse.Namespace) -> int:
+    """``edgeseg run M --source A --source B ...``: one model, one pipeline per stream, outputs
+    by template (``-o cam{stream}.mp4``), one summary line per stream."""
+    from edgeseg import draw
+    from edgeseg.model import load
+    from edgeseg.pipeline import Pipeline, run_streams, shared
+    from edgeseg.sinks import open_sinks
+    from edgeseg.sources import open_source
+
+    if args.show:
+        raise ArgumentError("--show with several sources: one window per stream is not supported; use "
+                            "-o http://0.0.0.0:809{stream} for a live view of each")
+    templates = [*(args.output or []), *([args.json] if args.json is not None else [])]
+    plain = [t for t in templates if "{stream}" not in str(t)]
+    if plain:
+        raise ArgumentError(f"several sources write several outputs: put {{stream}} in {plain[0]} "
+                            "(e.g. -o cam{stream}.mp4, --json cam{stream}.jsonl)")
+    base: Any = load(args.model, threads=args.threads)
+    model = shared(base)
+    pipelines = []
+
+    def overlay(frame: Any, result: Any) -> Any:
+        return draw.draw_result(frame, result, alpha=args.alpha, legend=not args.no_legend)
+
+    def warner(i: int) -> Callable[[str], None]:
+        return lambda message: print(f"edgeseg: warning: stream {i}: {message}", file=sys.stderr)
+
+    try:
+        for i, uri in enumerate(args.source):
+            source = open_source(uri, width=args.width, height=args.height, fps=args.fps)
+            sinks = open_sinks([str(o).replace("{stream}", str(i)) for o in args.output or []],
+                               jsonl=str(args.json).replace("{stream}", str(i)) if args.json is not None else None,
+                               fps=source.fps)
+            stream_model: Any = model
+            if args.track and base.metadata.kind == "instance":
+                from edgeseg.tracking import Tracked
+
+                stream_model = Tracked(model)  # one tracker per stream, one model for all
+            pipelines.append(Pipeline(
+                source, stream_model, sinks, hud=args.hud, reconnect_seconds=args.reconnect_seconds, stream=i,
+                draw=overlay, on_warning=warner(i)))
+    except BaseException:
+        for p in pipelines:
+            p.sink.close()
+            p.source.close()
+        raise
+    with _sigterm_as_interrupt():
+        outcomes = run_streams(pipelines)
+    failed = False
+    for o in outcomes:
+        if o.error is not None and not isinstance(o.error, KeyboardInterrupt):
+            failed = True
+            print(f"stream {o.stream} ({o.uri}): error: {o.error}; {o.summary.describe()}")
+        else:
+            print(f"stream {o.stream} ({o.uri}): {o.summary.describe()}")
+    if any(o.summary.interrupted for o in outcomes):
+        return EXIT_INTERRUPTED
+    return EXIT_ERROR if failed else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -470,9 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a model on a camera, stream, video, image or folder and write the overlay")
     r.add_argument("model", type=Path, help=".onnx written by `edgeseg convert` or .engine by `edgeseg build`")
-    r.add_argument("--source", required=True,
+    r.add_argument("--source", required=True, action="append",
                    help="camera index (0) or /dev/videoN, video or image file, folder or glob of images, "
-                        "rtsp:// or http(s):// stream, csi://N (Jetson camera), or a GStreamer pipeline")
+                        "rtsp:// or http(s):// stream, csi://N (Jetson camera), or a GStreamer pipeline; "
+                        "repeat for several streams on one model (then put {stream} in -o and --json)")
     # str, not Path: a trailing "/" (a folder of PNGs) must survive
     r.add_argument("-o", "--output", action="append",
                    help="image (.png/.jpg), video (.mp4/.avi/.mkv) or folder/ of PNGs; repeatable")

@@ -190,7 +190,7 @@ class Pipeline:
                  draw: DrawFn | None = default_draw, hud: bool = False, queue_size: int | None = None,
                  max_frames: int | None = None, reconnect_seconds: float = 10.0,
                  progress: FrameProgress | None = None, on_warning: Callable[[str], None] | None = None,
-                 close_source: bool = True) -> None:
+                 close_source: bool = True, stream: int | None = None) -> None:
         self.source: Source = source if isinstance(source, Source) else IterableSource(source)
         self._live = bool(self.source.live)
         if queue_size is None:
@@ -207,6 +207,7 @@ class Pipeline:
         self.progress = progress
         self.warn: Callable[[str], None] = on_warning or log.warning
         self.close_source = close_source
+        self.stream = stream
         self.summary = RunSummary()
         self._q_capture: Any = _Slot() if self._live else queue.Queue(maxsize=queue_size)
         self._q_infer: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
@@ -381,7 +382,7 @@ class Pipeline:
     def _emit(self, packet: _Packet) -> None:
         latency = time.perf_counter() - packet.captured
         self.sink.emit(FrameRecord(packet.index, packet.timestamp, packet.frame, packet.result,
-                                   packet.image, latency))
+                                   packet.image, latency, {} if self.stream is None else {"stream": self.stream}))
         self.summary.frames_out += 1
         self._latency_sum += latency
         if self.progress is not None:
@@ -461,3 +462,63 @@ def run_pipeline(source: Source | Iterable[Any], model: FrameModel, sinks: Sink 
                  **options: Any) -> RunSummary:
     """``Pipeline(source, model, sinks, **options).run()``."""
     return Pipeline(source, model, sinks, **options).run()
+
+
+class _OneAtATime:
+    """A model whose backend cannot run from several threads at once, called under a lock."""
+
+    def __init__(self, model: FrameModel) -> None:
+        self.model = model
+        self._lock = threading.Lock()
+
+    def __call__(self, frame: np.ndarray) -> Any:
+        with self._lock:
+            return self.model(frame)
+
+
+def shared(model: FrameModel) -> FrameModel:
+    """*model* as several streams may call it: as it is where its backend runs concurrently
+    (ONNX Runtime: one session serves every stream's inference thread), else serialised."""
+    backend = getattr(model, "backend", None)
+    return model if getattr(backend, "concurrent_runs", False) else _OneAtATime(model)
+
+
+@dataclass
+class StreamOutcome:
+    """How one stream of :func:`run_streams` ended: its summary and the error that stopped it."""
+
+    stream: int
+    uri: str
+    summary: RunSummary
+    error: BaseException | None = None
+
+
+def run_streams(pipelines: Sequence[Pipeline]) -> list[StreamOutcome]:
+    """Run several pipelines (one per stream, usually sharing one model: :func:`shared`) side by
+    side until all end. A stream that fails (a camera gone for good) is reported in its outcome
+    and the others go on; Ctrl-C stops them all, each finalising its outputs."""
+    outcomes = [StreamOutcome(p.stream if p.stream is not None else i, p.source.uri, p.summary)
+                for i, p in enumerate(pipelines)]
+
+    def work(i: int) -> None:
+        try:
+            outcomes[i].summary = pipelines[i].run()
+        except BaseException as exc:  # reported per stream; the others keep running
+            outcomes[i].error = exc
+
+    threads = [threading.Thread(target=work, args=(i,), name=f"edgeseg-stream-{i}", daemon=True)
+               for i in range(len(pipelines))]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.2)
+    except KeyboardInterrupt:
+        for p in pipelines:
+            p.stop()
+        for t in threads:
+            t.join()
+        for o in outcomes:
+            o.summary.interrupted = True
+    return outcomes

@@ -306,7 +306,8 @@ class JsonlSink(Sink):
     """One JSON object per line and frame, written atomically (temporary name, renamed on close).
 
     Every line has ``frame`` (index in the source) and ``time`` (seconds, see
-    :class:`FrameRecord`); results from the pipeline add ``capture_time`` (wall-clock seconds
+    :class:`FrameRecord`), and ``stream`` (the source's index) when a run has several sources;
+    results from the pipeline add ``capture_time`` (wall-clock seconds
     since the epoch when the frame arrived), ``capture_monotonic`` (``time.monotonic()`` then)
     and ``latency_ms`` (capture to result). Instance results add ``kind: "instance"``, ``boxes`` ([x0, y0, x1, y1]
     in frame pixels, continuous coordinates), ``scores``, ``labels`` (class ids), ``classes``
@@ -326,7 +327,8 @@ class JsonlSink(Sink):
         self._file: IO[str] | None = None
 
     def emit(self, record: FrameRecord) -> None:
-        line = {"frame": int(record.index), "time": round(float(record.timestamp), 6),
+        line = {**({"stream": int(record.extra["stream"])} if "stream" in record.extra else {}),
+                "frame": int(record.index), "time": round(float(record.timestamp), 6),
                 **capture_json(record.result), **result_to_json(record.result)}
         try:
             if self._file is None:

@@ -417,3 +417,32 @@ def test_results_carry_their_capture_times_and_latency(tmp_path: Path) -> None:
         assert line["latency_ms"] == pytest.approx(capture.latency_ms, abs=1e-3)
     gaps = np.diff([r.result.capture.monotonic for r in collect.records])
     assert np.all(gaps > 0.03)  # one camera period apart, not the time they were written
+
+
+def test_several_streams_share_one_model_and_a_dead_one_does_not_stop_the_others(tmp_path: Path) -> None:
+    from edgeseg.pipeline import run_streams, shared
+
+    calls: list[int] = []
+
+    def model(frame: np.ndarray) -> int:
+        calls.append(frame_index(frame))
+        return frame_index(frame)
+
+    outs = [Collect(), Collect(), Collect()]
+    jsonl = tmp_path / "s1.jsonl"
+    pipes = [
+        Pipeline([indexed_frame(i) for i in range(20)], shared(model), outs[0], stream=0),
+        Pipeline([indexed_frame(i) for i in range(30)], shared(model), [outs[1]], stream=1),
+        Pipeline(FakeCamera(period=0.01, fail_after=3), shared(model), outs[2], stream=2,  # gone after 3 frames
+                 reconnect_seconds=0),
+    ]
+    outcomes = run_streams(pipes)
+    assert [o.stream for o in outcomes] == [0, 1, 2]
+    assert outs[0].indices == list(range(20)) and outs[1].indices == list(range(30))
+    assert outcomes[0].error is None and outcomes[1].error is None
+    assert isinstance(outcomes[2].error, SourceError) and "fake-camera" in str(outcomes[2].error)
+    assert outcomes[2].summary.frames_out >= 1  # what it delivered before dying was kept
+    assert all(r.extra == {"stream": 1} for r in outs[1].records)
+    # the JSON lines of a stream say which one it is
+    run_pipeline([indexed_frame(0)], lambda f: None, JsonlSink(jsonl), stream=1)
+    assert json.loads(jsonl.read_text())["stream"] == 1

@@ -32,6 +32,8 @@ class Backend(ABC):
     name: str = ""
     #: edgeseg custom ops (TensorRT plugins) the model uses, e.g. ``("MultiLevelRoIAlign",)``
     custom_ops: tuple[str, ...] = ()
+    #: whether several threads may call ``run`` at once (several streams on one model)
+    concurrent_runs: bool = False
 
     # Set by every implementation when it opens its file.
     _inputs: Sequence[TensorSpec]

@@ -40,6 +40,7 @@ class OnnxRuntimeBackend(Backend):
     """
 
     name = "onnxruntime"
+    concurrent_runs = True  # an InferenceSession's run() is thread-safe; the CPU kernels are pure
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None, trim_rows: bool = True) -> None:
         ort = _import_ort()
