@@ -161,7 +161,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edgeseg import draw
     from edgeseg.model import load
     from edgeseg.pipeline import Pipeline
     from edgeseg.progress import FrameProgress
@@ -174,14 +173,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_streams(args)
     args.source = args.source[0]
     model: Any = load(args.model, threads=args.threads)
-    if args.track:
+    if _tracking(args, model):
         from edgeseg.tracking import Tracked
 
-        if model.metadata.kind != "instance":
-            print(f"edgeseg: warning: --track: {args.model.name} is a semantic model; it has no instances to track",
-                  file=sys.stderr)
-        else:
-            model = Tracked(model)
+        model = Tracked(model)
     source = open_source(args.source, width=args.width, height=args.height, fps=args.fps)
     sinks = open_sinks(args.output or [], show=args.show, jsonl=args.json, fps=source.fps)
     for sink in sinks.sinks:
@@ -190,11 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     total = source.frame_count if not source.live and (source.frame_count or 0) > 1 else None
     progress = FrameProgress(total, quiet=args.quiet)
 
-    def overlay(frame: Any, result: Any) -> Any:
-        # looked up at call time, so the drawing can be swapped (tests do)
-        return draw.draw_result(frame, result, alpha=args.alpha, legend=not args.no_legend)
-
-    pipe = Pipeline(source, model, sinks, draw=overlay, hud=args.hud, progress=progress,
+    pipe = Pipeline(source, model, sinks, draw=_overlay(args), hud=args.hud, progress=progress,
                     reconnect_seconds=args.reconnect_seconds,
                     on_warning=lambda message: print(f"edgeseg: warning: {message}", file=sys.stderr))
     interrupted = False
@@ -210,10 +201,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if interrupted or pipe.summary.interrupted else 0
 
 
+def _overlay(args: argparse.Namespace) -> Callable[[Any, Any], Any]:
+    """The drawing ``edgeseg run`` asks for (``--alpha``, ``--no-legend``)."""
+    from edgeseg import draw
+
+    def overlay(frame: Any, result: Any) -> Any:
+        # looked up at call time, so the drawing can be swapped (tests do)
+        return draw.draw_result(frame, result, alpha=args.alpha, legend=not args.no_legend)
+
+    return overlay
+
+
+def _tracking(args: argparse.Namespace, model: Any) -> bool:
+    """Whether to give objects track IDs: ``--track`` on an instance model (a semantic one has
+    none to track: a warning line)."""
+    if args.track and model.metadata.kind != "instance":
+        print(f"edgeseg: warning: --track: {args.model.name} is a semantic model; it has no instances to track",
+              file=sys.stderr)
+    return bool(args.track) and model.metadata.kind == "instance"
+
+
 def _run_streams(args: argparse.Namespace) -> int:
     """``edgeseg run M --source A --source B ...``: one model, one pipeline per stream, outputs
     by template (``-o cam{stream}.mp4``), one summary line per stream."""
-    from edgeseg import draw
     from edgeseg.model import load
     from edgeseg.pipeline import Pipeline, run_streams, shared
     from edgeseg.sinks import open_sinks
@@ -229,10 +239,9 @@ def _run_streams(args: argparse.Namespace) -> int:
                             "(e.g. -o cam{stream}.mp4, --json cam{stream}.jsonl)")
     base: Any = load(args.model, threads=args.threads)
     model = shared(base)
+    track = _tracking(args, base)
+    overlay = _overlay(args)
     pipelines = []
-
-    def overlay(frame: Any, result: Any) -> Any:
-        return draw.draw_result(frame, result, alpha=args.alpha, legend=not args.no_legend)
 
     def warner(i: int) -> Callable[[str], None]:
         return lambda message: print(f"edgeseg: warning: stream {i}: {message}", file=sys.stderr)
@@ -244,7 +253,7 @@ def _run_streams(args: argparse.Namespace) -> int:
                                jsonl=str(args.json).replace("{stream}", str(i)) if args.json is not None else None,
                                fps=source.fps)
             stream_model: Any = model
-            if args.track and base.metadata.kind == "instance":
+            if track:
                 from edgeseg.tracking import Tracked
 
                 stream_model = Tracked(model)  # one tracker per stream, one model for all

@@ -16,7 +16,7 @@ import yaml
 
 import edgeseg
 import edgeseg.cli as cli
-from edgeseg.converters.detectron2.config import read_config
+from edgeseg.converters.detectron2.config import _merge, read_config
 from edgeseg.converters.detectron2.resize import (
     PillowBilinear,
     pillow_pass_order,
@@ -54,13 +54,6 @@ SMALL = {
 def _write(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def apply_precision(src: Path, output: Path, precision: str, rules: PrecisionRul
         with steps.step(f"INT8 Q/DQ graph: {len(nodes)} nodes quantized"), \
                 tempfile.TemporaryDirectory(prefix="edgeseg-int8-") as tmp:
             quantized = Path(tmp) / "int8.onnx"
-            int8.quantize(src, quantized, nodes, c.method, cache)
+            int8.quantize(src, model.graph, quantized, nodes, c.method, cache)
             # the quantizer's new tensors get their types (edgeseg's CPU backend needs every tensor typed)
             converted = onnx.shape_inference.infer_shapes(_load(quantized))
         details.update({"quantized_nodes": len(nodes), "calibration_method": c.method,

@@ -144,15 +144,10 @@ def calibrate(model: Any, meta: ModelMetadata, images: CalibrationSet, method: s
             save_tensors_data(TensorsData(calibration_method, merged), part)
 
 
-def _graph_nodes(path: Path) -> list[Any]:
-    import onnx
-
-    return list(onnx.load(str(path), load_external_data=False).graph.node)
-
-
-def quantize(src: Path, dst: Path, nodes: list[str], method: str, cache: Path) -> None:
-    """Write the INT8 Q/DQ graph of the FP32 file *src* to *dst*, quantizing *nodes* with the
-    ranges in *cache* (see the module docstring for the format)."""
+def quantize(src: Path, graph: Any, dst: Path, nodes: list[str], method: str, cache: Path) -> None:
+    """Write the INT8 Q/DQ graph of the FP32 file *src* (whose ``GraphProto`` the caller has
+    loaded: *graph*) to *dst*, quantizing *nodes* with the ranges in *cache* (see the module
+    docstring for the format)."""
     from onnxruntime.quantization import QuantFormat, QuantType, load_tensors_data, quantize_static
 
     ranges = load_tensors_data(cache)
@@ -160,7 +155,7 @@ def quantize(src: Path, dst: Path, nodes: list[str], method: str, cache: Path) -
     if ranges.calibration_method != calibration_method:
         raise ArgumentError(f"calibration cache {cache} was made with {ranges.calibration_method.name}, not "
                             f"{METHODS[method]}: delete it or use the same --calib-method")
-    by_name = {n.name: n for n in _graph_nodes(src)}
+    by_name = {n.name: n for n in graph.node}
     missing = sorted({by_name[n].input[0] for n in nodes if n in by_name} - set(ranges.keys()))
     if missing:
         raise ArgumentError(f"calibration cache {cache} holds no statistics for {len(missing)} tensor(s) of this "
