@@ -40,6 +40,7 @@ import numpy as np
 
 from edgeseg import draw as draw_module
 from edgeseg import ranges
+from edgeseg.deferred_signals import DeferredSignals
 from edgeseg.errors import FrameError, SourceError
 from edgeseg.frames import validate_frame
 from edgeseg.progress import FrameProgress
@@ -217,6 +218,7 @@ class Pipeline:
         self._gone = threading.Event()  # the writer has stopped: nobody will take anything more
         self._error: BaseException | None = None
         self._error_lock = threading.Lock()
+        self._signals = DeferredSignals()
         self._started = False
         self._start_time = 0.0
         self._fps_ema = 0.0
@@ -381,9 +383,12 @@ class Pipeline:
 
     def _emit(self, packet: _Packet) -> None:
         latency = time.perf_counter() - packet.captured
-        self.sink.emit(FrameRecord(packet.index, packet.timestamp, packet.frame, packet.result,
-                                   packet.image, latency, {} if self.stream is None else {"stream": self.stream}))
-        self.summary.frames_out += 1
+        # Written and counted as one step: Ctrl-C between the two would leave the outputs one frame
+        # ahead of the summary.
+        with self._signals.held():
+            self.sink.emit(FrameRecord(packet.index, packet.timestamp, packet.frame, packet.result, packet.image,
+                                       latency, {} if self.stream is None else {"stream": self.stream}))
+            self.summary.frames_out += 1
         self._latency_sum += latency
         if self.progress is not None:
             self.progress.update()
@@ -401,23 +406,9 @@ class Pipeline:
                    for name, fn in (("capture", self._capture), ("infer", self._infer), ("draw", self._draw_stage))]
         for t in threads:
             t.start()
-        interrupt: BaseException | None = None
         try:
-            try:
-                while True:
-                    packet = self._get(self._q_draw)
-                    if packet is _END:
-                        break
-                    self._emit(packet)
-            except BaseException as exc:  # Ctrl-C / SIGTERM here, or a sink failed
-                interrupt = exc
-                self._fail(exc)
-                if isinstance(exc, KeyboardInterrupt):
-                    self._write_ready()
-            finally:
-                self._gone.set()
-                self._stop_capture.set()
-                self._finish(threads)
+            with self._signals:
+                interrupt = self._write_all(threads)
         finally:
             self.summary.elapsed = time.perf_counter() - self._start_time
         error = self._error if interrupt is None else interrupt
@@ -426,6 +417,31 @@ class Pipeline:
             self.summary.error = str(error) or type(error).__name__
             raise error
         return self.summary
+
+    def _write_all(self, threads: list[threading.Thread]) -> BaseException | None:
+        """Write every frame to the sinks until the end of the stream, then finish; returns the
+        Ctrl-C / SIGTERM / sink error that stopped the writing, if any."""
+        interrupt: BaseException | None = None
+        try:
+            while True:
+                packet = self._get(self._q_draw)
+                if packet is _END:
+                    break
+                self._emit(packet)
+        except BaseException as exc:  # Ctrl-C / SIGTERM here, or a sink failed
+            interrupt = exc
+            self._fail(exc)
+            if isinstance(exc, KeyboardInterrupt):
+                self._write_ready()
+        finally:
+            self._gone.set()
+            self._stop_capture.set()
+            try:
+                with self._signals.held():  # a second Ctrl-C must not cut the videos' finalisation short
+                    self._finish(threads)
+            except KeyboardInterrupt as exc:
+                interrupt = interrupt or exc
+        return interrupt
 
     def _write_ready(self) -> None:
         """After Ctrl-C: write the frames already drawn, without waiting for more."""

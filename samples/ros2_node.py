@@ -13,6 +13,9 @@ Publishes:   ~/label_image       sensor_msgs/Image mono8, same header as the inp
              ~/detections        instance models: vision_msgs/Detection2DArray (ROS 2 Humble or
                                  newer: class name in results[0].hypothesis.class_id, id = k);
                                  without vision_msgs, a std_msgs/String holding the same as JSON
+Stamps:      every output carries the input's header, so its stamp is the frame's capture time (set
+             by the camera driver); a driver that leaves the stamp at zero gets the time the
+             frame reached this node instead, the nearest to capture there is
 Parameters:  model (path of an .onnx or .engine, required), threads (0: all cores),
              min_score (instance models: drop weaker detections, default 0.5)
 """
@@ -84,6 +87,15 @@ def detections_json(result: edgeseg.InstanceResult, min_score: float, header: An
     return json.dumps({"stamp": stamp, "frame_id": header.frame_id, "detections": rows})
 
 
+def stamp_capture_time(header: Any, arrival_ns: int) -> Any:
+    """*header* (a std_msgs/Header, changed in place) stamped with the frame's capture time: the
+    driver's own stamp where it set one; where it left it at zero, *arrival_ns* (nanoseconds on
+    the node's clock, taken when the frame arrived)."""
+    if int(header.stamp.sec) == 0 and int(header.stamp.nanosec) == 0:
+        header.stamp.sec, header.stamp.nanosec = divmod(int(arrival_ns), 1_000_000_000)
+    return header
+
+
 class SegmentationNode:
     """The node's state and callbacks; *ros* holds rclpy and the message classes."""
 
@@ -111,6 +123,7 @@ class SegmentationNode:
         self.node.create_subscription(Image, "image", self.on_image, qos)
 
     def on_image(self, msg: Any) -> None:
+        arrival_ns = int(self.node.get_clock().now().nanoseconds)  # before any work on the frame
         frame = image_to_bgr(msg)
         if frame is None:
             self.node.get_logger().warn(
@@ -122,8 +135,9 @@ class SegmentationNode:
         except edgeseg.EdgesegError as exc:  # e.g. FrameError: says what is wrong with the frame
             self.node.get_logger().error(str(exc), throttle_duration_sec=5.0)
             return
-        # The input's header (stamp, frame_id) goes on every output, so subscribers can match
-        # them to the image and to each other (message_filters).
+        # The input's header (capture stamp, frame_id) goes on every output, so subscribers can
+        # match them to the image, to each other and to other sensors (message_filters).
+        stamp_capture_time(msg.header, arrival_ns)
         self.labels_pub.publish(self.mono8(msg.header, label_image(result, self.min_score)))
         if self.detections_pub is not None and isinstance(result, edgeseg.InstanceResult):
             if self.ros["Detection2DArray"] is not None:

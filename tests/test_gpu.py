@@ -2,7 +2,8 @@
 (README: Running on a Jetson): ``pytest -m gpu``. Skipped elsewhere, with the reason.
 
 - the TensorRT plugins give the CPU build's numbers on random inputs (FP32);
-- HRNet engines: FP32 label maps agree with ONNX Runtime on >= 99.99 % of the pixels;
+- HRNet engines: FP32 label maps agree with ONNX Runtime on >= 99.99 % of the pixels; threads on
+  one engine (several streams) each get their own context and the results they would get alone;
 - Mask R-CNN engines of the FP32, FP16 and INT8 files (``--precision``; TensorRT builds each as
   a strongly typed network, 10.3 and 11.x alike): mean mask IoU against ONNX Runtime running the
   same file >= 0.99, 0.97 and 0.90.
@@ -43,6 +44,34 @@ def test_hrnet_fp32_engine_matches_onnxruntime(hrnet_small: ExportedHRNet, engin
         frame = fit(photo, hrnet_small.frame_hw)
         agree = np.mean(cpu.semantic(frame).label_map == gpu.semantic(frame).label_map)
         assert agree >= 0.9999, agree
+
+
+def test_threads_on_one_engine_overlap_and_keep_their_results(hrnet_small: ExportedHRNet, engines: Path,
+                                                               photos: list[np.ndarray]) -> None:
+    """Several streams on one engine: each thread gets its own execution context and CUDA stream,
+    and gets exactly what it would alone."""
+    import threading
+
+    engine = engines / "hrnet.engine"
+    if not engine.exists():
+        _build(hrnet_small.path, engine)
+    model = edgeseg.load(engine)
+    frames = [fit(p, hrnet_small.frame_hw) for p in photos[:4]]
+    alone = [model.semantic(f).label_map for f in frames]
+    got: dict[int, list[np.ndarray]] = {}
+
+    def work(i: int) -> None:
+        got[i] = [model.semantic(frames[i]).label_map for _ in range(20)]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(frames))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == list(range(len(frames)))
+    for i, maps in got.items():
+        assert all(np.array_equal(m, alone[i]) for m in maps), i
+    assert 1 <= model.backend.lanes <= len(frames)  # type: ignore[attr-defined]  # (overlap: benchmarks/streams.py)
 
 
 def test_bench_reports_the_engines_gpu_time(hrnet_small: ExportedHRNet, engines: Path,

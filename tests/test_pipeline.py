@@ -182,6 +182,49 @@ def test_ctrl_c_in_the_main_thread_keeps_a_playable_video(tmp_path: Path) -> Non
     assert no_partials(tmp_path)
 
 
+def test_ctrl_c_while_a_frame_is_written_is_held_until_it_is_counted(tmp_path: Path) -> None:
+    # Ctrl-C lands inside a sink's emit, after the frame was written: the frame must be counted
+    # (deterministic form of the race the test above can hit by chance).
+    src = make_video(tmp_path / "in.mp4", 60)
+    out = tmp_path / "out.mp4"
+    written: list[int] = []
+
+    def write_then_ctrl_c(record: FrameRecord) -> None:
+        written.append(record.index)
+        if record.index == 5:
+            _thread.interrupt_main()
+            time.sleep(0.01)  # many bytecodes: unheld, the interrupt would be raised right here
+
+    source = open_source(src)
+    pipe = Pipeline(source, SleepyModel(delay=0.0), [VideoSink(out, source.fps), CallbackSink(write_then_ctrl_c)],
+                    draw=None)
+    with pytest.raises(KeyboardInterrupt):
+        pipe.run()
+    assert written[:6] == list(range(6))
+    assert pipe.summary.frames_out == len(written) == len(video_indices(out))
+    assert pipe.summary.interrupted and no_partials(tmp_path)
+
+
+def test_held_signals_run_their_handler_after_the_block() -> None:
+    import signal
+
+    from edgeseg.deferred_signals import DeferredSignals
+
+    seen: list[str] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append("handler"))
+    try:
+        with DeferredSignals() as signals:
+            with signals.held():
+                signal.raise_signal(signal.SIGTERM)
+                seen.append("block")
+            seen.append("after")
+            signal.raise_signal(signal.SIGTERM)  # not held: at once
+        assert seen == ["block", "handler", "after", "handler"]
+        assert signal.getsignal(signal.SIGTERM) is not signals._handle  # restored
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_an_error_in_a_stage_finalises_the_output_and_is_raised(tmp_path: Path) -> None:
     src = make_video(tmp_path / "in.mp4", 60)
     out = tmp_path / "out.mp4"

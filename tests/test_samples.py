@@ -216,5 +216,10 @@ def test_ros2_node_reads_images_and_builds_label_images() -> None:
         "detections": [{"id": 1, "class": "person", "score": 0.9, "box": [0.0, 0.0, 3.0, 2.0]},
                        {"id": 2, "class": "car", "score": 0.6, "box": [2.0, 1.0, 5.0, 4.0]}]}
 
+    # Outputs carry the capture stamp: the driver's, or the arrival time where the driver left none.
+    assert node.stamp_capture_time(header, 99_000_000_005).stamp == SimpleNamespace(sec=12, nanosec=34)
+    unstamped = SimpleNamespace(stamp=SimpleNamespace(sec=0, nanosec=0), frame_id="camera")
+    assert node.stamp_capture_time(unstamped, 99_000_000_005).stamp == SimpleNamespace(sec=99, nanosec=5)
+
     semantic = edgeseg.SemanticResult(np.arange(20, dtype=np.uint8).reshape(4, 5), ("a",) * 20, ((0, 0, 0),) * 20)
     np.testing.assert_array_equal(node.label_image(semantic, 0.5), semantic.label_map)

@@ -1,8 +1,10 @@
 """TensorRT backend: runs an engine written by ``edgeseg build`` on the GPU.
 
-Device memory is allocated once, when the engine is opened: one CUDA stream, one device buffer per
-graph input and output, and pinned host buffers for the copies (grown on demand for outputs, to
-what is copied back). A run copies the inputs in, enqueues the engine (``execute_async_v3``, or a
+Device memory is allocated when the engine is opened, per lane: an execution context, a CUDA
+stream, one device buffer per graph input and output, and pinned host buffers for the copies
+(grown on demand for outputs, to what is copied back). A second lane is made the first time two
+threads run the engine at once (several camera streams on one model), so their runs overlap on
+the GPU. A run copies the inputs in, enqueues the engine (``execute_async_v3``, or a
 captured CUDA graph where the engine has no data-dependent shapes), and copies back only what the
 caller asked for; for instance models only the rows that hold detections (``num_detections`` is
 read first). Results are copied out of the pinned buffers, so they stay valid after the next run.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,10 +96,163 @@ class _Buffer:
             cudart.cudaFreeHost(self.host_ptr)
 
 
+class _Lane:
+    """What one thread needs to run the engine while other threads run it too: an execution
+    context (its own activation memory; the weights stay shared in the engine), a CUDA stream,
+    device buffers with pinned mirrors, two timing events and, once captured, a CUDA graph. Lanes
+    never share memory, so runs on different lanes overlap on the GPU."""
+
+    def __init__(self, backend: TensorRTBackend, use_graph: bool) -> None:
+        self._backend = backend
+        self._cudart = cudart = backend._cudart
+        self._buffers: dict[str, _Buffer] = {}
+        self._stream: Any = None
+        self._events: tuple[Any, ...] = ()
+        self._graph: Any = None
+        self._graph_exec: Any = None
+        self._use_graph = use_graph
+        #: GPU time of this lane's last engine execution, milliseconds
+        self.last_gpu_ms = 0.0
+        name = backend.path.name
+        context = backend._engine.create_execution_context()
+        if context is None:
+            raise ModelFileError(
+                f"{name}: TensorRT could not create an execution context "
+                f"({backend._logger.last_error() or 'out of GPU memory?'}); free GPU memory, run fewer streams "
+                "or rebuild with a smaller --workspace"
+            )
+        self._context = context
+        try:
+            self._stream = check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+            inputs = {spec.name for spec in backend._inputs}
+            for spec in (*backend._inputs, *backend._outputs):
+                self._buffers[spec.name] = buffer = _Buffer(cudart, spec, host_now=spec.name in inputs)
+                if not context.set_tensor_address(spec.name, int(buffer.device)):
+                    raise ModelFileError(f"{name}: TensorRT refused the address of tensor {spec.name}")
+            # CUDA events around the engine's work: its GPU time, without the copies (edgeseg bench).
+            self._events = tuple(check(cudart.cudaEventCreate(), "cudaEventCreate") for _ in range(2))
+        except BaseException:
+            self.close()
+            raise
+
+    def _copy(self, dst: Any, src: Any, nbytes: int, kind: Any) -> None:
+        check(self._cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self._stream), "cudaMemcpyAsync")
+
+    def _enqueue(self) -> None:
+        if self._graph_exec is not None:
+            check(self._cudart.cudaGraphLaunch(self._graph_exec, self._stream), "cudaGraphLaunch")
+            return
+        if not self._context.execute_async_v3(int(self._stream)):
+            raise ModelFileError(
+                f"{self._backend.path.name}: TensorRT failed to run the engine: {self._backend._logger.last_error()}")
+        if self._use_graph:
+            self._capture_graph()
+
+    def _capture_graph(self) -> None:
+        """After a first plain run (TensorRT allocates lazily), capture one run as a CUDA graph;
+        if TensorRT refuses anyway, run plainly from then on."""
+        self._use_graph = False
+        cudart = self._cudart
+        name = self._backend.path.name
+        # Thread-local capture: another lane's thread may be enqueueing on its own stream meanwhile.
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        check(cudart.cudaStreamBeginCapture(self._stream, mode), "cudaStreamBeginCapture")
+        ok = self._context.execute_async_v3(int(self._stream))
+        err, graph = cudart.cudaStreamEndCapture(self._stream)
+        if graph is not None and int(err) == 0:
+            self._graph = graph
+        if not ok or int(err) != 0:
+            log.warning("%s: not captured as a CUDA graph (%s); running it plainly", name,
+                        self._backend._logger.last_error() or f"CUDA error {int(err)}")
+            self._free_graph()
+            return
+        err, graph_exec = cudart.cudaGraphInstantiate(graph, 0)
+        if int(err) != 0:
+            log.warning("%s: the captured CUDA graph cannot be instantiated (CUDA error %d); running it plainly",
+                        name, int(err))
+            self._free_graph()
+            return
+        self._graph_exec = graph_exec
+
+    def _free_graph(self) -> None:
+        if self._graph_exec is not None:
+            self._cudart.cudaGraphExecDestroy(self._graph_exec)
+            self._graph_exec = None
+        if self._graph is not None:
+            self._cudart.cudaGraphDestroy(self._graph)
+            self._graph = None
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        cudart = self._cudart
+        backend = self._backend
+        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        for spec in backend._inputs:
+            value = feeds.get(spec.name)
+            if value is None:
+                raise FrameError(f"input {spec.name!r} missing")
+            buffer = self._buffers[spec.name]
+            if value.shape != buffer.shape or value.dtype != spec.dtype:
+                raise FrameError(f"input {spec.name}: expected {spec.dtype} {buffer.shape}, "
+                                 f"got {value.dtype} {value.shape}")
+            np.copyto(buffer.host(cudart), value)
+            self._copy(buffer.device, buffer.host_ptr, buffer.nbytes, h2d)
+        check(cudart.cudaEventRecord(self._events[0], self._stream), "cudaEventRecord")
+        self._enqueue()
+        check(cudart.cudaEventRecord(self._events[1], self._stream), "cudaEventRecord")
+        rows = None
+        count_name, max_rows = backend._count_name, backend._rows
+        if count_name:
+            count = self._buffers[count_name]
+            count_host = count.host(cudart)
+            self._copy(count.host_ptr, count.device, count.nbytes, d2h)
+            check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+            rows = max(0, min(int(count_host.reshape(-1)[0]), max_rows))
+        # (buffer, the part of its host mirror to fill): rows past num_detections are not copied
+        # (and PasteMasks does not even write them)
+        wanted = []
+        for name in outputs:
+            if name not in self._buffers:
+                raise FrameError(f"{backend.path.name} has no output {name!r}")
+            buffer = self._buffers[name]
+            # (num_detections itself is never trimmed, even where K is 1 and its one row would match)
+            per_row = (rows is not None and name != count_name and len(buffer.shape) > 0
+                       and buffer.shape[0] == max_rows)
+            wanted.append((buffer, buffer.host(cudart, rows if per_row else None)))
+        for buffer, host in wanted:
+            if host.nbytes:
+                self._copy(buffer.host_ptr, buffer.device, host.nbytes, d2h)
+        check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+        self.last_gpu_ms = float(check(cudart.cudaEventElapsedTime(*self._events), "cudaEventElapsedTime"))
+        # copies: the pinned buffers are reused by the next run
+        return {buffer.spec.name: host.copy() for buffer, host in wanted}
+
+    def close(self) -> None:
+        self._free_graph()
+        for buffer in self._buffers.values():
+            buffer.free(self._cudart)
+        self._buffers.clear()
+        for event in self._events:
+            self._cudart.cudaEventDestroy(event)
+        self._events = ()
+        if self._stream is not None:
+            self._cudart.cudaStreamDestroy(self._stream)
+            self._stream = None
+        del self._context  # before the engine: a context must not outlive it
+
+
 class TensorRTBackend(Backend):
-    """Runs one edgeseg engine file on the current CUDA device."""
+    """Runs one edgeseg engine file on the current CUDA device.
+
+    Thread-safe: each thread that calls :meth:`run` at the same time as another gets a lane of
+    its own (:class:`_Lane`: execution context, CUDA stream, buffers), made when first needed and
+    reused afterwards, so N camera streams on one engine overlap on the GPU while the weights are
+    loaded once. Each lane costs the engine's activation memory (``edgeseg info`` shows it as the
+    device memory size) plus its input and output buffers.
+    """
 
     name = "tensorrt"
+    concurrent_runs = True
 
     def __init__(self, path: Path, cuda_graph: bool = False) -> None:
         self.path = path
@@ -122,18 +278,8 @@ class TensorRTBackend(Backend):
                 "rebuild it on this machine with `edgeseg build`"
             )
         self._engine = engine
-        context = engine.create_execution_context()
-        if context is None:
-            raise ModelFileError(
-                f"{path.name}: TensorRT could not create an execution context "
-                f"({self._logger.last_error() or 'out of GPU memory?'}); free GPU memory or rebuild with a smaller "
-                "--workspace"
-            )
-        self._context = context
-        self._stream = check(cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._inputs: list[TensorSpec] = []
         self._outputs: list[TensorSpec] = []
-        self._buffers: dict[str, _Buffer] = {}
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             dims = engine.get_tensor_shape(name)
@@ -143,117 +289,54 @@ class TensorRTBackend(Backend):
             spec = TensorSpec(name, shape, np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             (self._inputs if is_input else self._outputs).append(spec)
-            self._buffers[name] = buffer = _Buffer(cudart, spec, host_now=is_input)
-            if not self._context.set_tensor_address(name, int(buffer.device)):
-                raise ModelFileError(f"{path.name}: TensorRT refused the address of tensor {name}")
+        names = {spec.name for spec in (*self._inputs, *self._outputs)}
         trim = RowTrim.for_model(self.model_metadata)
         # Instance models: outputs with this many rows are copied back only up to num_detections.
-        self._count_name, self._rows = (trim.count, trim.rows) if trim and trim.count in self._buffers else ("", -1)
-        self._graph: Any = None
-        self._graph_exec: Any = None
+        self._count_name, self._rows = (trim.count, trim.rows) if trim and trim.count in names else ("", -1)
         self._use_graph = cuda_graph and header.build.graph_capturable(
             instance=self.model_metadata is not None and self.model_metadata.kind == "instance")
         if cuda_graph and not self._use_graph:
             log.info("%s: no CUDA graph: the engine has data-dependent shapes (NonMaxSuppression), which "
                      "TensorRT resolves on the host; running it plainly", path.name)
-        # CUDA events around the engine's work: its GPU time, without the copies (edgeseg bench).
-        self._events = tuple(check(cudart.cudaEventCreate(), "cudaEventCreate") for _ in range(2))
-        #: GPU time of the last run's engine execution, milliseconds
+        self._lanes_lock = threading.Lock()
+        self._lanes: list[_Lane] = []
+        self._closed = False
+        # The first lane now: a file that cannot get its memory fails when opened, not on frame 1.
+        self._idle: list[_Lane] = [self._new_lane()]
+        #: GPU time of the last run's engine execution (of the lane that finished last), milliseconds
         self.last_gpu_ms = 0.0
 
-    def _copy(self, dst: Any, src: Any, nbytes: int, kind: Any) -> None:
-        check(self._cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self._stream), "cudaMemcpyAsync")
+    def _new_lane(self) -> _Lane:
+        lane = _Lane(self, self._use_graph)  # outside the lock: it allocates on the GPU
+        with self._lanes_lock:
+            self._lanes.append(lane)
+        return lane
 
-    def _enqueue(self) -> None:
-        if self._graph_exec is not None:
-            check(self._cudart.cudaGraphLaunch(self._graph_exec, self._stream), "cudaGraphLaunch")
-            return
-        if not self._context.execute_async_v3(int(self._stream)):
-            raise ModelFileError(f"{self.path.name}: TensorRT failed to run the engine: {self._logger.last_error()}")
-        if self._use_graph:
-            self._capture_graph()
-
-    def _capture_graph(self) -> None:
-        """After a first plain run (TensorRT allocates lazily), capture one run as a CUDA graph;
-        if TensorRT refuses anyway, run plainly from then on."""
-        self._use_graph = False
-        cudart = self._cudart
-        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-        check(cudart.cudaStreamBeginCapture(self._stream, mode), "cudaStreamBeginCapture")
-        ok = self._context.execute_async_v3(int(self._stream))
-        err, graph = cudart.cudaStreamEndCapture(self._stream)
-        if graph is not None and int(err) == 0:
-            self._graph = graph
-        if not ok or int(err) != 0:
-            log.warning("%s: not captured as a CUDA graph (%s); running it plainly", self.path.name,
-                        self._logger.last_error() or f"CUDA error {int(err)}")
-            self._free_graph()
-            return
-        err, graph_exec = cudart.cudaGraphInstantiate(graph, 0)
-        if int(err) != 0:
-            log.warning("%s: the captured CUDA graph cannot be instantiated (CUDA error %d); running it plainly",
-                        self.path.name, int(err))
-            self._free_graph()
-            return
-        self._graph_exec = graph_exec
-
-    def _free_graph(self) -> None:
-        if self._graph_exec is not None:
-            self._cudart.cudaGraphExecDestroy(self._graph_exec)
-            self._graph_exec = None
-        if self._graph is not None:
-            self._cudart.cudaGraphDestroy(self._graph)
-            self._graph = None
+    @property
+    def lanes(self) -> int:
+        """How many execution contexts this engine holds: the most threads that ran it at once."""
+        return len(self._lanes)
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        cudart = self._cudart
-        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        for spec in self._inputs:
-            value = feeds.get(spec.name)
-            if value is None:
-                raise FrameError(f"input {spec.name!r} missing")
-            buffer = self._buffers[spec.name]
-            if value.shape != buffer.shape or value.dtype != spec.dtype:
-                raise FrameError(f"input {spec.name}: expected {spec.dtype} {buffer.shape}, "
-                                 f"got {value.dtype} {value.shape}")
-            np.copyto(buffer.host(cudart), value)
-            self._copy(buffer.device, buffer.host_ptr, buffer.nbytes, h2d)
-        check(cudart.cudaEventRecord(self._events[0], self._stream), "cudaEventRecord")
-        self._enqueue()
-        check(cudart.cudaEventRecord(self._events[1], self._stream), "cudaEventRecord")
-        rows = None
-        if self._count_name:
-            count = self._buffers[self._count_name]
-            count_host = count.host(cudart)
-            self._copy(count.host_ptr, count.device, count.nbytes, d2h)
-            check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
-            rows = max(0, min(int(count_host.reshape(-1)[0]), self._rows))
-        # (buffer, the part of its host mirror to fill): rows past num_detections are not copied
-        # (and PasteMasks does not even write them)
-        wanted = []
-        for name in outputs:
-            buffer = self._buffers[name]
-            # (num_detections itself is never trimmed, even where K is 1 and its one row would match)
-            per_row = (rows is not None and name != self._count_name and len(buffer.shape) > 0
-                       and buffer.shape[0] == self._rows)
-            wanted.append((buffer, buffer.host(cudart, rows if per_row else None)))
-        for buffer, host in wanted:
-            if host.nbytes:
-                self._copy(buffer.host_ptr, buffer.device, host.nbytes, d2h)
-        check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
-        self.last_gpu_ms = float(check(cudart.cudaEventElapsedTime(*self._events), "cudaEventElapsedTime"))
-        # copies: the pinned buffers are reused by the next run
-        return {buffer.spec.name: host.copy() for buffer, host in wanted}
+        with self._lanes_lock:
+            if self._closed:
+                raise ModelFileError(f"{self.path.name}: the engine was closed; load the model again")
+            lane = self._idle.pop() if self._idle else None
+        if lane is None:  # every lane is busy in another thread: this thread gets its own
+            lane = self._new_lane()
+        try:
+            result = lane.run(feeds, outputs)
+            self.last_gpu_ms = lane.last_gpu_ms
+            return result
+        finally:
+            with self._lanes_lock:
+                self._idle.append(lane)
 
     def inner_timings(self) -> list[tuple[str, float]]:
         return [("engine on the GPU (CUDA events)", self.last_gpu_ms / 1000.0)]
 
     def close(self) -> None:
-        self._free_graph()
-        for buffer in self._buffers.values():
-            buffer.free(self._cudart)
-        self._buffers.clear()
-        for event in self._events:
-            self._cudart.cudaEventDestroy(event)
-        self._cudart.cudaStreamDestroy(self._stream)
+        with self._lanes_lock:
+            lanes, self._lanes, self._idle, self._closed = self._lanes, [], [], True
+        for lane in lanes:
+            lane.close()
