@@ -108,7 +108,8 @@ def check_opencv() -> Check:
     backends = _video_backends()
     detail = f"{cv2.__version__}, video I/O: {', '.join(backends) or 'none listed'}"
     if "GSTREAMER" not in backends:
-        return Check("opencv", WARN, detail + " (no GStreamer: csi:// cameras and GStreamer pipelines will not open)",
+        return Check("opencv", WARN, detail + " (no GStreamer: csi:// cameras, GStreamer pipelines and udp:// / "
+                     "rtsp:// outputs will not open)",
                      "on a Jetson use JetPack's OpenCV (sudo apt install python3-opencv; venv with "
                      "--system-site-packages), elsewhere an OpenCV built with GStreamer", cpu_path=True)
     return Check("opencv", OK, detail, cpu_path=True)

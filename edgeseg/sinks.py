@@ -445,7 +445,7 @@ def open_sink(path: str | os.PathLike[str], fps: float = 25.0) -> Sink:
     :mod:`edgeseg.mjpeg`). Checks it is writable first."""
     text = str(path)
     if "://" in text:
-        return _open_stream_sink(text)
+        return _open_stream_sink(text, fps)
     if _is_folder_target(path):
         return open_folder_sink(path)
     out = check_writable(path)
@@ -462,19 +462,18 @@ def open_sink(path: str | os.PathLike[str], fps: float = 25.0) -> Sink:
     )
 
 
-def _open_stream_sink(uri: str) -> Sink:
+def _open_stream_sink(uri: str, fps: float) -> Sink:
     scheme = uri.split("://", 1)[0].lower()
     if scheme == "http":
         from edgeseg.mjpeg import MjpegSink
 
         return MjpegSink.from_uri(uri)
-    if scheme in ("rtsp", "udp", "rtp"):
-        has_gst = any("GStreamer" in line and "YES" in line for line in cv2.getBuildInformation().splitlines())
-        why = ("is not supported yet" if has_gst else
-               "needs OpenCV built with GStreamer, which this OpenCV is not (edgeseg doctor: opencv)")
-        raise OutputError(f"{uri}: {scheme}:// output {why}; use -o http://HOST:PORT for a live view in a browser")
-    raise OutputError(f"{uri}: unknown output scheme {scheme}://; outputs are files, folders/, or http://HOST:PORT "
-                      "(a live MJPEG view)")
+    if scheme in ("rtsp", "udp"):
+        from edgeseg.gst_output import GstStreamSink
+
+        return GstStreamSink(uri, fps)
+    raise OutputError(f"{uri}: unknown output scheme {scheme}://; outputs are files, folders/, http://HOST:PORT "
+                      "(a live MJPEG view), udp://HOST:PORT or rtsp://SERVER/PATH (H.264 through GStreamer)")
 
 
 def open_sinks(outputs: Sequence[str | os.PathLike[str]] = (), *, show: bool = False,

@@ -83,7 +83,7 @@ def test_a_port_in_use_and_unknown_schemes_are_clear_errors() -> None:
         with pytest.raises(OutputError, match=rf"http://127.0.0.1:{port}: cannot serve the live view there .*the "
                                               r"port may be in use: choose another"):
             open_sink(f"http://127.0.0.1:{port}")
-    with pytest.raises(OutputError, match=r"ftp://x: unknown output scheme ftp://; outputs are files, folders/, or "
+    with pytest.raises(OutputError, match=r"ftp://x: unknown output scheme ftp://; outputs are files, folders/, "
                                           r"http://HOST:PORT"):
         open_sink("ftp://x")
     with pytest.raises(OutputError, match=r"rtsp://host/live: rtsp:// output .*use -o http://HOST:PORT"):

@@ -10,7 +10,8 @@ from typing import Any
 from edgeseg.errors import BackendUnavailableError
 
 
-def _on_jetson() -> bool:
+def on_jetson() -> bool:
+    """Whether this is an NVIDIA Jetson (JetPack's L4T release file on an aarch64 machine)."""
     return platform.machine() == "aarch64" and Path("/etc/nv_tegra_release").exists()
 
 
@@ -26,7 +27,7 @@ def import_tensorrt() -> ModuleType:
         hint = (
             "on a Jetson, TensorRT comes with JetPack: sudo apt install python3-libnvinfer "
             "(and create the venv with --system-site-packages)"
-            if _on_jetson()
+            if on_jetson()
             else "pip install 'edgeseg[trt]' (TensorRT 10.3 or newer and cuda-python)"
         )
         raise BackendUnavailableError(f"TensorRT's Python package is not installed ({exc}); {hint}") from exc
