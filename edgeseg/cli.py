@@ -22,7 +22,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from edgeseg.custom_ops import PASTE_MODES
-from edgeseg.errors import ArgumentError, EdgesegError, EdgesegWarning, ModelFileError
+from edgeseg.errors import ArgumentError, EdgesegError, EdgesegWarning, ModelFileError, SourceError
 from edgeseg.torch_side import converters
 from edgeseg.version import __version__
 
@@ -248,7 +248,10 @@ def _run_streams(args: argparse.Namespace) -> int:
 
     try:
         for i, uri in enumerate(args.source):
-            source = open_source(uri, width=args.width, height=args.height, fps=args.fps)
+            try:
+                source = open_source(uri, width=args.width, height=args.height, fps=args.fps)
+            except SourceError as exc:
+                raise SourceError(f"stream {i}: {exc}; no stream was started: mend or drop that --source") from exc
             sinks = open_sinks([str(o).replace("{stream}", str(i)) for o in args.output or []],
                                jsonl=str(args.json).replace("{stream}", str(i)) if args.json is not None else None,
                                fps=source.fps)

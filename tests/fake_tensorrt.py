@@ -45,12 +45,16 @@ class FakeCudart:
         self.copies: list[tuple[int, int]] = []  # (stream, bytes)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self._current = threading.local()
+        self.set_device_calls: list[tuple[int, int]] = []  # (thread, device)
+        self.alloc_devices: set[int] = set()  # the current device of every allocation
 
     def _alloc(self, nbytes: int) -> tuple[_Ok, int]:
         buffer = ctypes.create_string_buffer(nbytes)
         address = ctypes.addressof(buffer)
         with self._lock:
             self.memory[address] = buffer
+            self.alloc_devices.add(getattr(self._current, "device", 0))
         return _OK, address
 
     def cudaMalloc(self, nbytes: int) -> tuple[_Ok, int]:
@@ -100,7 +104,13 @@ class FakeCudart:
         return (_OK,)
 
     def cudaGetDevice(self) -> tuple[_Ok, int]:
-        return _OK, 0
+        return _OK, getattr(self._current, "device", 0)  # per thread, as in CUDA
+
+    def cudaSetDevice(self, device: int) -> tuple[_Ok]:
+        self._current.device = device
+        with self._lock:
+            self.set_device_calls.append((threading.get_ident(), device))
+        return (_OK,)
 
     def cudaGetDeviceProperties(self, device: int) -> tuple[_Ok, Any]:
         return _OK, types.SimpleNamespace(name=b"Fake GPU", major=8, minor=7)

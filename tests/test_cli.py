@@ -214,3 +214,44 @@ def test_demo_command_writes_the_annotated_clip(tmp_path: Path, capsys: pytest.C
     assert capsys.readouterr().out.strip() == f"wrote {out / 'demo.mp4'}"
     assert frame_count(out / "demo.mp4") == 3
     assert {p.name for p in out.glob("*.onnx")} == {"scenes_maskrcnn_lite.onnx", "scenes_hrnet_w18s1.onnx"}
+
+
+def test_run_on_several_sources_writes_each_streams_outputs(onnx_model: Path, workdir: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    clip = str(workdir / "clip.mp4")
+    argv = ["run", str(onnx_model), "--source", clip, "--source", clip, "-o", str(tmp_path / "cam{stream}.mp4"),
+            "--json", str(tmp_path / "cam{stream}.jsonl"), "-q"]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == [f"stream 0 ({clip})", f"stream 1 ({clip})"]
+    assert all(": done: 20 frame(s), " in line for line in lines)
+    for i in (0, 1):
+        assert frame_count(tmp_path / f"cam{i}.mp4") == 20
+        records = [json.loads(line) for line in (tmp_path / f"cam{i}.jsonl").read_text().splitlines()]
+        assert [r["frame"] for r in records] == list(range(20)) and {r["stream"] for r in records} == {i}
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["-o", "out.mp4"], "edgeseg: error: several sources write several outputs: put {stream} in out.mp4 "
+                        "(e.g. -o cam{stream}.mp4, --json cam{stream}.jsonl)"),
+    (["--show"], "edgeseg: error: --show with several sources: one window per stream is not supported; use "
+                 "-o http://0.0.0.0:809{stream} for a live view of each"),
+])
+def test_several_sources_refuse_what_cannot_be_split(onnx_model: Path, workdir: Path, extra: list[str], message: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    clip = str(workdir / "clip.mp4")
+    assert cli.main(["run", str(onnx_model), "--source", clip, "--source", clip, *extra, "-q"]) == 2
+    assert error_line(capsys) == message
+
+
+def test_a_dead_source_among_several_is_named_before_anything_runs(onnx_model: Path, workdir: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    clip, missing = str(workdir / "clip.mp4"), str(tmp_path / "gone.mp4")
+    code = cli.main(["run", str(onnx_model), "--source", clip, "--source", missing,
+                     "-o", str(tmp_path / "cam{stream}.mp4"), "-q"])
+    assert code == 1
+    assert error_line(capsys) == (f"edgeseg: error: stream 1: {missing}: no such file; no stream was started: "
+                                  "mend or drop that --source")
+    assert list(tmp_path.iterdir()) == []  # nothing written, no partial files

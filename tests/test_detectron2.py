@@ -146,6 +146,31 @@ def test_resize_is_pillows_bilinear_to_the_pixel(in_hw: tuple[int, int], out_hw:
     assert np.array_equal(got, want.astype(np.float32))  # float values that are exactly the uint8 result
 
 
+def _tf32(x: np.ndarray) -> np.ndarray:
+    """float32 rounded as a TF32 tensor core reads it: 10 of the 23 mantissa bits, to nearest even."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    dropped = 13
+    half, lsb = 1 << (dropped - 1), (bits >> dropped) & 1
+    rounded = ((bits + half - 1 + lsb) >> dropped) << dropped
+    return rounded.astype(np.uint32).view(np.float32)
+
+
+@pytest.mark.parametrize(("in_hw", "out_hw"), [((1080, 1920), (800, 1422)), ((400, 600), (800, 1200)),
+                                               ((97, 33), (31, 70)), ((1000, 1000), (63, 63))])
+def test_resize_stays_exact_when_tensorrt_uses_tf32(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> None:
+    """TensorRT runs float32 matrix products on TF32 tensor cores by default (operands rounded to
+    11 significant bits, products accumulated in float32). Both operands of the resize's products
+    are integers of at most 11 bits (uint8 pixels; the coefficients' 11-bit halves), which TF32
+    holds exactly, so the sums are the same exact integers with TF32 on or off."""
+    assert np.array_equal(_tf32(np.array([1.0 + 2**-10, 1.0 + 2**-11], np.float32)), [1.0 + 2**-10, 1.0])
+    graph = PillowBilinear(in_hw, out_hw, "hv")
+    for name in ("h_hi", "h_lo", "w_hi", "w_lo"):
+        k = getattr(graph, name).numpy()
+        assert k.max() <= 2**11 and np.array_equal(_tf32(k), k), name
+    pixels = np.arange(256, dtype=np.float32)  # what each pass reads: the frame, then the first pass's uint8
+    assert np.array_equal(_tf32(pixels), pixels)
+
+
 def test_resized_size_is_detectron2s_rule() -> None:
     assert resized_hw((480, 640), 800, 1333) == (800, 1067)
     assert resized_hw((400, 600), 400, 667) == (400, 600)

@@ -79,7 +79,9 @@ def _frame(hrnet: ExportedHRNet, value: int) -> np.ndarray:
 
 def test_threads_running_at_once_get_a_context_and_stream_each(hrnet_small: ExportedHRNet, fake_gpu: FakeGpu) -> None:
     path, engine, cudart = fake_gpu(hrnet_small.path, _fill_from_frame)
+    cudart.cudaSetDevice(1)  # the engine opened on the second GPU, from this thread
     backend = edgeseg.load(path).backend
+    cudart.set_device_calls.clear()
     assert backend.name == "tensorrt" and backend.concurrent_runs
     assert len(engine.contexts) == 1  # the first lane, made when the file is opened
     n = 3
@@ -97,6 +99,10 @@ def test_threads_running_at_once_get_a_context_and_stream_each(hrnet_small: Expo
     for t in threads:
         t.join(timeout=30)
     assert results == {10: [10] * 4, 20: [20] * 4, 30: [30] * 4}
+    # each new thread (whose current device would be 0) was pointed at the engine's device once,
+    # before its lane was allocated
+    assert sorted(d for _, d in cudart.set_device_calls) == [1] * n
+    assert len({t for t, _ in cudart.set_device_calls}) == n and cudart.alloc_devices == {1}
     assert len(engine.contexts) == n == backend.lanes  # type: ignore[attr-defined]
     streams = [c.streams_used for c in engine.contexts]
     assert all(len(s) == 1 for s in streams) and len(set.union(*streams)) == n

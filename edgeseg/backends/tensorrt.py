@@ -121,7 +121,7 @@ class _Lane:
                 f"({backend._logger.last_error() or 'out of GPU memory?'}); free GPU memory, run fewer streams "
                 "or rebuild with a smaller --workspace"
             )
-        self._context = context
+        self._context: Any = context
         try:
             self._stream = check(cudart.cudaStreamCreate(), "cudaStreamCreate")
             inputs = {spec.name for spec in backend._inputs}
@@ -238,7 +238,7 @@ class _Lane:
         if self._stream is not None:
             self._cudart.cudaStreamDestroy(self._stream)
             self._stream = None
-        del self._context  # before the engine: a context must not outlive it
+        self._context = None  # released before the engine: a context must not outlive it
 
 
 class TensorRTBackend(Backend):
@@ -263,6 +263,10 @@ class TensorRTBackend(Backend):
         self.custom_ops = header.build.plugins
         self._cudart = cudart = import_cudart()
         check_engine_fits(header.build, current_gpu(cudart), path)
+        # The device the engine lives on: a thread's current device is its own (device 0 in a new
+        # thread), so every thread that runs the engine is pointed at this one first.
+        self._device = check(cudart.cudaGetDevice(), "cudaGetDevice")
+        self._thread_state = threading.local()
         embedded = bool(header.build.extra.get("plugins_embedded"))
         if self.custom_ops and not embedded:
             load_plugins(trt)  # before deserialising: the engine refers to the plugins by name
@@ -318,6 +322,9 @@ class TensorRTBackend(Backend):
         return len(self._lanes)
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        if getattr(self._thread_state, "device", None) != self._device:
+            check(self._cudart.cudaSetDevice(self._device), f"cudaSetDevice({self._device})")
+            self._thread_state.device = self._device
         with self._lanes_lock:
             if self._closed:
                 raise ModelFileError(f"{self.path.name}: the engine was closed; load the model again")

@@ -16,8 +16,10 @@ float32 (integers up to 2**24), each coefficient is split into 11-bit halves
 ``k = 2**11 * hi + lo`` and the rounding is done on the two exact partial sums,
 ``floor((S_hi + floor((S_lo + 2**21) / 2**11)) / 2**11)``, which equals Pillow's result for
 every input (``tests/test_detectron2.py`` checks it against Pillow: up- and down-scaling, odd
-sizes). This holds while a pass shrinks by less than 16x (the partial sums stay below 2**24) and
-the matrix products are computed in float32 (on TensorRT: with TF32 off).
+sizes). This holds while a pass shrinks by less than 16x (the partial sums stay below 2**24), and
+also on TensorRT's default TF32 matrix products: TF32 rounds the operands to 11 significant
+bits and accumulates in float32, and both operands here (uint8 pixels, 11-bit coefficient
+halves) have at most 11, so nothing is rounded.
 """
 
 from __future__ import annotations
