@@ -47,13 +47,15 @@ setup(
         "demo": ["scikit-image>=0.22"],
         # `edgeseg run --track`: SciPy's assignment solver.
         "track": ["scipy>=1.10"],
+        # Scoring a tracker (edgeseg.mot, benchmarks/tracking.py): py-motmetrics.
+        "mot": ["motmetrics>=1.4"],
         # `edgeseg eval` of instance models: COCO AP.
         "eval": ["pycocotools>=2.0.7"],
         # Clients of a Triton model repository (samples/triton).
         "triton": ["tritonclient[http]>=2.40"],
         # tritonclient[grpc]: Triton's model-config schema, to validate the generated config.pbtxt.
         "test": ["pytest>=8", "scikit-image>=0.22", "mypy>=1.10", "ruff>=0.5", "pycocotools>=2.0.7",
-                 "tritonclient[grpc]>=2.40", "types-PyYAML"],
+                 "tritonclient[grpc]>=2.40", "types-PyYAML", "motmetrics>=1.4"],
     },
     entry_points={"console_scripts": ["edgeseg=edgeseg.cli:main"]},
     # CPU build of the custom ops' math (plugins/*/..._math.h), loaded by edgeseg/ops.py with

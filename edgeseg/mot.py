@@ -1,13 +1,14 @@
 """Multi-object tracking scores of a tracker's IDs against ground-truth identities: ID switches,
-MOTA (CLEAR MOT) and IDF1, matching objects by box IoU >= 0.5.
+MOTA (CLEAR MOT) and IDF1, matching objects by box IoU >= 0.5, computed by py-motmetrics (the
+field's reference implementation; ``pip install 'edgeseg[mot]'``).
 
-The conventions are motmetrics' (py-motmetrics, the field's reference implementation), which
-could not be installed here: per frame, a ground-truth object keeps its previous hypothesis if
-they still overlap enough, the rest are assigned by the Hungarian method (SciPy); an ID switch
-is a ground-truth object matched to another hypothesis than the last time it was matched;
-``MOTA = 1 - (misses + false positives + switches) / ground-truth objects``. IDF1 matches whole
-trajectories once (Hungarian on the frames two trajectories are matched in) and is
-``2 IDTP / (2 IDTP + IDFP + IDFN)``.
+edgeseg only turns each frame into motmetrics' distance matrix (``1 - IoU``, no match below
+the IoU threshold), with its own IoU: motmetrics 1.4's ``iou_matrix`` calls ``np.asfarray``,
+which NumPy 2 removed. motmetrics' conventions: a ground-truth object keeps its previous
+hypothesis while they still overlap enough, the rest are assigned by the Hungarian method; an
+ID switch is a ground-truth object matched to another hypothesis than the last time it was
+matched; ``MOTA = 1 - (misses + false positives + switches) / ground-truth objects``; IDF1
+matches whole trajectories once and is ``2 IDTP / (2 IDTP + IDFP + IDFN)``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeseg.errors import BackendUnavailableError
 from edgeseg.tracking import box_iou_matrix
 
 IOU = 0.5
@@ -50,56 +52,22 @@ class MotScores:
                 f"misses {self.misses}, false positives {self.false_positives}")
 
 
-def mot_scores(frames: Sequence[FrameTruth]) -> MotScores:
-    from scipy.optimize import linear_sum_assignment
+_METRICS = ("num_objects", "num_switches", "num_misses", "num_false_positives", "mota", "idf1")
 
-    last: dict[int, int] = {}  # ground-truth id -> hypothesis it was last matched to
-    switches = misses = fps = objects = 0
-    pair_frames: dict[tuple[int, int], int] = {}
-    gt_len: dict[int, int] = {}
-    hyp_len: dict[int, int] = {}
+
+def mot_scores(frames: Sequence[FrameTruth]) -> MotScores:
+    """The scores of a whole clip, one :class:`FrameTruth` per frame in order."""
+    try:
+        import motmetrics
+    except ImportError as exc:
+        raise BackendUnavailableError(f"scoring a tracker needs py-motmetrics ({exc}); "
+                                      "pip install 'edgeseg[mot]'") from exc
+    acc = motmetrics.MOTAccumulator(auto_id=True)
     for f in frames:
-        gt, hyp = list(map(int, f.ids)), list(map(int, f.track_ids))
-        objects += len(gt)
-        for g in gt:
-            gt_len[g] = gt_len.get(g, 0) + 1
-        for h in hyp:
-            hyp_len[h] = hyp_len.get(h, 0) + 1
         iou = box_iou_matrix(np.asarray(f.boxes, np.float64).reshape(-1, 4),
                              np.asarray(f.track_boxes, np.float64).reshape(-1, 4))
-        for i, g in enumerate(gt):  # IDF1 counts every overlapping pair
-            for j, h in enumerate(hyp):
-                if iou[i, j] >= IOU:
-                    pair_frames[(g, h)] = pair_frames.get((g, h), 0) + 1
-        matched: dict[int, int] = {}
-        for i, g in enumerate(gt):  # keep last frame's correspondences that still hold
-            if g in last and last[g] in hyp:
-                j = hyp.index(last[g])
-                if iou[i, j] >= IOU and j not in matched.values():
-                    matched[i] = j
-        rest_g = [i for i in range(len(gt)) if i not in matched]
-        rest_h = [j for j in range(len(hyp)) if j not in matched.values()]
-        if rest_g and rest_h:
-            sub = iou[np.ix_(rest_g, rest_h)]
-            rows, cols = linear_sum_assignment(1.0 - sub)
-            for r, c in zip(rows, cols, strict=True):
-                if sub[r, c] >= IOU:
-                    matched[rest_g[r]] = rest_h[c]
-        for i, j in matched.items():
-            g, h = gt[i], hyp[j]
-            if g in last and last[g] != h:
-                switches += 1
-            last[g] = h
-        misses += len(gt) - len(matched)
-        fps += len(hyp) - len(matched)
-    mota = 1.0 - (misses + fps + switches) / objects if objects else 1.0
-    gts, hyps = sorted(gt_len), sorted(hyp_len)
-    idtp = 0
-    if gts and hyps:
-        gain = np.array([[pair_frames.get((g, h), 0) for h in hyps] for g in gts], np.float64)
-        rows, cols = linear_sum_assignment(-gain)
-        idtp = int(gain[rows, cols].sum())
-    idfn = sum(gt_len.values()) - idtp
-    idfp = sum(hyp_len.values()) - idtp
-    idf1 = 2 * idtp / (2 * idtp + idfp + idfn) if (idtp + idfp + idfn) else 1.0
-    return MotScores(len(frames), objects, switches, misses, fps, mota, idf1)
+        acc.update([int(i) for i in f.ids], [int(i) for i in f.track_ids], np.where(iou >= IOU, 1.0 - iou, np.nan))
+    row = motmetrics.metrics.create().compute(acc, metrics=list(_METRICS), name="clip").iloc[0]
+    objects = int(row["num_objects"])
+    return MotScores(len(frames), objects, int(row["num_switches"]), int(row["num_misses"]),
+                     int(row["num_false_positives"]), float(row["mota"]) if objects else 1.0, float(row["idf1"]))

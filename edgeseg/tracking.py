@@ -13,9 +13,11 @@ object detected twice); tracks unmatched for more than ``max_misses`` frames end
 is predicted by constant velocity (smoothed): ByteTrack's Kalman filter reduced to what boxes
 of a fixed-rate camera need. IDs are positive integers, never reused in a run.
 
-No tracker package could be installed here (no ByteTrack, norfair or motmetrics wheels); SciPy's
-solver is the maintained part, the association rules above are the small rest. The defaults
-were chosen on two generated clips (``benchmarks/tracking.py``, seeds 0 and 1).
+SciPy's solver is the maintained part, the association rules above are the small rest. They are
+kept because on edgeseg's generated clips the ByteTrack of Roboflow's maintained ``trackers``
+package, fed the same detections, switches IDs 2 to 5 times as often
+(``benchmarks/tracking.py --against-trackers``; README). The defaults were chosen on two
+generated clips (``benchmarks/tracking.py``, seeds 0 and 1).
 """
 
 from __future__ import annotations
