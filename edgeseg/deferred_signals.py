@@ -5,6 +5,7 @@ between the two (Python delivers signals between any two bytecodes of the main t
 video with one frame more than the summary says was written. While :meth:`DeferredSignals.held`
 is active, a SIGINT or SIGTERM is only noted; its handler runs as soon as the step is over, so
 the interrupt still arrives, one frame later at most, and the counts are always what was written.
+The same signal again while one is held is acted on at once: pressing Ctrl-C twice forces.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class DeferredSignals:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self._holding:
+        if self._holding and all(s != signum for s, _ in self._pending):
             self._pending.append((signum, frame))
             return
         self._previous[signum](signum, frame)
@@ -57,12 +58,13 @@ class DeferredSignals:
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
         """Run the block with signals noted, not acted on; then run their handlers (which may
-        raise KeyboardInterrupt) unless the block itself raised."""
+        raise KeyboardInterrupt). If the block raised, its error is what ends the step and the
+        signals noted meanwhile are dropped (they would only replace that error)."""
         self._holding = True
         try:
             yield
         finally:
             self._holding = False
-        pending, self._pending = self._pending, []
+            pending, self._pending = self._pending, []
         for signum, frame in pending:
             self._previous[signum](signum, frame)

@@ -10,14 +10,15 @@ a robot's other nodes); edgeseg does not host the RTSP server itself.
 The frames reach GStreamer through OpenCV: ``cv2.VideoWriter`` with ``CAP_GSTREAMER`` feeds an
 ``appsrc`` at the head of the pipeline. That needs an OpenCV built with GStreamer (JetPack's is;
 pip's wheels are not), and is refused by name where it is missing. On a Jetson the frames are
-encoded by the hardware encoder (``nvv4l2h264enc``), elsewhere by x264 (``x264enc``, from
-gstreamer1.0-plugins-ugly).
+encoded by the hardware encoder (``nvv4l2h264enc``) where the module has one, elsewhere by x264
+(``x264enc``, from gstreamer1.0-plugins-ugly).
 """
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import cv2
 import numpy as np
@@ -32,8 +33,9 @@ SCHEMES = ("udp", "rtsp")
 
 @dataclass(frozen=True)
 class Encoder:
-    """An H.264 encoder as a pipeline fragment from BGR frames to a parsed H.264 stream, and the
-    Debian/JetPack package that provides it (named when the pipeline does not open)."""
+    """An H.264 encoder as a pipeline fragment from BGR frames to a parsed H.264 stream (with
+    ``{keyint}``, the frames between key frames), and the Debian/JetPack package that provides it
+    (named when no pipeline opens)."""
 
     name: str
     fragment: str
@@ -41,78 +43,118 @@ class Encoder:
 
 
 #: ``jetson``: the NVENC block through NVMM memory; ``x264``: software, tuned for latency (no
-#: B-frames, a key frame every second at 30 FPS so a viewer that joins late starts quickly).
+#: B-frames). Both send a key frame every second, so a viewer that joins late starts quickly.
 ENCODERS = {
     "jetson": Encoder("jetson",
                       "videoconvert ! video/x-raw,format=BGRx ! nvvidconv ! video/x-raw(memory:NVMM),format=NV12 ! "
-                      "nvv4l2h264enc insert-sps-pps=true idrinterval=30 ! h264parse",
+                      "nvv4l2h264enc insert-sps-pps=true idrinterval={keyint} ! h264parse",
                       "nvidia-l4t-gstreamer (JetPack)"),
     "x264": Encoder("x264",
                     "videoconvert ! video/x-raw,format=I420 ! "
-                    "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h264parse",
+                    "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={keyint} ! h264parse",
                     "gstreamer1.0-plugins-ugly (x264enc) and gstreamer1.0-plugins-bad (h264parse)"),
 }
 
-
-def default_encoder() -> Encoder:
-    """The hardware encoder on a Jetson, x264 elsewhere."""
-    return ENCODERS["jetson" if on_jetson() else "x264"]
+RTSP_PORT = 554  # an rtsp:// URI without a port
 
 
-def output_pipeline(uri: str, encoder: Encoder | None = None) -> str:
-    """The GStreamer pipeline (``appsrc ! ... ! sink``) that sends frames to *uri*
-    (``udp://HOST:PORT`` or ``rtsp://SERVER[:PORT]/PATH``); :class:`OutputError` for a URI that
-    lacks what it needs."""
-    enc = encoder or default_encoder()
+def encoders() -> list[Encoder]:
+    """The encoders to try, best first: on a Jetson its NVENC block, then x264 (an Orin Nano has
+    no NVENC); elsewhere x264."""
+    return [ENCODERS["jetson"], ENCODERS["x264"]] if on_jetson() else [ENCODERS["x264"]]
+
+
+def _port(uri: str, parts: SplitResult) -> int | None:
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise OutputError(f"{uri}: the port must be a number from 1 to 65535") from exc
+    if port == 0:
+        raise OutputError(f"{uri}: the port must be a number from 1 to 65535")
+    return port
+
+
+def output_pipeline(uri: str, encoder: Encoder, fps: float = 30.0) -> str:
+    """The GStreamer pipeline (``appsrc ! ... ! sink``) that sends frames at *fps* to *uri*
+    (``udp://HOST:PORT`` or ``rtsp://[USER:PASSWORD@]SERVER[:PORT]/PATH[?QUERY]``, IPv6 hosts in
+    brackets); :class:`OutputError` for a URI that lacks what it needs."""
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
-    head = f"appsrc is-live=true do-timestamp=true format=time ! {enc.fragment}"
+    if '"' in uri:
+        raise OutputError(f"{uri}: an output URI cannot contain a double quote")
+    port = _port(uri, parts)
+    head = (f"appsrc is-live=true do-timestamp=true format=time ! "
+            f"{encoder.fragment.format(keyint=max(1, round(fps)))}")
     if scheme == "udp":
-        if not parts.hostname or parts.port is None:
+        if not parts.hostname or port is None:
             raise OutputError(f"{uri}: give the receiver's address and port, e.g. -o udp://192.168.1.20:5000")
         return (f"{head} ! rtph264pay config-interval=1 pt=96 ! "
-                f"udpsink host={parts.hostname} port={parts.port} sync=false async=false")
+                f'udpsink host="{parts.hostname}" port={port} sync=false async=false')
     if scheme == "rtsp":
         if not parts.hostname or parts.path in ("", "/"):
             raise OutputError(f"{uri}: give the RTSP server and a stream path, e.g. -o rtsp://localhost:8554/robot")
-        port = f":{parts.port}" if parts.port else ""
-        return f"{head} ! rtspclientsink location=rtsp://{parts.hostname}{port}{parts.path} protocols=tcp"
+        # The URI as given: credentials, query and an IPv6 host's brackets are rtspclientsink's to read.
+        return f'{head} ! rtspclientsink location="{uri}" protocols=tcp'
     raise OutputError(f"{uri}: GStreamer output takes {' or '.join(s + '://' for s in SCHEMES)}")
+
+
+def check_rtsp_server(uri: str, timeout: float = 3.0) -> None:
+    """:class:`OutputError` unless something accepts TCP connections at the URI's server. Needed
+    because OpenCV opens an ``rtspclientsink`` pipeline even when no server answers, and then
+    drops every frame with only a log line."""
+    parts = urlsplit(uri)
+    host, port = parts.hostname or "", _port(uri, parts) or RTSP_PORT
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{uri}: no RTSP server answers at {host}:{port} ({exc.strerror or exc}); start one that "
+                          "accepts published streams (e.g. MediaMTX) or correct the address") from exc
 
 
 class GstStreamSink(Sink):
     """Sends the drawn frames to a ``udp://`` or ``rtsp://`` URI (see the module docstring).
 
-    The pipeline is checked when the sink is made (the URI, OpenCV's GStreamer) and opened on the
-    first frame, whose size sets the stream's; later frames of another size are resized to it.
+    Checked when the sink is made: the URI, OpenCV's GStreamer, and for ``rtsp://`` that the
+    server answers. The pipeline opens on the first frame, whose size sets the stream's (later
+    frames of another size are resized to it), with the first encoder of :func:`encoders` that
+    GStreamer has. Once running, a receiver or server that goes away is not noticed: OpenCV's
+    writer reports no errors.
     """
 
-    def __init__(self, uri: str, fps: float, encoder: Encoder | None = None) -> None:
+    def __init__(self, uri: str, fps: float, candidates: list[Encoder] | None = None) -> None:
         self.uri = uri
         self.fps = fps
-        self.encoder = encoder or default_encoder()
-        self.pipeline = output_pipeline(uri, self.encoder)
+        self.candidates = candidates or encoders()
+        self.pipelines = [output_pipeline(uri, enc, fps) for enc in self.candidates]
         if not gstreamer_available():
             raise OutputError(
                 f"{uri}: {urlsplit(uri).scheme}:// output goes through GStreamer and needs OpenCV built with it, "
                 "which this OpenCV is not (edgeseg doctor: opencv); on a Jetson use JetPack's OpenCV, or use "
                 "-o http://HOST:PORT for a live view in a browser")
+        if urlsplit(uri).scheme.lower() == "rtsp":
+            check_rtsp_server(uri)
         self.frames = 0
+        self.encoder: Encoder | None = None  # the one that opened
         self._writer: cv2.VideoWriter | None = None
         self._size = (0, 0)
+
+    def _open(self, size: tuple[int, int]) -> cv2.VideoWriter:
+        for enc, pipeline in zip(self.candidates, self.pipelines, strict=True):
+            writer = cv2.VideoWriter(pipeline, cv2.CAP_GSTREAMER, 0, float(self.fps), size, True)
+            if writer.isOpened():
+                self.encoder = enc
+                return writer
+        packages = "; ".join(enc.package for enc in self.candidates)
+        raise OutputError(
+            f"{self.uri}: GStreamer could not open the output pipeline; check that its elements are installed "
+            f"({packages}; rtspclientsink: gstreamer1.0-rtsp) (pipeline: {self.pipelines[-1]})")
 
     def write(self, image: np.ndarray) -> None:
         if self._writer is None:
             h, w = image.shape[:2]
             self._size = (w, h)
-            writer = cv2.VideoWriter(self.pipeline, cv2.CAP_GSTREAMER, 0, float(self.fps), (w, h), True)
-            if not writer.isOpened():
-                server = " and that an RTSP server is listening there" if self.uri.lower().startswith("rtsp") else ""
-                raise OutputError(
-                    f"{self.uri}: GStreamer could not open the output pipeline; check that its elements are "
-                    f"installed ({self.encoder.package}; rtspclientsink: gstreamer1.0-rtsp){server} "
-                    f"(pipeline: {self.pipeline})")
-            self._writer = writer
+            self._writer = self._open(self._size)
         if (image.shape[1], image.shape[0]) != self._size:
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
         self._writer.write(np.ascontiguousarray(image))

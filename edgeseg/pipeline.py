@@ -26,6 +26,7 @@ counts whichever way ``run`` ended.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import queue
@@ -389,9 +390,9 @@ class Pipeline:
             self.sink.emit(FrameRecord(packet.index, packet.timestamp, packet.frame, packet.result, packet.image,
                                        latency, {} if self.stream is None else {"stream": self.stream}))
             self.summary.frames_out += 1
-        self._latency_sum += latency
-        if self.progress is not None:
-            self.progress.update()
+            self._latency_sum += latency
+            if self.progress is not None:
+                self.progress.update()
         if self.sink.stop_requested:
             self.stop()
 
@@ -432,12 +433,15 @@ class Pipeline:
             interrupt = exc
             self._fail(exc)
             if isinstance(exc, KeyboardInterrupt):
-                self._write_ready()
+                with contextlib.suppress(KeyboardInterrupt):  # another Ctrl-C: already stopping
+                    self._write_ready()
         finally:
-            self._gone.set()
-            self._stop_capture.set()
             try:
-                with self._signals.held():  # a second Ctrl-C must not cut the videos' finalisation short
+                # Held from the first line: a second Ctrl-C must not cut the finalisation short
+                # (a third forces).
+                with self._signals.held():
+                    self._gone.set()
+                    self._stop_capture.set()
                     self._finish(threads)
             except KeyboardInterrupt as exc:
                 interrupt = interrupt or exc
@@ -531,10 +535,14 @@ def run_streams(pipelines: Sequence[Pipeline]) -> list[StreamOutcome]:
             for t in threads:
                 t.join(timeout=0.2)
     except KeyboardInterrupt:
-        for p in pipelines:
-            p.stop()
-        for t in threads:
-            t.join()
+        # Every stream stops as at its end and finalises its outputs; another Ctrl-C meanwhile is
+        # held (pressing it twice more forces), since the process would otherwise end with the
+        # stream threads mid-write.
+        with contextlib.suppress(KeyboardInterrupt), DeferredSignals() as signals, signals.held():
+            for p in pipelines:
+                p.stop()
+            for t in threads:
+                t.join()
         for o in outcomes:
             o.summary.interrupted = True
     return outcomes

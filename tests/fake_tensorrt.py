@@ -24,9 +24,11 @@ Compute = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 class _Ok(enum.IntEnum):
     cudaSuccess = 0
+    cudaErrorMemoryAllocation = 2
 
 
 _OK = _Ok.cudaSuccess
+_OUT_OF_MEMORY = _Ok.cudaErrorMemoryAllocation
 
 
 class FakeCudart:
@@ -39,6 +41,8 @@ class FakeCudart:
     class cudaStreamCaptureMode(enum.IntEnum):
         cudaStreamCaptureModeThreadLocal = 1
 
+    cudaStreamNonBlocking = 1
+
     def __init__(self) -> None:
         self.memory: dict[int, Any] = {}  # address -> ctypes buffer, kept alive until freed
         self.streams: set[int] = set()
@@ -48,6 +52,17 @@ class FakeCudart:
         self._current = threading.local()
         self.set_device_calls: list[tuple[int, int]] = []  # (thread, device)
         self.alloc_devices: set[int] = set()  # the current device of every allocation
+        self.events: set[int] = set()  # created and not yet destroyed
+        self.capturing: dict[int, list[Any]] = {}  # stream -> contexts enqueued during its capture
+        self.graph_execs: list[Any] = []
+        #: name of a call that fails (cudaErrorMemoryAllocation) from its *fail_after*-th call on
+        self.fail_call, self.fail_after = "", 0
+        self._calls: dict[str, int] = {}
+
+    def _failing(self, name: str) -> bool:
+        with self._lock:
+            self._calls[name] = self._calls.get(name, 0) + 1
+            return name == self.fail_call and self._calls[name] > self.fail_after
 
     def _alloc(self, nbytes: int) -> tuple[_Ok, int]:
         buffer = ctypes.create_string_buffer(nbytes)
@@ -57,11 +72,11 @@ class FakeCudart:
             self.alloc_devices.add(getattr(self._current, "device", 0))
         return _OK, address
 
-    def cudaMalloc(self, nbytes: int) -> tuple[_Ok, int]:
-        return self._alloc(nbytes)
+    def cudaMalloc(self, nbytes: int) -> tuple[Any, int]:
+        return (_OUT_OF_MEMORY, 0) if self._failing("cudaMalloc") else self._alloc(nbytes)
 
-    def cudaMallocHost(self, nbytes: int) -> tuple[_Ok, int]:
-        return self._alloc(nbytes)
+    def cudaMallocHost(self, nbytes: int) -> tuple[Any, int]:
+        return (_OUT_OF_MEMORY, 0) if self._failing("cudaMallocHost") else self._alloc(nbytes)
 
     def cudaFree(self, address: int) -> tuple[_Ok]:
         with self._lock:
@@ -77,7 +92,8 @@ class FakeCudart:
             self.copies.append((stream, nbytes))
         return (_OK,)
 
-    def cudaStreamCreate(self) -> tuple[_Ok, int]:
+    def cudaStreamCreateWithFlags(self, flags: int) -> tuple[_Ok, int]:
+        assert flags == self.cudaStreamNonBlocking
         stream = next(self._ids)
         with self._lock:
             self.streams.add(stream)
@@ -91,8 +107,13 @@ class FakeCudart:
     def cudaStreamSynchronize(self, stream: int) -> tuple[_Ok]:
         return (_OK,)
 
-    def cudaEventCreate(self) -> tuple[_Ok, int]:
-        return _OK, next(self._ids)
+    def cudaEventCreate(self) -> tuple[Any, int]:
+        if self._failing("cudaEventCreate"):
+            return _OUT_OF_MEMORY, 0
+        event = next(self._ids)
+        with self._lock:
+            self.events.add(event)
+        return _OK, event
 
     def cudaEventRecord(self, event: int, stream: int) -> tuple[_Ok]:
         return (_OK,)
@@ -100,7 +121,42 @@ class FakeCudart:
     def cudaEventElapsedTime(self, start: int, end: int) -> tuple[_Ok, float]:
         return _OK, 1.5
 
+    # CUDA graphs: a capture records which context ran on the stream instead of running it; a
+    # launch runs that context again, reading and writing the addresses it was bound to.
+
+    def cudaStreamBeginCapture(self, stream: int, mode: Any) -> tuple[_Ok]:
+        assert mode == self.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        with self._lock:
+            self.capturing[stream] = []
+        return (_OK,)
+
+    def cudaStreamEndCapture(self, stream: int) -> tuple[_Ok, Any]:
+        with self._lock:
+            work = self.capturing.pop(stream)
+        return _OK, types.SimpleNamespace(stream=stream, work=work)
+
+    def cudaGraphInstantiate(self, graph: Any, flags: int) -> tuple[_Ok, Any]:
+        graph_exec = types.SimpleNamespace(graph=graph, launches=0)
+        with self._lock:
+            self.graph_execs.append(graph_exec)
+        return _OK, graph_exec
+
+    def cudaGraphLaunch(self, graph_exec: Any, stream: int) -> tuple[_Ok]:
+        assert stream == graph_exec.graph.stream, "a graph launched on another lane's stream"
+        graph_exec.launches += 1
+        for context in graph_exec.graph.work:
+            context.compute()
+        return (_OK,)
+
+    def cudaGraphExecDestroy(self, graph_exec: Any) -> tuple[_Ok]:
+        return (_OK,)
+
+    def cudaGraphDestroy(self, graph: Any) -> tuple[_Ok]:
+        return (_OK,)
+
     def cudaEventDestroy(self, event: int) -> tuple[_Ok]:
+        with self._lock:
+            self.events.remove(event)
         return (_OK,)
 
     def cudaGetDevice(self) -> tuple[_Ok, int]:
@@ -121,6 +177,7 @@ class FakeContext:
         self.engine = engine
         self.addresses: dict[str, int] = {}
         self.streams_used: set[int] = set()
+        self.devices_used: set[int] = set()  # the thread's current device at each run
 
     def set_tensor_address(self, name: str, address: int) -> bool:
         self.addresses[name] = address
@@ -134,21 +191,37 @@ class FakeContext:
 
     def execute_async_v3(self, stream: int) -> bool:
         self.streams_used.add(stream)
+        self.devices_used.add(self.engine.cudart.cudaGetDevice()[1])
+        captured = self.engine.cudart.capturing.get(stream)
+        if captured is not None:
+            captured.append(self)
+            return True
+        self.compute()
+        return True
+
+    def compute(self) -> None:
         engine = self.engine
         inputs = {n: self._view(n).copy() for n, (_, _, is_input) in engine.tensors.items() if is_input}
         if engine.barrier is not None:
             engine.barrier.wait()  # every thread must be inside a run at once: no lock serialises them
+        if engine.hold is not None:
+            engine.running.set()
+            engine.hold.wait(timeout=10)
         for name, value in engine.compute(inputs).items():
             self._view(name)[...] = value
-        return True
 
 
 class FakeEngine:
-    def __init__(self, tensors: dict[str, tuple[tuple[int, ...], np.dtype, bool]], compute: Compute) -> None:
+    def __init__(self, tensors: dict[str, tuple[tuple[int, ...], np.dtype, bool]], compute: Compute,
+                 cudart: FakeCudart) -> None:
         self.tensors = tensors  # name -> (shape, dtype, is_input)
+        self.cudart = cudart
         self.compute = compute
         self.contexts: list[FakeContext] = []
         self.barrier: threading.Barrier | None = None
+        #: set by a test: execute_async_v3 waits on it (a run held busy while the test acts)
+        self.hold: threading.Event | None = None
+        self.running = threading.Event()
 
     @property
     def num_io_tensors(self) -> int:

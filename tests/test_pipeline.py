@@ -219,7 +219,15 @@ def test_held_signals_run_their_handler_after_the_block() -> None:
                 seen.append("block")
             seen.append("after")
             signal.raise_signal(signal.SIGTERM)  # not held: at once
-        assert seen == ["block", "handler", "after", "handler"]
+            with signals.held():
+                signal.raise_signal(signal.SIGTERM)
+                signal.raise_signal(signal.SIGTERM)  # the same again while one is held: forces
+                seen.append("forced")
+            seen.append("end")
+            with pytest.raises(ValueError), signals.held():
+                signal.raise_signal(signal.SIGTERM)
+                raise ValueError("the block's own error")  # wins; the noted signal is dropped
+        assert seen == ["block", "handler", "after", "handler", "handler", "forced", "handler", "end"]
         assert signal.getsignal(signal.SIGTERM) is not signals._handle  # restored
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -49,8 +49,8 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeGp
                 shape = tuple(d.dim_value for d in v.type.tensor_type.shape.dim)
                 dtype = np.dtype(helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type))
                 tensors[v.name] = (shape, dtype, is_input)
-        engine = FakeEngine(tensors, compute)
         cudart = FakeCudart()
+        engine = FakeEngine(tensors, compute, cudart)
         cuda = types.ModuleType("cuda")
         bindings = types.ModuleType("cuda.bindings")
         bindings.runtime = cudart  # type: ignore[attr-defined]
@@ -99,15 +99,15 @@ def test_threads_running_at_once_get_a_context_and_stream_each(hrnet_small: Expo
     for t in threads:
         t.join(timeout=30)
     assert results == {10: [10] * 4, 20: [20] * 4, 30: [30] * 4}
-    # each new thread (whose current device would be 0) was pointed at the engine's device once,
-    # before its lane was allocated
-    assert sorted(d for _, d in cudart.set_device_calls) == [1] * n
-    assert len({t for t, _ in cudart.set_device_calls}) == n and cudart.alloc_devices == {1}
+    # every thread (whose current device would be 0) was pointed at the engine's device before
+    # its lane was allocated and before each run
+    assert {d for _, d in cudart.set_device_calls} == {1} and len({t for t, _ in cudart.set_device_calls}) == n
+    assert cudart.alloc_devices == {1} and all(c.devices_used == {1} for c in engine.contexts)
     assert len(engine.contexts) == n == backend.lanes  # type: ignore[attr-defined]
     streams = [c.streams_used for c in engine.contexts]
     assert all(len(s) == 1 for s in streams) and len(set.union(*streams)) == n
     backend.close()
-    assert cudart.memory == {} and cudart.streams == set()  # every buffer and stream freed
+    assert cudart.memory == {} and cudart.streams == set() and cudart.events == set()  # all freed
     with pytest.raises(ModelFileError, match="closed"):
         backend.run({"frame": _frame(hrnet_small, 1)}, ["label_map"])
 
@@ -168,3 +168,89 @@ def test_instance_outputs_are_copied_back_only_for_the_detections(maskrcnn_cli: 
     full = sum(int(np.prod(s)) * d.itemsize for s, d, i in engine.tensors.values() if not i)
     assert per_run < frame_bytes + full / 10  # masks of 3 detections, not of all K slots
 
+
+
+def test_close_while_another_thread_runs_frees_that_lane_after_its_run(hrnet_small: ExportedHRNet,
+                                                                       fake_gpu: FakeGpu) -> None:
+    path, engine, cudart = fake_gpu(hrnet_small.path, _fill_from_frame)
+    backend = edgeseg.load(path).backend
+    engine.hold = threading.Event()
+    got: list[int] = []
+    worker = threading.Thread(target=lambda: got.append(int(
+        backend.run({"frame": _frame(hrnet_small, 7)}, ["label_map"])["label_map"][0, 0])))
+    worker.start()
+    assert engine.running.wait(timeout=10)  # the worker's run is inside the engine
+    backend.close()
+    assert cudart.memory != {}  # its lane is busy: not freed under it
+    engine.hold.set()
+    worker.join(timeout=10)
+    assert got == [7]  # the run that was under way finished normally
+    assert cudart.memory == {} and cudart.streams == set() and cudart.events == set()
+    with pytest.raises(ModelFileError, match="the engine was closed; load the model again"):
+        backend.run({"frame": _frame(hrnet_small, 1)}, ["label_map"])
+
+
+# A lane allocates, in order: per tensor (input, output) device memory, then for the input its
+# pinned mirror; then two events. *ok* calls succeed before the failing one: each case fails
+# with something already allocated.
+@pytest.mark.parametrize(("failing", "ok"), [("cudaMalloc", 1), ("cudaMallocHost", 0), ("cudaEventCreate", 1)])
+def test_a_lane_that_cannot_get_its_memory_frees_what_it_had(hrnet_small: ExportedHRNet, fake_gpu: FakeGpu,
+                                                            failing: str, ok: int) -> None:
+    from edgeseg.trt.gpu_imports import CudaError
+
+    path, engine, cudart = fake_gpu(hrnet_small.path, _fill_from_frame)
+    backend = edgeseg.load(path).backend  # lane 1
+    backend.run({"frame": _frame(hrnet_small, 3)}, ["label_map"])  # lane 1 pins its output mirror now
+    before = (set(cudart.memory), set(cudart.streams), set(cudart.events))
+    cudart.fail_call, cudart.fail_after = failing, cudart._calls.get(failing, 0) + ok  # lane 2 fails halfway
+    engine.barrier = threading.Barrier(2, timeout=2)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            backend.run({"frame": _frame(hrnet_small, 3)}, ["label_map"])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert any(isinstance(e, CudaError) and f"CUDA {failing}" in str(e) for e in errors), errors
+    assert (set(cudart.memory), set(cudart.streams), set(cudart.events)) == before  # nothing leaked
+    assert backend.lanes == 1  # type: ignore[attr-defined]
+
+
+def test_engines_on_two_devices_in_one_thread_each_run_on_their_own(hrnet_small: ExportedHRNet,
+                                                                    fake_gpu: FakeGpu) -> None:
+    path, engine, cudart = fake_gpu(hrnet_small.path, _fill_from_frame)
+    on_0 = edgeseg.load(path)
+    cudart.cudaSetDevice(1)
+    on_1 = edgeseg.load(path)
+    contexts = {id(on_0): engine.contexts[0], id(on_1): engine.contexts[1]}
+    for model in (on_0, on_1, on_0, on_1):
+        model.semantic(_frame(hrnet_small, 2))
+    assert contexts[id(on_0)].devices_used == {0} and contexts[id(on_1)].devices_used == {1}
+
+
+def test_each_lane_captures_and_replays_its_own_cuda_graph(hrnet_small: ExportedHRNet, fake_gpu: FakeGpu) -> None:
+    path, engine, cudart = fake_gpu(hrnet_small.path, _fill_from_frame)
+    backend = edgeseg.load(path, cuda_graph=True).backend
+    n = 2
+    engine.barrier = threading.Barrier(n, timeout=10)
+    results: dict[int, list[int]] = {}
+
+    def work(value: int) -> None:
+        results[value] = [int(backend.run({"frame": _frame(hrnet_small, value)}, ["label_map"])["label_map"][0, 0])
+                          for _ in range(3)]
+
+    threads = [threading.Thread(target=work, args=(v,)) for v in (11, 22)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    # run 1 plain (and captured), runs 2 and 3 replayed: each on the lane's own graph and stream
+    assert results == {11: [11] * 3, 22: [22] * 3}
+    assert len(cudart.graph_execs) == n and [g.launches for g in cudart.graph_execs] == [2, 2]
+    assert len({g.graph.stream for g in cudart.graph_execs}) == n

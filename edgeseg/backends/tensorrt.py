@@ -64,7 +64,11 @@ class _Buffer:
         self.host_ptr: Any = None
         self.host_bytes = 0
         if host_now:
-            self._pin(cudart, self.nbytes)
+            try:
+                self._pin(cudart, self.nbytes)
+            except BaseException:
+                cudart.cudaFree(self.device)  # not yet anyone's to free
+                raise
 
     def _pin(self, cudart: Any, nbytes: int) -> None:
         if self.host_ptr is not None:
@@ -107,7 +111,7 @@ class _Lane:
         self._cudart = cudart = backend._cudart
         self._buffers: dict[str, _Buffer] = {}
         self._stream: Any = None
-        self._events: tuple[Any, ...] = ()
+        self._events: list[Any] = []
         self._graph: Any = None
         self._graph_exec: Any = None
         self._use_graph = use_graph
@@ -123,14 +127,18 @@ class _Lane:
             )
         self._context: Any = context
         try:
-            self._stream = check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+            # Non-blocking: legacy default-stream work elsewhere in the process (another library)
+            # neither waits for this lane nor breaks a CUDA graph capture on it.
+            self._stream = check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking),
+                                 "cudaStreamCreateWithFlags")
             inputs = {spec.name for spec in backend._inputs}
             for spec in (*backend._inputs, *backend._outputs):
                 self._buffers[spec.name] = buffer = _Buffer(cudart, spec, host_now=spec.name in inputs)
                 if not context.set_tensor_address(spec.name, int(buffer.device)):
                     raise ModelFileError(f"{name}: TensorRT refused the address of tensor {spec.name}")
             # CUDA events around the engine's work: its GPU time, without the copies (edgeseg bench).
-            self._events = tuple(check(cudart.cudaEventCreate(), "cudaEventCreate") for _ in range(2))
+            for _ in range(2):
+                self._events.append(check(cudart.cudaEventCreate(), "cudaEventCreate"))
         except BaseException:
             self.close()
             raise
@@ -185,6 +193,9 @@ class _Lane:
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         cudart = self._cudart
         backend = self._backend
+        unknown = [name for name in outputs if name not in self._buffers]
+        if unknown:
+            raise FrameError(f"{backend.path.name} has no output {unknown[0]!r}")
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for spec in backend._inputs:
@@ -212,8 +223,6 @@ class _Lane:
         # (and PasteMasks does not even write them)
         wanted = []
         for name in outputs:
-            if name not in self._buffers:
-                raise FrameError(f"{backend.path.name} has no output {name!r}")
             buffer = self._buffers[name]
             # (num_detections itself is never trimmed, even where K is 1 and its one row would match)
             per_row = (rows is not None and name != count_name and len(buffer.shape) > 0
@@ -234,7 +243,7 @@ class _Lane:
         self._buffers.clear()
         for event in self._events:
             self._cudart.cudaEventDestroy(event)
-        self._events = ()
+        self._events = []
         if self._stream is not None:
             self._cudart.cudaStreamDestroy(self._stream)
             self._stream = None
@@ -263,10 +272,9 @@ class TensorRTBackend(Backend):
         self.custom_ops = header.build.plugins
         self._cudart = cudart = import_cudart()
         check_engine_fits(header.build, current_gpu(cudart), path)
-        # The device the engine lives on: a thread's current device is its own (device 0 in a new
-        # thread), so every thread that runs the engine is pointed at this one first.
+        # The device the engine lives on. A thread's current device is its own (device 0 in a new
+        # thread) and other code (another engine, PyTorch) may change it, so every run sets it.
         self._device = check(cudart.cudaGetDevice(), "cudaGetDevice")
-        self._thread_state = threading.local()
         embedded = bool(header.build.extra.get("plugins_embedded"))
         if self.custom_ops and not embedded:
             load_plugins(trt)  # before deserialising: the engine refers to the plugins by name
@@ -313,7 +321,12 @@ class TensorRTBackend(Backend):
     def _new_lane(self) -> _Lane:
         lane = _Lane(self, self._use_graph)  # outside the lock: it allocates on the GPU
         with self._lanes_lock:
-            self._lanes.append(lane)
+            closed = self._closed
+            if not closed:
+                self._lanes.append(lane)
+        if closed:
+            lane.close()
+            raise ModelFileError(f"{self.path.name}: the engine was closed; load the model again")
         return lane
 
     @property
@@ -322,9 +335,7 @@ class TensorRTBackend(Backend):
         return len(self._lanes)
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
-        if getattr(self._thread_state, "device", None) != self._device:
-            check(self._cudart.cudaSetDevice(self._device), f"cudaSetDevice({self._device})")
-            self._thread_state.device = self._device
+        check(self._cudart.cudaSetDevice(self._device), f"cudaSetDevice({self._device})")
         with self._lanes_lock:
             if self._closed:
                 raise ModelFileError(f"{self.path.name}: the engine was closed; load the model again")
@@ -337,13 +348,21 @@ class TensorRTBackend(Backend):
             return result
         finally:
             with self._lanes_lock:
-                self._idle.append(lane)
+                closed = self._closed
+                if not closed:
+                    self._idle.append(lane)
+            if closed:  # close() ran meanwhile and left this busy lane to its thread
+                lane.close()
 
     def inner_timings(self) -> list[tuple[str, float]]:
         return [("engine on the GPU (CUDA events)", self.last_gpu_ms / 1000.0)]
 
     def close(self) -> None:
+        """Free the idle lanes now; a lane still running in another thread is freed by that
+        thread when its run ends. Runs after this raise :class:`ModelFileError`."""
         with self._lanes_lock:
-            lanes, self._lanes, self._idle, self._closed = self._lanes, [], [], True
-        for lane in lanes:
+            idle, self._lanes, self._idle, self._closed = self._idle, [], [], True
+        if idle:
+            check(self._cudart.cudaSetDevice(self._device), f"cudaSetDevice({self._device})")
+        for lane in idle:
             lane.close()
