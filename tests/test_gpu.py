@@ -67,7 +67,7 @@ def test_threads_on_one_engine_overlap_and_keep_their_results(hrnet_small: Expor
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=120)
     assert sorted(got) == list(range(len(frames)))
     for i, maps in got.items():
         assert all(np.array_equal(m, alone[i]) for m in maps), i

@@ -256,8 +256,8 @@ class TensorRTBackend(Backend):
     Thread-safe: each thread that calls :meth:`run` at the same time as another gets a lane of
     its own (:class:`_Lane`: execution context, CUDA stream, buffers), made when first needed and
     reused afterwards, so N camera streams on one engine overlap on the GPU while the weights are
-    loaded once. Each lane costs the engine's activation memory (``edgeseg info`` shows it as the
-    device memory size) plus its input and output buffers.
+    loaded once. Each lane costs the engine's activation memory (what TensorRT reports as the
+    engine's device memory size) plus its input and output buffers.
     """
 
     name = "tensorrt"
@@ -326,8 +326,11 @@ class TensorRTBackend(Backend):
                 self._lanes.append(lane)
         if closed:
             lane.close()
-            raise ModelFileError(f"{self.path.name}: the engine was closed; load the model again")
+            raise self._closed_error()
         return lane
+
+    def _closed_error(self) -> ModelFileError:
+        return ModelFileError(f"{self.path.name}: the engine was closed; load the model again")
 
     @property
     def lanes(self) -> int:
@@ -338,7 +341,7 @@ class TensorRTBackend(Backend):
         check(self._cudart.cudaSetDevice(self._device), f"cudaSetDevice({self._device})")
         with self._lanes_lock:
             if self._closed:
-                raise ModelFileError(f"{self.path.name}: the engine was closed; load the model again")
+                raise self._closed_error()
             lane = self._idle.pop() if self._idle else None
         if lane is None:  # every lane is busy in another thread: this thread gets its own
             lane = self._new_lane()
