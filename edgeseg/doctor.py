@@ -115,6 +115,29 @@ def check_opencv() -> Check:
     return Check("opencv", OK, detail, cpu_path=True)
 
 
+def check_stream_output() -> Check:
+    """``-o udp://`` / ``-o rtsp://``: OpenCV's GStreamer, an H.264 encoder and each scheme's
+    sender element."""
+    from edgeseg.gst_output import SENDERS, encoders, has_element
+    from edgeseg.sources import gstreamer_available
+
+    name = "udp/rtsp output"
+    if not gstreamer_available():
+        return Check(name, INFO, "needs OpenCV with GStreamer (see opencv); -o http://HOST:PORT works without")
+    if has_element("h264parse") is None:
+        return Check(name, WARN, "gst-inspect-1.0 not found: cannot tell which GStreamer elements are installed",
+                     "sudo apt install gstreamer1.0-tools")
+    usable = [enc for enc in encoders() if all(has_element(e) for e in enc.elements)]
+    if not usable:
+        return Check(name, WARN, "no H.264 encoder for GStreamer", f"sudo apt install {encoders()[-1].package}")
+    schemes = [s for s, (elements, _) in SENDERS.items() if all(has_element(e) for e in elements)]
+    missing = [package for s, (_, package) in SENDERS.items() if s not in schemes]
+    detail = f"H.264 by {usable[0].name}; " + (", ".join(f"{s}://" for s in schemes) or "no scheme") + " ready"
+    if missing:
+        return Check(name, WARN, detail, f"sudo apt install {' '.join(missing)}")
+    return Check(name, OK, detail)
+
+
 def check_tensorrt() -> Check:
     from edgeseg.trt.gpu_imports import import_tensorrt
 
@@ -203,7 +226,8 @@ def check_disk(path: Path | None = None) -> Check:
 
 
 CHECKS: tuple[Callable[[], Check], ...] = (
-    check_python, check_edgeseg, check_numpy, check_onnxruntime, check_cpu_ops, check_opencv, check_tensorrt,
+    check_python, check_edgeseg, check_numpy, check_onnxruntime, check_cpu_ops, check_opencv, check_stream_output,
+    check_tensorrt,
     check_cuda_python, check_gpu, check_plugin_library, check_cameras, check_disk,
 )
 

@@ -16,7 +16,9 @@ encoded by the hardware encoder (``nvv4l2h264enc``) where the module has one, el
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
@@ -40,6 +42,7 @@ class Encoder:
     name: str
     fragment: str
     package: str
+    elements: tuple[str, ...]  # the GStreamer elements it needs (edgeseg doctor looks for them)
 
 
 #: ``jetson``: the NVENC block through NVMM memory; ``x264``: software, tuned for latency (no
@@ -48,20 +51,33 @@ ENCODERS = {
     "jetson": Encoder("jetson",
                       "videoconvert ! video/x-raw,format=BGRx ! nvvidconv ! video/x-raw(memory:NVMM),format=NV12 ! "
                       "nvv4l2h264enc insert-sps-pps=true idrinterval={keyint} ! h264parse",
-                      "nvidia-l4t-gstreamer (JetPack)"),
+                      "nvidia-l4t-gstreamer (JetPack)", ("nvvidconv", "nvv4l2h264enc", "h264parse")),
     "x264": Encoder("x264",
                     "videoconvert ! video/x-raw,format=I420 ! "
                     "x264enc tune=zerolatency speed-preset=ultrafast key-int-max={keyint} ! h264parse",
-                    "gstreamer1.0-plugins-ugly (x264enc) and gstreamer1.0-plugins-bad (h264parse)"),
+                    "gstreamer1.0-plugins-ugly (x264enc) and gstreamer1.0-plugins-bad (h264parse)",
+                    ("x264enc", "h264parse")),
 }
 
 RTSP_PORT = 554  # an rtsp:// URI without a port
+#: what each scheme needs after the encoder, with the package that has it
+SENDERS = {"udp": (("rtph264pay", "udpsink"), "gstreamer1.0-plugins-good"),
+           "rtsp": (("rtspclientsink",), "gstreamer1.0-rtsp")}
 
 
 def encoders() -> list[Encoder]:
     """The encoders to try, best first: on a Jetson its NVENC block, then x264 (an Orin Nano has
     no NVENC); elsewhere x264."""
     return [ENCODERS["jetson"], ENCODERS["x264"]] if on_jetson() else [ENCODERS["x264"]]
+
+
+def has_element(name: str) -> bool | None:
+    """Whether GStreamer has element *name* (``gst-inspect-1.0 --exists``); None when that tool
+    is not installed, so nothing can be said."""
+    tool = shutil.which("gst-inspect-1.0")
+    if tool is None:
+        return None
+    return subprocess.run([tool, "--exists", name], capture_output=True, timeout=30).returncode == 0
 
 
 def _port(uri: str, parts: SplitResult) -> int | None:

@@ -15,7 +15,8 @@ from edgeseg import doctor
 from edgeseg.errors import BackendUnavailableError
 from edgeseg.trt import gpu_imports, plugin_library
 
-NAMES = ["python", "edgeseg", "numpy", "onnxruntime", "cpu ops library", "opencv", "tensorrt", "cuda-python",
+NAMES = ["python", "edgeseg", "numpy", "onnxruntime", "cpu ops library", "opencv", "udp/rtsp output", "tensorrt",
+         "cuda-python",
          "cuda device", "plugin library", "cameras", "disk"]
 
 
@@ -132,3 +133,32 @@ def test_cameras_disk_and_a_check_that_breaks(monkeypatch: pytest.MonkeyPatch, t
 @pytest.mark.parametrize(("version", "bit"), [("10.3.0", 1), ("11.1.0", 0)])
 def test_strongly_typed_flags_read_from_the_binding(version: str, bit: int) -> None:
     assert gpu_imports.strongly_typed_flags(fake_trt(version, True)) == 1 << bit
+
+
+@pytest.mark.parametrize(("present", "jetson", "expected"), [
+    ({"x264enc", "h264parse", "rtph264pay", "udpsink", "rtspclientsink"}, False,
+     "ok    udp/rtsp output    H.264 by x264; udp://, rtsp:// ready"),
+    ({"nvvidconv", "nvv4l2h264enc", "x264enc", "h264parse", "rtph264pay", "udpsink"}, True,
+     "warn  udp/rtsp output    H.264 by jetson; udp:// ready  -> sudo apt install gstreamer1.0-rtsp"),
+    ({"x264enc", "h264parse", "rtph264pay", "udpsink"}, True,  # an Orin Nano: no NVENC
+     "warn  udp/rtsp output    H.264 by x264; udp:// ready  -> sudo apt install gstreamer1.0-rtsp"),
+    ({"rtph264pay", "udpsink", "rtspclientsink"}, False,
+     "warn  udp/rtsp output    no H.264 encoder for GStreamer  -> sudo apt install gstreamer1.0-plugins-ugly "
+     "(x264enc) and gstreamer1.0-plugins-bad (h264parse)"),
+])
+def test_stream_output_line(monkeypatch: pytest.MonkeyPatch, present: set[str], jetson: bool, expected: str) -> None:
+    import edgeseg.gst_output as gst
+    import edgeseg.sources as sources
+
+    monkeypatch.setattr(sources, "gstreamer_available", lambda: True)
+    monkeypatch.setattr(gst, "has_element", lambda name: name in present)
+    monkeypatch.setattr(gst, "on_jetson", lambda: jetson)
+    assert doctor.check_stream_output().line() == expected
+
+
+def test_stream_output_without_gstreamer_in_opencv(monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgeseg.sources as sources
+
+    monkeypatch.setattr(sources, "gstreamer_available", lambda: False)
+    assert doctor.check_stream_output().line() == (
+        "--    udp/rtsp output    needs OpenCV with GStreamer (see opencv); -o http://HOST:PORT works without")
