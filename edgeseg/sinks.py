@@ -225,8 +225,9 @@ def headless_reason() -> str | None:
     return None
 
 
-WINDOW_FIX = ("write a video instead (-o out.mp4), or run where a display is available "
-              "(`ssh -X`, set DISPLAY, install opencv-python instead of opencv-python-headless)")
+WINDOW_FIX = ("watch it in a browser instead (-o http://0.0.0.0:8090, a live view for headless machines), write "
+              "a video (-o out.mp4), or run where a display is available (`ssh -X`, set DISPLAY, install "
+              "opencv-python instead of opencv-python-headless)")
 
 
 class WindowSink(Sink):

@@ -109,8 +109,9 @@ def test_show_on_a_headless_machine(monkeypatch: pytest.MonkeyPatch) -> None:
         WindowSink()
     assert str(info.value) == (
         "--show cannot open a window: this machine has no display (DISPLAY and WAYLAND_DISPLAY are unset); "
-        "write a video instead (-o out.mp4), or run where a display is available (`ssh -X`, set DISPLAY, "
-        "install opencv-python instead of opencv-python-headless)")
+        "watch it in a browser instead (-o http://0.0.0.0:8090, a live view for headless machines), write a video "
+        "(-o out.mp4), or run where a display is available (`ssh -X`, set DISPLAY, install opencv-python instead of "
+        "opencv-python-headless)")
     with pytest.raises(OutputError, match="--show cannot open a window"):
         open_sinks(["unused.mp4"], show=True)
 
