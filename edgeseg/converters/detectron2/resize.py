@@ -71,7 +71,9 @@ def pillow_coefficients(in_size: int, out_size: int) -> np.ndarray:
 
 def _one_pass(x: np.ndarray, k: np.ndarray) -> np.ndarray:
     """One Pillow pass over the last axis: uint8 [..., n], coefficients [m, n] -> uint8 [..., m]."""
-    s = x.astype(np.int64) @ k.T + (1 << (PRECISION_BITS - 1))
+    # In float64 (BLAS, not numpy's slow integer matmul), exactly: every product is below 2**31
+    # and every sum of them below 2**53.
+    s = (x.astype(np.float64) @ k.T.astype(np.float64)).astype(np.int64) + (1 << (PRECISION_BITS - 1))
     return np.clip(s >> PRECISION_BITS, 0, 255).astype(np.uint8)
 
 
