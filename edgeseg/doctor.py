@@ -118,9 +118,12 @@ def check_opencv() -> Check:
 def check_stream_output() -> Check:
     """``-o udp://`` / ``-o rtsp://``: OpenCV's GStreamer, an H.264 encoder and each scheme's
     sender element."""
+    import functools
+
     from edgeseg.gst_output import SENDERS, encoders, has_element
     from edgeseg.sources import gstreamer_available
 
+    has_element = functools.cache(has_element)  # one gst-inspect-1.0 run per element (h264parse is in each encoder)
     name = "udp/rtsp output"
     if not gstreamer_available():
         return Check(name, INFO, "needs OpenCV with GStreamer (see opencv); -o http://HOST:PORT works without")

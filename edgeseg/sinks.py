@@ -469,9 +469,9 @@ def _open_stream_sink(uri: str, fps: float) -> Sink:
         from edgeseg.mjpeg import MjpegSink
 
         return MjpegSink.from_uri(uri)
-    if scheme in ("rtsp", "udp"):
-        from edgeseg.gst_output import GstStreamSink
+    from edgeseg.gst_output import SCHEMES, GstStreamSink
 
+    if scheme in SCHEMES:
         return GstStreamSink(uri, fps)
     raise OutputError(f"{uri}: unknown output scheme {scheme}://; outputs are files, folders/, http://HOST:PORT "
                       "(a live MJPEG view), udp://HOST:PORT or rtsp://SERVER/PATH (H.264 through GStreamer)")
