@@ -29,13 +29,17 @@ setup(
     # data/weights/: the reference models edgeseg trained itself (edgeseg demo), fp16, 11 MB.
     package_data={"edgeseg": ["py.typed", "data/*.json", "lib/*.so", "data/weights/*.pt", "data/weights/*.json",
                               "data/weights/README.md"]},
+    # OpenCV is not a requirement: on a Jetson the venv sees JetPack's OpenCV (built with
+    # GStreamer) through --system-site-packages, and a pip OpenCV in the venv would shadow it.
+    # Desktops name the `opencv` extra; `import edgeseg` without any OpenCV names both ways.
     install_requires=[
         "numpy>=1.24",
-        "opencv-python-headless>=4.8",
         "onnx>=1.15",
         "onnxruntime>=1.17",
     ],
     extras_require={
+        # pip's OpenCV, for machines without a system one (desktops, CI). Not on a Jetson.
+        "opencv": ["opencv-python-headless>=4.8"],
         # Converting needs PyTorch; the runtime never imports it.
         # torchvision capped: the Mask R-CNN graph reads private attributes of its detection
         # modules (tests/test_torchvision_internals.py fails loudly when they move).
@@ -54,8 +58,10 @@ setup(
         # Clients of a Triton model repository (samples/triton).
         "triton": ["tritonclient[http]>=2.40"],
         # tritonclient[grpc]: Triton's model-config schema, to validate the generated config.pbtxt.
-        "test": ["pytest>=8", "scikit-image>=0.22", "mypy>=1.10", "ruff>=0.5", "pycocotools>=2.0.7",
-                 "tritonclient[grpc]>=2.40", "types-PyYAML", "motmetrics>=1.4"],
+        # The checkers and stubs are pinned exactly: a new release changes what they report, and
+        # the suite runs them (constraints.txt pins the rest of the test install; README).
+        "test": ["pytest>=8", "scikit-image>=0.22", "mypy==2.4.1", "ruff==0.17.6", "pycocotools>=2.0.7",
+                 "tritonclient[grpc]>=2.40", "types-PyYAML==6.0.12.20261122", "motmetrics>=1.4"],
     },
     entry_points={"console_scripts": ["edgeseg=edgeseg.cli:main"]},
     # CPU build of the custom ops' math (plugins/*/..._math.h), loaded by edgeseg/ops.py with

@@ -6,7 +6,14 @@
     result.label_map               # HxW uint8 class ids, frame coordinates
 
 Importing this package never imports torch: the runtime needs numpy, OpenCV and a backend.
+Without any OpenCV the import fails with an error naming the two ways to get one (pip's, or
+JetPack's on a Jetson).
 """
+
+from edgeseg.opencv_origin import require_opencv
+
+require_opencv()
+
 
 from edgeseg.errors import (
     ArgumentError,

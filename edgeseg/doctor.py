@@ -100,18 +100,35 @@ def _video_backends() -> list[str]:
 
 
 def check_opencv() -> Check:
+    """Which OpenCV is imported, from where (a pip wheel or a system package), whether a pip one
+    shadows a system one, and its video I/O backends."""
+    from edgeseg.opencv_origin import JETSON_WAY, PIP_WAY, copies_on_path, shadowing
+    from edgeseg.trt.gpu_imports import on_jetson
+
     try:
         import cv2
     except ImportError:
         return Check("opencv", FAIL, "not installed: no video, camera or image I/O",
-                     "pip install opencv-python-headless", cpu_path=True)
+                     JETSON_WAY if on_jetson() else f"{PIP_WAY}; {JETSON_WAY}", cpu_path=True)
+    copies = copies_on_path()
+    origin = ""
+    if copies:
+        first = copies[0]
+        origin = f" from {first.location.parent} ({first.distribution or 'not pip: a system package'})"
     backends = _video_backends()
-    detail = f"{cv2.__version__}, video I/O: {', '.join(backends) or 'none listed'}"
+    detail = f"{cv2.__version__}{origin}, video I/O: {', '.join(backends) or 'none listed'}"
+    hidden = shadowing(copies)
+    if hidden is not None:
+        package = (copies[0].distribution or "").split(" ")[0]
+        return Check("opencv", WARN, f"{detail}; it shadows the system OpenCV at {hidden.location.parent}",
+                     f"pip uninstall {package} (edgeseg installs pip's OpenCV only with its [opencv] extra)",
+                     cpu_path=True)
     if "GSTREAMER" not in backends:
         return Check("opencv", WARN, detail + " (no GStreamer: csi:// cameras, GStreamer pipelines and udp:// / "
                      "rtsp:// outputs will not open)",
                      "on a Jetson use JetPack's OpenCV (sudo apt install python3-opencv; venv with "
-                     "--system-site-packages), elsewhere an OpenCV built with GStreamer", cpu_path=True)
+                     "--system-site-packages, no pip OpenCV in it), elsewhere an OpenCV built with GStreamer",
+                     cpu_path=True)
     return Check("opencv", OK, detail, cpu_path=True)
 
 

@@ -9,6 +9,7 @@ their boxes), so drawing 20 instances on a 720p frame takes a few milliseconds o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -162,10 +163,12 @@ def _blend_masks(out: np.ndarray, masks: np.ndarray, order: np.ndarray, regions:
             mask = (mask != 0).view(np.uint8)
         # Whole numbers keep cv2.add on its 8-bit fast path (a fractional scalar is 3x slower).
         b, g, r = (float(round(float(c) * alpha)) for c in colours[i])
-        # A 4-tuple is a per-channel cv2.Scalar (the stubs only know arrays); with a mask, add
-        # writes only the object's pixels of the region and leaves the rest of *out* alone.
-        cv2.add(scaled[y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0], (b, g, r, 0.0),  # type: ignore[call-overload]
-                dst=out[y0:y1, x0:x1], mask=mask)
+        # A 4-tuple is a per-channel cv2.Scalar. OpenCV 5.0's stubs type that argument as an array
+        # only and 5.1's accept the tuple, so it is typed Any here: both type-check without an
+        # ignore that one of them would call unused. With a mask, add writes only the object's
+        # pixels of the region and leaves the rest of *out* alone.
+        scalar: Any = (b, g, r, 0.0)
+        cv2.add(scaled[y0 - uy0:y1 - uy0, x0 - ux0:x1 - ux0], scalar, dst=out[y0:y1, x0:x1], mask=mask)
 
 
 def draw_result(frame: np.ndarray, result: SemanticResult | InstanceResult, alpha: float = 0.5,
