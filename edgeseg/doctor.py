@@ -19,11 +19,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgeseg.errors import EdgesegError
+from edgeseg.platforms import (
+    MIN_TENSORRT,
+    TENSORRT_11_ON_JETSON,
+    expected_jetpack,
+    jetson_module,
+    tensorrt_fits_jetpack,
+)
 from edgeseg.version import __version__
 
 OK, WARN, FAIL, INFO = "ok", "warn", "FAIL", "--"
 MIN_FREE_GIB = 2.0  # an engine build with its timing cache, a few recorded videos
-MIN_TENSORRT = (10, 3)
 
 
 @dataclass(frozen=True)
@@ -159,22 +165,31 @@ def check_stream_output() -> Check:
 
 
 def check_tensorrt() -> Check:
+    """TensorRT's version and binding; on a Jetson, also the JetPack that ships the TensorRT this
+    module should have (edgeseg.platforms)."""
     from edgeseg.trt.gpu_imports import import_tensorrt
 
+    module = jetson_module()
+    expected = f"a Jetson {module} takes {expected_jetpack(module)}" if module else ""
     try:
         trt = import_tensorrt()
     except EdgesegError as exc:
         reason, _, fix = str(exc).partition("; ")
-        return Check("tensorrt", INFO, f"{reason}: .engine files cannot be built or run here", fix)
+        return Check("tensorrt", INFO, f"{reason}: .engine files cannot be built or run here",
+                     f"{fix} ({expected})" if expected else fix)
     version = str(trt.__version__)
     parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     if parts < MIN_TENSORRT:
         return Check("tensorrt", FAIL, f"{version}: edgeseg's plugins need TensorRT 10.3 or newer",
-                     "JetPack 6.1+ on a Jetson; TensorRT 10.3+ elsewhere")
+                     expected or "TensorRT 10.3 or newer (10.x or 11.x)")
     if not hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         return Check("tensorrt", FAIL, f"{version}: its Python binding has no strongly typed networks",
                      "install TensorRT's own Python package of the same version (python3-libnvinfer on a Jetson)")
-    return Check("tensorrt", OK, f"{version} (strongly typed builds: the precision is the ONNX file's)")
+    detail = f"{version} (strongly typed builds: the precision is the ONNX file's)"
+    if module and not tensorrt_fits_jetpack(module, version):
+        return Check("tensorrt", WARN, f"{detail}; no JetPack ships it for a Jetson {module}",
+                     f"{expected}; {TENSORRT_11_ON_JETSON}")
+    return Check("tensorrt", OK, f"{detail}; {expected}" if module else detail)
 
 
 def check_cuda_python() -> Check:

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 import edgeseg.cli as cli
-from edgeseg import doctor
+from edgeseg import doctor, platforms
 from edgeseg.errors import BackendUnavailableError
 from edgeseg.trt import gpu_imports, plugin_library
 
@@ -66,12 +66,73 @@ def fake_trt(version: str, strongly_typed: bool) -> SimpleNamespace:
     ("10.4.0", False, "FAIL  tensorrt           10.4.0: its Python binding has no strongly typed networks  -> install "
      "TensorRT's own Python package of the same version (python3-libnvinfer on a Jetson)"),
     ("8.6.2", True,
-     "FAIL  tensorrt           8.6.2: edgeseg's plugins need TensorRT 10.3 or newer  -> JetPack 6.1+ on a Jetson; "
-     "TensorRT 10.3+ elsewhere"),
+     "FAIL  tensorrt           8.6.2: edgeseg's plugins need TensorRT 10.3 or newer  -> TensorRT 10.3 or newer "
+     "(10.x or 11.x)"),
 ])
 def test_tensorrt_line(monkeypatch: pytest.MonkeyPatch, version: str, typed: bool, expected: str) -> None:
     monkeypatch.setattr(gpu_imports, "import_tensorrt", lambda: fake_trt(version, typed))
+    monkeypatch.setattr(doctor, "jetson_module", lambda: None)
     assert doctor.check_tensorrt().line() == expected
+
+
+TYPED = "(strongly typed builds: the precision is the ONNX file's)"
+
+
+@pytest.mark.parametrize(("module", "version", "expected"), [
+    ("Orin", "10.3.0.30", f"ok    tensorrt           10.3.0.30 {TYPED}; a Jetson Orin takes JetPack 6.1/6.2 "
+     "(TensorRT 10.3) or 7.2 (TensorRT 10.16)"),
+    ("Orin", "10.16.1", f"ok    tensorrt           10.16.1 {TYPED}; a Jetson Orin takes JetPack 6.1/6.2 "
+     "(TensorRT 10.3) or 7.2 (TensorRT 10.16)"),
+    ("Thor", "10.13.2", f"ok    tensorrt           10.13.2 {TYPED}; a Jetson Thor takes JetPack 7.0/7.1 "
+     "(TensorRT 10.13) or 7.2 (TensorRT 10.16)"),
+    ("Thor", "11.1.0", f"ok    tensorrt           11.1.0 {TYPED}; a Jetson Thor takes JetPack 7.0/7.1 "
+     "(TensorRT 10.13) or 7.2 (TensorRT 10.16)"),
+    ("Orin", "10.13.2", f"warn  tensorrt           10.13.2 {TYPED}; no JetPack ships it for a Jetson Orin  -> "
+     "a Jetson Orin takes JetPack 6.1/6.2 (TensorRT 10.3) or 7.2 (TensorRT 10.16); TensorRT 11.x reaches Jetsons "
+     "only from JetPack 7.2.2, through the SBSA packages"),
+    ("Orin", "8.6.2", "FAIL  tensorrt           8.6.2: edgeseg's plugins need TensorRT 10.3 or newer  -> a Jetson Orin "
+     "takes JetPack 6.1/6.2 (TensorRT 10.3) or 7.2 (TensorRT 10.16)"),
+])
+def test_tensorrt_line_names_the_jetpack(monkeypatch: pytest.MonkeyPatch, module: str, version: str,
+                                         expected: str) -> None:
+    monkeypatch.setattr(gpu_imports, "import_tensorrt", lambda: fake_trt(version, True))
+    monkeypatch.setattr(doctor, "jetson_module", lambda: module)
+    assert doctor.check_tensorrt().line() == expected
+
+
+def test_missing_tensorrt_on_a_jetson_names_the_jetpack(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing() -> None:
+        raise BackendUnavailableError("TensorRT's Python package is not installed (x); sudo apt install "
+                                                  "python3-libnvinfer")
+
+    monkeypatch.setattr(gpu_imports, "import_tensorrt", missing)
+    monkeypatch.setattr(doctor, "jetson_module", lambda: "Thor")
+    assert doctor.check_tensorrt().fix == ("sudo apt install python3-libnvinfer (a Jetson Thor takes JetPack 7.0/7.1 "
+                                           "(TensorRT 10.13) or 7.2 (TensorRT 10.16))")
+
+
+@pytest.mark.parametrize(("model", "module"), [
+    (b"NVIDIA Jetson AGX Orin Developer Kit\x00", "Orin"),
+    (b"NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super\x00", "Orin"),
+    (b"NVIDIA Jetson AGX Thor Developer Kit\x00", "Thor"),
+    (b"NVIDIA Jetson Xavier NX Developer Kit\x00", "Jetson"),
+    (b"Raspberry Pi 5 Model B Rev 1.0\x00", None),
+])
+def test_jetson_module_from_the_device_tree(tmp_path: Path, model: bytes, module: str | None) -> None:
+    (tmp_path / "model").write_bytes(model)
+    assert platforms.jetson_module(tmp_path / "model") == module
+    assert platforms.jetson_module(tmp_path / "absent") is None
+
+
+def test_jetpack_facts() -> None:
+    # JetPack 6.x (from 6.1) is TensorRT 10.3 on Orin; 7.0/7.1 are 10.13 on Thor; 7.2 is 10.16 on both.
+    assert {(jp.release, jp.tensorrt) for jp in platforms.jetpacks_for("Orin")} == {("6.1", "10.3"), ("6.2", "10.3"),
+                                                                                   ("7.2", "10.16")}
+    assert {(jp.release, jp.tensorrt) for jp in platforms.jetpacks_for("Thor")} == {("7.0", "10.13"),
+                                                                                   ("7.1", "10.13"),
+                                                                                   ("7.2", "10.16")}
+    assert platforms.expected_jetpack("Jetson").startswith("no JetPack edgeseg supports")
+    assert not platforms.tensorrt_fits_jetpack("Orin", "10.13.0")
 
 
 class NoDriver:
@@ -162,3 +223,10 @@ def test_stream_output_without_gstreamer_in_opencv(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(sources, "gstreamer_available", lambda: False)
     assert doctor.check_stream_output().line() == (
         "--    udp/rtsp output    needs OpenCV with GStreamer (see opencv); -o http://HOST:PORT works without")
+
+
+def test_readme_jetpack_table_is_generated_from_the_facts() -> None:
+    from tools.platform_table import ROOT, with_table
+
+    readme = (ROOT / "README.md").read_text()
+    assert with_table(readme) == readme, "run python tools/platform_table.py"
