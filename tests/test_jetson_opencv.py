@@ -12,6 +12,7 @@ no index, so anything it would fetch fails the install; then what the venv impor
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -79,9 +80,17 @@ def jetson_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # --system-site-packages puts the system's.
     (Path(purelib) / "jetpack-system-site.pth").write_text(f"{system}\n")
     # The README's Jetson install, with no index: a dependency that is not already there fails it.
+    # From a copy of what the sdist holds, so the build leaves nothing in the checkout.
+    source = tmp / "edgeseg-src"
+    source.mkdir()
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    for folder in ("edgeseg", "plugins"):
+        shutil.copytree(ROOT / folder, source / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.so", "lib", "build"))
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL": ""}
     proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
-                           "--no-build-isolation", "--no-index", str(ROOT)],
+                           "--no-build-isolation", "--no-index", str(source)],
                           capture_output=True, text=True, env=env, cwd=tmp)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return python

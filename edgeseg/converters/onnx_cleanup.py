@@ -37,8 +37,41 @@ def remove_dead_nodes(model: onnx.ModelProto) -> int:
     return removed
 
 
+# Initializers that can decide a shape (Reshape targets, Resize sizes, Slice bounds...) are small or
+# integer; the network's weights are neither and only their type and shape matter to shape
+# inference. Handing it the weights as typed inputs instead gives the same shapes without
+# serialising hundreds of megabytes (W48 HRNet, Mask R-CNN) on every round of folding.
+_SHAPE_DECIDING_ELEMENTS = 1024
+_WEIGHT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                           onnx.TensorProto.BFLOAT16})
+
+
+def _numel(tensor: onnx.TensorProto) -> int:
+    return int(np.prod(tensor.dims, dtype=np.int64))
+
+
+def _inferred_graph(model: onnx.ModelProto) -> onnx.GraphProto:
+    """``shape_inference.infer_shapes(model).graph`` with large float initializers passed as typed
+    graph inputs instead of data: the same shapes and value_info, without copying the weights."""
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    graph = light.graph
+    graph.name = model.graph.name
+    graph.node.extend(model.graph.node)
+    graph.input.extend(model.graph.input)
+    graph.output.extend(model.graph.output)
+    graph.value_info.extend(model.graph.value_info)  # the exporter's shapes (custom nodes' outputs)
+    for tensor in model.graph.initializer:
+        if tensor.data_type in _WEIGHT_TYPES and _numel(tensor) > _SHAPE_DECIDING_ELEMENTS:
+            graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+        else:
+            graph.initializer.append(tensor)
+    return shape_inference.infer_shapes(light).graph
+
+
 def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    inferred = shape_inference.infer_shapes(model).graph
+    inferred = _inferred_graph(model)
     shapes = {}
     for v in (*inferred.input, *inferred.value_info, *inferred.output):
         t = v.type.tensor_type
@@ -58,6 +91,22 @@ def _evaluate(node: onnx.NodeProto, values: Mapping[str, np.ndarray], opsets: li
     return [np.asarray(v) for v in evaluator.run(None, {n: values[n] for n in names})]
 
 
+class _LazyValues(dict[str, np.ndarray]):
+    """Initializer values as arrays, each converted the first time it is asked for."""
+
+    def __init__(self, initializers: Mapping[str, onnx.TensorProto]) -> None:
+        super().__init__()
+        self._initializers = initializers
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or name in self._initializers
+
+    def __missing__(self, name: str) -> np.ndarray:
+        value = numpy_helper.to_array(self._initializers[name])
+        self[name] = value
+        return value
+
+
 def fold_constants(model: onnx.ModelProto) -> int:
     """Replace every standard node whose result does not depend on the graph inputs (including
     ``Shape`` of a tensor whose shape is fixed) by an initializer; returns how many were folded."""
@@ -65,9 +114,12 @@ def fold_constants(model: onnx.ModelProto) -> int:
     outputs = {o.name for o in graph.output}
     opsets = [o for o in model.opset_import if o.domain in ("", "ai.onnx")]
     folded_total = 0
+    # Values are read from an initializer only when a node that could be folded needs them (the
+    # weights feed nodes that also read the frame, and are never converted).
+    initializers = {t.name: t for t in graph.initializer}
+    values = _LazyValues(initializers)
     while True:
         shapes = _static_shapes(model)
-        values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
         kept, new_inits, folded = [], [], 0
         for node in graph.node:
             standard = node.domain in ("", "ai.onnx")
@@ -84,7 +136,9 @@ def fold_constants(model: onnx.ModelProto) -> int:
                 continue
             for name, value in zip(node.output, result, strict=True):
                 values[name] = value
-                new_inits.append(numpy_helper.from_array(value, name))
+                tensor = numpy_helper.from_array(value, name)
+                initializers[name] = tensor
+                new_inits.append(tensor)
             folded += 1
         if not folded:
             return folded_total
@@ -113,6 +167,6 @@ def tidy(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]] | None = 
         set_static_shapes(model, shapes)
     remove_dead_nodes(model)
     fold_constants(model)
-    inferred = shape_inference.infer_shapes(model)
+    inferred = _inferred_graph(model)
     del model.graph.value_info[:]
-    model.graph.value_info.extend(inferred.graph.value_info)
+    model.graph.value_info.extend(inferred.value_info)
