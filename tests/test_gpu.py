@@ -150,11 +150,10 @@ def _plugin_engine(engines: Path, name: str, op: str, fields: dict[str, np.ndarr
     from edgeseg.engine_file import BuildInfo, write_engine
     from edgeseg.trt.gpu_imports import current_gpu, import_cudart, strongly_typed_flags
     from edgeseg.trt.plugin_library import load_plugins
-    from edgeseg.trt.trt_logger import CapturingLogger
+    from edgeseg.trt.trt_logger import LOGGER
 
     load_plugins(trt)
-    logger = CapturingLogger()
-    builder = trt.Builder(logger)
+    builder = trt.Builder(LOGGER)
     network = builder.create_network(strongly_typed_flags(trt))
     types = {np.dtype(np.float32): trt.float32, np.dtype(np.int32): trt.int32}
     tensors = [network.add_input(f"in{i}", types[a.dtype], trt.Dims(list(a.shape))) for i, a in enumerate(inputs)]
@@ -167,8 +166,9 @@ def _plugin_engine(engines: Path, name: str, op: str, fields: dict[str, np.ndarr
     layer = network.add_plugin_v3(tensors, [], plugin)
     layer.get_output(0).name = "out"
     network.mark_output(layer.get_output(0))
-    plan = builder.build_serialized_network(network, builder.create_builder_config())
-    assert plan is not None, logger.last_error()
+    with LOGGER.capture() as errors:
+        plan = builder.build_serialized_network(network, builder.create_builder_config())
+    assert plan is not None, errors.last_error()
     gpu = current_gpu(import_cudart())
     path = write_engine(engines / name, memoryview(plan), {},
                         BuildInfo(trt.__version__, gpu[0], gpu[1], "fp32", plugins=(op,)))

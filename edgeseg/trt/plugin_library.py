@@ -18,6 +18,8 @@ from edgeseg.trt.gpu_imports import tensorrt_major
 
 LIBRARY_NAME = "libedgeseg_trt_plugins.so"
 ENV_VAR = "EDGESEG_PLUGIN_LIBRARY"
+#: what the library exports so that edgeseg can check it before TensorRT loads it
+VERSION_SYMBOL = "edgesegPluginTensorRTVersion"
 PACKAGE_LIB = Path(__file__).resolve().parents[1] / "lib"
 
 BUILD_HINT = (
@@ -55,7 +57,12 @@ def library_tensorrt_version(path: Path) -> int:
         lib = ctypes.CDLL(str(path))
     except OSError as exc:
         raise PluginLibraryError(f"{path}: cannot be loaded ({exc}); {BUILD_HINT}") from exc
-    fn = lib.edgesegPluginTensorRTVersion
+    try:
+        fn = getattr(lib, VERSION_SYMBOL)
+    except AttributeError:  # not edgeseg's library, or one built before the symbol existed
+        raise PluginLibraryError(
+            f"{path} is not edgeseg's plugin library, or an old build of it (it has no {VERSION_SYMBOL}); "
+            f"{BUILD_HINT}") from None
     fn.restype = ctypes.c_int32
     return int(fn())
 
@@ -63,6 +70,11 @@ def library_tensorrt_version(path: Path) -> int:
 def major_minor(version: int) -> str:
     """``"10.3"`` for :func:`library_tensorrt_version`'s 100300."""
     return f"{version // 10000}.{version // 100 % 100}"
+
+
+def loaded() -> list[Path]:
+    """The plugin libraries :func:`load_plugins` loaded into this process's TensorRT."""
+    return list(_loaded.values())
 
 
 def load_plugins(trt: ModuleType) -> Path:
