@@ -551,3 +551,16 @@ def test_the_stand_in_is_as_strict_as_cuda_and_tensorrt(hrnet_small: ExportedHRN
     engine.logger = types.SimpleNamespace(log=lambda severity, msg: None, Severity=types.SimpleNamespace(ERROR=1))
     runtime.logger = engine.logger
     assert runtime.deserialize_cuda_engine(b"PLAN") is None  # its plugin is not registered
+
+
+def test_a_library_tensorrt_refuses_names_tensorrts_reason(hrnet_small: ExportedHRNet, fake_gpu: FakeGpu,
+                                                           tmp_path: Path) -> None:
+    """The runtime is made (with edgeseg's logger) before the library is loaded, so the registry's
+    error reaches the exception: here its plugins were registered by someone else already."""
+    path, _, _ = fake_gpu(hrnet_small.path, _fill_from_frame, plugins=("PasteMasks",))
+    trt = sys.modules["tensorrt"]
+    trt.registry.creators.add("PasteMasks")
+    with pytest.raises(plugin_library.PluginLibraryError) as info:
+        edgeseg.load(path)
+    assert str(info.value) == (f"TensorRT could not load {tmp_path / plugin_library.LIBRARY_NAME} (plugin creator "
+                               f"PasteMasks is registered already); {plugin_library.BUILD_HINT}")

@@ -266,9 +266,9 @@ class TensorRTBackend(Backend):
         # thread) and other code (another engine, PyTorch) may change it, so every run sets it.
         self._device = check(cudart.cudaGetDevice(), "cudaGetDevice")
         embedded = bool(header.build.extra.get("plugins_embedded"))
+        self._runtime: Any = trt.Runtime(LOGGER)  # first: TensorRT's process logger is then edgeseg's
         if self.custom_ops and not embedded:
             load_plugins(trt)  # before deserialising: the engine refers to the plugins by name
-        self._runtime: Any = trt.Runtime(LOGGER)
         if embedded:
             # the plan carries the plugin library and TensorRT's lean runtime (a version-compatible
             # engine, edgeseg build --embed-plugins), host code written by us

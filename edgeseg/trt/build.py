@@ -120,9 +120,9 @@ def _build(src: Path, out: Path, opts: BuildOptions, log_stream: TextIO, quiet: 
     props, meta, custom, data_dependent = read_onnx_header(src)
     library: Path | None = None
     with steps.step(f"parsing {src.name} (TensorRT {trt.__version__}, {gpu[0]})"):
+        builder = trt.Builder(LOGGER)  # first: TensorRT's process logger is then edgeseg's
         if custom:
             library = load_plugins(trt)
-        builder = trt.Builder(LOGGER)
         network = builder.create_network(strongly_typed_flags(trt))
         parser = trt.OnnxParser(network, LOGGER)
         if not parser.parse_from_file(str(src)):

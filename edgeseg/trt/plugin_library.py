@@ -93,8 +93,14 @@ def load_plugins(trt: ModuleType) -> Path:
             f"{path} was built against TensorRT {major_minor(built)} headers but TensorRT "
             f"{trt.__version__} is running; {BUILD_HINT}"
         )
-    handle = trt.get_plugin_registry().load_library(str(path))
+    from edgeseg.trt.trt_logger import LOGGER  # (imports tensorrt: only once a caller has it)
+
+    # The registry logs to TensorRT's process logger: edgeseg's, once a builder or runtime was
+    # made with it (callers make theirs first).
+    with LOGGER.capture() as errors:
+        handle = trt.get_plugin_registry().load_library(str(path))
     if handle is None:
-        raise PluginLibraryError(f"TensorRT could not load {path} (see the TensorRT log above); {BUILD_HINT}")
+        reason = errors.last_error() or "see the TensorRT log above"
+        raise PluginLibraryError(f"TensorRT could not load {path} ({reason}); {BUILD_HINT}")
     _loaded[key] = path
     return path
