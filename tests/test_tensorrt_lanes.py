@@ -564,3 +564,28 @@ def test_a_library_tensorrt_refuses_names_tensorrts_reason(hrnet_small: Exported
         edgeseg.load(path)
     assert str(info.value) == (f"TensorRT could not load {tmp_path / plugin_library.LIBRARY_NAME} (plugin creator "
                                f"PasteMasks is registered already); {plugin_library.BUILD_HINT}")
+
+
+def test_a_capture_gets_its_threads_errors_only(hrnet_small: ExportedHRNet, fake_gpu: FakeGpu,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    fake_gpu(hrnet_small.path, _fill_from_frame)
+    from edgeseg.trt.trt_logger import KEPT_ERRORS, LOGGER
+
+    severity = sys.modules["tensorrt"].ILogger.Severity
+
+    def elsewhere(level: Any, message: str) -> None:
+        thread = threading.Thread(target=LOGGER.log, args=(level, message))
+        thread.start()
+        thread.join(timeout=10)
+
+    with caplog.at_level(logging.INFO, logger="edgeseg.tensorrt"):
+        with LOGGER.capture() as outer, LOGGER.capture() as inner:
+            elsewhere(severity.ERROR, "another thread's error")
+            for i in range(KEPT_ERRORS + 5):
+                LOGGER.log(severity.ERROR, f"mine {i}")
+        LOGGER.log(severity.INFO, "not forwarded")
+        with LOGGER.capture(verbose=True):  # edgeseg build --verbose: TensorRT's own threads' info too
+            elsewhere(severity.INFO, "from a builder thread")
+    mine = [f"mine {i}" for i in range(5, KEPT_ERRORS + 5)]
+    assert list(outer.errors) == list(inner.errors) == mine and inner.last_error() == mine[-1]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == ["from a builder thread"]

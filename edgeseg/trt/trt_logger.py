@@ -38,8 +38,9 @@ class Capture:
 
 
 class CapturingLogger(trt.ILogger):
-    """Forwards TensorRT's messages to Python logging (warnings and up; info too inside a
-    verbose capture) and hands errors to the captures open in the thread that logged them."""
+    """Forwards TensorRT's messages to Python logging (warnings and up; info too while a verbose
+    capture is open anywhere, as TensorRT may log them from its own threads) and hands errors to
+    the captures open in the thread that logged them."""
 
     def __init__(self) -> None:
         trt.ILogger.__init__(self)
@@ -47,6 +48,7 @@ class CapturingLogger(trt.ILogger):
         self._lock = threading.Lock()
         #: the newest errors of every thread (for diagnostics; not attributed)
         self.recent: deque[str] = deque(maxlen=KEPT_ERRORS)
+        self._verbose = 0  # verbose captures open
 
     def _scopes(self) -> list[Capture]:
         scopes: list[Capture] | None = getattr(self._local, "scopes", None)
@@ -64,20 +66,24 @@ class CapturingLogger(trt.ILogger):
             log.error(msg)
         elif severity == trt.ILogger.Severity.WARNING:
             log.warning(msg)
-        elif any(scope.verbose for scope in scopes):
+        elif self._verbose:
             log.info(msg)
 
     @contextmanager
     def capture(self, verbose: bool = False) -> Iterator[Capture]:
         """Collect the errors TensorRT logs from this thread inside the block (nested blocks
-        each get them); *verbose*: forward its info messages too."""
+        each get them); *verbose*: forward TensorRT's info messages while it runs."""
         scope = Capture(verbose)
         scopes = self._scopes()
         scopes.append(scope)
+        with self._lock:
+            self._verbose += verbose
         try:
             yield scope
         finally:
             scopes.remove(scope)
+            with self._lock:
+                self._verbose -= verbose
 
 
 #: the logger of every TensorRT object edgeseg makes
