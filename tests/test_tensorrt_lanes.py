@@ -211,9 +211,9 @@ def test_close_while_another_thread_runs_frees_that_lane_after_its_run(hrnet_sma
         backend.run({"frame": _frame(hrnet_small, 1)}, ["label_map"])
 
 
-# A lane allocates, in order: per tensor (input, output) device memory, then for the input its
-# pinned mirror; then two events. *ok* calls succeed before the failing one: each case fails
-# with something already allocated.
+# A lane allocates, in order: per tensor (input, output) device memory, then its pinned mirror;
+# then two events. *ok* calls succeed before the failing one: each case fails with something
+# already allocated.
 @pytest.mark.parametrize(("failing", "ok"), [("cudaMalloc", 1), ("cudaMallocHost", 0), ("cudaEventCreate", 1)])
 def test_a_lane_that_cannot_get_its_memory_frees_what_it_had(hrnet_small: ExportedHRNet, fake_gpu: FakeGpu,
                                                             failing: str, ok: int) -> None:

@@ -400,8 +400,8 @@ class TensorRTBackend(Backend):
         the engine after it. Runs after this raise :class:`ModelFileError`."""
         with self._lanes_lock:
             idle, self._lanes, self._idle, self._closed = self._idle, [], [], True
-        if idle:
-            check(self._cudart.cudaSetDevice(self._device), f"cudaSetDevice({self._device})")
+        # the lanes' memory and the engine are freed on their device
+        check(self._cudart.cudaSetDevice(self._device), f"cudaSetDevice({self._device})")
         for lane in idle:
             lane.close()
         with self._lanes_lock:
