@@ -6,7 +6,10 @@
   one engine (several streams) each get their own context and the results they would get alone;
 - Mask R-CNN engines of the FP32, FP16 and INT8 files (``--precision``; TensorRT builds each as
   a strongly typed network, 10.3 and 11.x alike): mean mask IoU against ONNX Runtime running the
-  same file >= 0.99, 0.97 and 0.90.
+  same file >= 0.99, 0.97 and 0.90;
+- issue 24: an --embed-plugins engine (version-compatible) opens in a fresh process that reaches
+  no library file, and in one that loaded the library first; lanes made by eight threads at
+  once; no pinned allocation during runs; close() gives the device memory back; one logger.
 """
 
 from __future__ import annotations
