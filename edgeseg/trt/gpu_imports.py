@@ -96,10 +96,12 @@ def driver_problem(cudart: Any) -> tuple[str, str] | None:
     """Why CUDA calls fail with cudaErrorInsufficientDriver, as (reason, fix): no driver at all
     (``cudaDriverGetVersion`` gives 0), or a driver for an older CUDA major than these bindings
     (cuda-python 13 on a CUDA 12 driver); None when neither is the case."""
-    try:
-        driver = int(check(cudart.cudaDriverGetVersion(), "cudaDriverGetVersion"))
-        bindings = int(check(cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion"))
-    except (CudaError, AttributeError, TypeError, ValueError):  # bindings without these calls
+    try:  # (not through check(), which asks this on cudaErrorInsufficientDriver)
+        (err_driver, driver), (err_bindings, bindings) = cudart.cudaDriverGetVersion(), cudart.cudaRuntimeGetVersion()
+        if int(err_driver) or int(err_bindings):
+            return None
+        driver, bindings = int(driver), int(bindings)
+    except (AttributeError, TypeError, ValueError):  # bindings without these calls
         return None
     if driver == 0:
         return ("no NVIDIA driver found",
