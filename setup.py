@@ -45,8 +45,13 @@ setup(
         # modules (tests/test_torchvision_internals.py fails loudly when they move).
         # pyyaml: detectron2 configs (edgeseg convert detectron2).
         "convert": ["torch>=2.4", "torchvision>=0.19,<0.30", "pyyaml>=6"],
-        # GPU machines: TensorRT's Python bindings and NVIDIA's cuda-python (cuda.bindings).
-        "trt": ["tensorrt>=10.3", "cuda-python>=12.6"],
+        # GPU machines: TensorRT's Python bindings and NVIDIA's cuda-python (cuda.bindings), whose
+        # major version must be the CUDA major of the driver (cuda-python 13 refuses a CUDA 12
+        # driver): trt-cu12 for JetPack 6 and CUDA 12 drivers, trt-cu13 for JetPack 7 and CUDA 13
+        # drivers; trt is trt-cu12. (Pins: edgeseg/trt/gpu_imports.py CUDA_PYTHON_PINS.)
+        "trt": ["tensorrt>=10.3", "cuda-python>=12.6,<13"],
+        "trt-cu12": ["tensorrt>=10.3", "cuda-python>=12.6,<13"],
+        "trt-cu13": ["tensorrt>=10.3", "cuda-python>=13,<14"],
         # Photos for the demo clip come from scikit-image's bundled data.
         "demo": ["scikit-image>=0.22"],
         # `edgeseg run --track`: SciPy's assignment solver.

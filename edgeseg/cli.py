@@ -636,7 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workspace", type=_ranged("--workspace", int, 1), default=2048,
                    help="builder workspace limit in MiB (default 2048)")
     b.add_argument("--embed-plugins", action="store_true",
-                   help="store the plugin library in the engine, so running it needs no library file")
+                   help="store the plugin library in the engine (which makes it version-compatible, as TensorRT "
+                        "requires), so running it needs no library file")
     b.add_argument("-v", "--verbose", action="store_true", help="show TensorRT's info messages")
     b.add_argument("-q", "--quiet", action="store_true")
     b.set_defaults(func=cmd_build)

@@ -204,7 +204,7 @@ def check_cuda_python() -> Check:
 
 
 def check_gpu() -> Check:
-    from edgeseg.trt.gpu_imports import check, current_gpu, import_cudart
+    from edgeseg.trt.gpu_imports import check, current_gpu, driver_problem, import_cudart
 
     try:
         cudart = import_cudart()
@@ -214,6 +214,12 @@ def check_gpu() -> Check:
         count = int(check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount"))
         name, capability = current_gpu(cudart)
     except EdgesegError as exc:
+        # cudaErrorInsufficientDriver means no driver, or one older than these bindings' CUDA
+        problem = driver_problem(cudart) if "InsufficientDriver" in str(exc) else None
+        if problem is not None:
+            driver_missing = problem[0] == "no NVIDIA driver found"
+            return Check("cuda device", INFO if driver_missing else FAIL,
+                         problem[0] + (": .engine files need one" if driver_missing else ""), problem[1])
         if "NoDevice" in str(exc) or "InsufficientDriver" in str(exc):
             return Check("cuda device", INFO, "no NVIDIA GPU or driver found: .engine files need one",
                          "on a GPU machine, nvidia-smi (tegrastats on a Jetson) must list the GPU")

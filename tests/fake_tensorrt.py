@@ -5,6 +5,16 @@ and "pinned" memory are ctypes buffers addressed by their real addresses, copies
 streams and events are counters, and an execution context computes its outputs with a Python
 function of its inputs, read from and written to the addresses the backend bound. What it checks
 is the backend's own bookkeeping (lanes, bindings, copies, row trimming), not TensorRT.
+
+It is as strict as the real APIs where edgeseg depends on them, so that code which works only
+because a stand-in forgives fails here: memory comes back filled with :data:`SENTINEL`, not
+zeros (neither cudaMalloc nor cudaMallocHost clears it), 256-byte aligned; ``set_tensor_address``
+refuses unknown names and unaligned addresses; ``cudaEventElapsedTime`` answers not-ready until
+the event's stream was synchronised; an engine refuses concurrent context creation (counted),
+execution contexts, ``execute_async_v3`` and graph capture fail on demand, logging their error
+to the runtime's logger from the calling thread; ``nptype`` raises for types numpy lacks; a
+runtime refuses a plan whose plugins are not registered (or, for a plan that carries them, whose
+host code it was not allowed to run), and the plugin registry refuses plugins registered already.
 """
 
 from __future__ import annotations
@@ -13,7 +23,9 @@ import ctypes
 import enum
 import itertools
 import threading
+import time
 import types
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -21,14 +33,29 @@ import numpy as np
 
 Compute = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
+#: the byte fresh "device" and "pinned" memory holds (real allocations hold whatever was there)
+SENTINEL = 0xA5
+#: cudaMalloc's alignment, and what TensorRT requires of a tensor address
+ALIGNMENT = 256
+
 
 class _Ok(enum.IntEnum):
     cudaSuccess = 0
     cudaErrorMemoryAllocation = 2
+    cudaErrorInvalidResourceHandle = 400
+    cudaErrorNotReady = 600
+    cudaErrorStreamCaptureInvalidated = 901
 
 
 _OK = _Ok.cudaSuccess
 _OUT_OF_MEMORY = _Ok.cudaErrorMemoryAllocation
+
+
+class FakeDataType:
+    """A TensorRT DataType numpy has no type for (BF16, FP8, INT4...)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
 class FakeCudart:
@@ -55,9 +82,12 @@ class FakeCudart:
         self.events: set[int] = set()  # created and not yet destroyed
         self.capturing: dict[int, list[Any]] = {}  # stream -> contexts enqueued during its capture
         self.graph_execs: list[Any] = []
-        #: name of a call that fails (cudaErrorMemoryAllocation) from its *fail_after*-th call on
+        #: name of a call that fails (cudaErrorMemoryAllocation; cudaStreamEndCapture with
+        #: cudaErrorStreamCaptureInvalidated) from its *fail_after*-th call on
         self.fail_call, self.fail_after = "", 0
         self._calls: dict[str, int] = {}
+        self._event_stream: dict[int, int] = {}  # event -> stream it was last recorded on
+        self._pending: set[int] = set()  # recorded events whose stream was not synchronised since
 
     def _failing(self, name: str) -> bool:
         with self._lock:
@@ -65,8 +95,9 @@ class FakeCudart:
             return name == self.fail_call and self._calls[name] > self.fail_after
 
     def _alloc(self, nbytes: int) -> tuple[_Ok, int]:
-        buffer = ctypes.create_string_buffer(nbytes)
-        address = ctypes.addressof(buffer)
+        buffer = (ctypes.c_uint8 * (nbytes + ALIGNMENT))()
+        address = -ctypes.addressof(buffer) % ALIGNMENT + ctypes.addressof(buffer)
+        ctypes.memset(address, SENTINEL, nbytes)
         with self._lock:
             self.memory[address] = buffer
             self.alloc_devices.add(getattr(self._current, "device", 0))
@@ -83,7 +114,9 @@ class FakeCudart:
             del self.memory[int(address)]
         return (_OK,)
 
-    cudaFreeHost = cudaFree
+    def cudaFreeHost(self, address: int) -> tuple[_Ok]:
+        self._failing("cudaFreeHost")  # counted: a real one synchronises the whole device
+        return self.cudaFree(address)
 
     def cudaMemcpyAsync(self, dst: int, src: int, nbytes: int, kind: Any, stream: int) -> tuple[_Ok]:
         assert stream in self.streams, "a copy on a stream that does not exist"
@@ -105,6 +138,8 @@ class FakeCudart:
         return (_OK,)
 
     def cudaStreamSynchronize(self, stream: int) -> tuple[_Ok]:
+        with self._lock:
+            self._pending -= {e for e in self._pending if self._event_stream[e] == stream}
         return (_OK,)
 
     def cudaEventCreate(self) -> tuple[Any, int]:
@@ -116,9 +151,18 @@ class FakeCudart:
         return _OK, event
 
     def cudaEventRecord(self, event: int, stream: int) -> tuple[_Ok]:
+        assert stream in self.streams and event in self.events
+        with self._lock:
+            self._event_stream[event] = stream
+            self._pending.add(event)
         return (_OK,)
 
     def cudaEventElapsedTime(self, start: int, end: int) -> tuple[_Ok, float]:
+        with self._lock:
+            if start not in self._event_stream or end not in self._event_stream:
+                return _Ok.cudaErrorInvalidResourceHandle, 0.0
+            if {start, end} & self._pending:  # not complete: its stream was not synchronised since
+                return _Ok.cudaErrorNotReady, 0.0
         return _OK, 1.5
 
     # CUDA graphs: a capture records which context ran on the stream instead of running it; a
@@ -133,9 +177,13 @@ class FakeCudart:
     def cudaStreamEndCapture(self, stream: int) -> tuple[_Ok, Any]:
         with self._lock:
             work = self.capturing.pop(stream)
+        if self._failing("cudaStreamEndCapture"):
+            return _Ok.cudaErrorStreamCaptureInvalidated, None
         return _OK, types.SimpleNamespace(stream=stream, work=work)
 
-    def cudaGraphInstantiate(self, graph: Any, flags: int) -> tuple[_Ok, Any]:
+    def cudaGraphInstantiate(self, graph: Any, flags: int) -> tuple[Any, Any]:
+        if self._failing("cudaGraphInstantiate"):
+            return _OUT_OF_MEMORY, None
         graph_exec = types.SimpleNamespace(graph=graph, launches=0)
         with self._lock:
             self.graph_execs.append(graph_exec)
@@ -157,6 +205,8 @@ class FakeCudart:
     def cudaEventDestroy(self, event: int) -> tuple[_Ok]:
         with self._lock:
             self.events.remove(event)
+            self._event_stream.pop(event, None)
+            self._pending.discard(event)
         return (_OK,)
 
     def cudaGetDevice(self) -> tuple[_Ok, int]:
@@ -173,14 +223,19 @@ class FakeCudart:
 
 
 class FakeContext:
-    def __init__(self, engine: FakeEngine) -> None:
+    def __init__(self, engine: FakeEngine, logger: Any) -> None:
         self.engine = engine
+        self.logger = logger
         self.addresses: dict[str, int] = {}
         self.streams_used: set[int] = set()
         self.devices_used: set[int] = set()  # the thread's current device at each run
 
     def set_tensor_address(self, name: str, address: int) -> bool:
-        self.addresses[name] = address
+        # IExecutionContext::setTensorAddress: false for a name that is no I/O tensor; "the
+        # pointer must have at least 256-byte alignment"
+        if name not in self.engine.tensors or int(address) % ALIGNMENT:
+            return False
+        self.addresses[name] = int(address)
         return True
 
     def _view(self, name: str) -> np.ndarray:
@@ -190,10 +245,20 @@ class FakeContext:
         return np.ctypeslib.as_array(raw).view(dtype).reshape(shape)
 
     def execute_async_v3(self, stream: int) -> bool:
+        engine = self.engine
         self.streams_used.add(stream)
-        self.devices_used.add(self.engine.cudart.cudaGetDevice()[1])
-        captured = self.engine.cudart.capturing.get(stream)
+        self.devices_used.add(engine.cudart.cudaGetDevice()[1])
+        unbound = [name for name in engine.tensors if name not in self.addresses]
+        if unbound:
+            engine.log_error(self.logger, f"IExecutionContext::enqueueV3: tensor {unbound[0]} has no address")
+            return False
+        if engine.on_execute is not None and not engine.on_execute(self):
+            return False
+        captured = engine.cudart.capturing.get(stream)
         if captured is not None:
+            if engine.fail_capture:
+                engine.log_error(self.logger, "enqueueV3: operation not permitted when stream is capturing")
+                return False
             captured.append(self)
             return True
         self.compute()
@@ -208,16 +273,34 @@ class FakeContext:
             engine.running.set()
             engine.hold.wait(timeout=10)
         for name, value in engine.compute(inputs).items():
-            self._view(name)[...] = value
+            # fewer rows than the tensor: the rest is not written (PasteMasks past num_detections)
+            view = self._view(name)
+            if value.ndim and view.ndim and value.shape[0] < view.shape[0]:
+                view[:value.shape[0]] = value
+            else:
+                view[...] = value
 
 
 class FakeEngine:
-    def __init__(self, tensors: dict[str, tuple[tuple[int, ...], np.dtype, bool]], compute: Compute,
-                 cudart: FakeCudart) -> None:
-        self.tensors = tensors  # name -> (shape, dtype, is_input)
+    def __init__(self, tensors: dict[str, tuple[tuple[int, ...], Any, bool]], compute: Compute,
+                 cudart: FakeCudart, plugins: tuple[str, ...] = (), embedded: bool = False) -> None:
+        self.tensors = tensors  # name -> (shape, dtype (np.dtype or FakeDataType), is_input)
         self.cudart = cudart
         self.compute = compute
+        self.plugins = plugins  # plugin creators the plan refers to
+        self.embedded = embedded  # whether the plan carries their library
         self.contexts: list[FakeContext] = []
+        #: set by a test: create_execution_context logs this error and returns None
+        self.fail_contexts = ""
+        #: set by a test: a capture fails (execute_async_v3 refuses to run while capturing)
+        self.fail_capture = False
+        #: set by a test: called by every execute_async_v3; False fails the call
+        self.on_execute: Callable[[FakeContext], bool] | None = None
+        #: context creations that overlapped another (TensorRT does not promise they may)
+        self.concurrent_creations = 0
+        self.creation_seconds = 0.0  # how long a creation takes (to widen the window)
+        self._creating = 0
+        self._create_lock = threading.Lock()
         self.barrier: threading.Barrier | None = None
         #: set by a test: execute_async_v3 waits on it (a run held busy while the test acts)
         self.hold: threading.Event | None = None
@@ -239,14 +322,33 @@ class FakeEngine:
     def get_tensor_mode(self, name: str) -> str:
         return "INPUT" if self.tensors[name][2] else "OUTPUT"
 
-    def create_execution_context(self) -> FakeContext:
-        context = FakeContext(self)
-        self.contexts.append(context)
-        return context
+    def log_error(self, logger: Any, message: str) -> None:
+        logger.log(logger.Severity.ERROR, message)
+
+    def create_execution_context(self) -> FakeContext | None:
+        with self._create_lock:
+            self._creating += 1
+            self.concurrent_creations += self._creating > 1
+        try:
+            time.sleep(self.creation_seconds)
+            if self.fail_contexts:
+                self.log_error(self.logger, self.fail_contexts)
+                return None
+            context = FakeContext(self, self.logger)
+            self.contexts.append(context)
+            return context
+        finally:
+            with self._create_lock:
+                self._creating -= 1
+
+    #: the logger of the runtime that deserialised the engine (set by it)
+    logger: Any = None
 
 
 def fake_tensorrt(engine: FakeEngine, version: str = "10.3.0") -> types.ModuleType:
-    """A ``tensorrt`` module whose Runtime deserialises every plan into *engine*."""
+    """A ``tensorrt`` module whose Runtime deserialises every plan into *engine*. ``loggers``:
+    every logger given to a Runtime (TensorRT keeps one per process); ``runtimes``: the Runtime
+    objects still alive; ``registry``: the plugin registry (``creators``: names registered)."""
     trt = types.ModuleType("tensorrt")
 
     class Severity(enum.IntEnum):
@@ -261,17 +363,54 @@ def fake_tensorrt(engine: FakeEngine, version: str = "10.3.0") -> types.ModuleTy
 
     ILogger.Severity = Severity  # type: ignore[attr-defined]
 
+    loggers: list[Any] = []
+    runtimes: weakref.WeakSet[Any] = weakref.WeakSet()
+    registry = types.SimpleNamespace(creators=set(), libraries=[])
+
     class Runtime:
         def __init__(self, logger: Any) -> None:
             self.engine_host_code_allowed = False
+            self.logger = logger
+            if all(logger is not seen for seen in loggers):
+                loggers.append(logger)
+            runtimes.add(self)
 
-        def deserialize_cuda_engine(self, plan: bytes) -> FakeEngine:
+        def deserialize_cuda_engine(self, plan: bytes) -> FakeEngine | None:
+            missing = [p for p in engine.plugins if p not in registry.creators]
+            if engine.embedded and not self.engine_host_code_allowed:
+                engine.log_error(self.logger, "IRuntime::deserializeCudaEngine: the plan contains host code "
+                                              "and engine host code is not allowed")
+                return None
+            if missing and not engine.embedded:
+                engine.log_error(self.logger, f"getPluginCreator could not find plugin: {missing[0]} version: 1")
+                return None
+            engine.logger = self.logger
             return engine
+
+    def load_library(path: str) -> object | None:
+        again = [p for p in engine.plugins if p in registry.creators]
+        if again:
+            if loggers:
+                engine.log_error(loggers[0], f"plugin creator {again[0]} is registered already")
+            return None
+        registry.creators.update(engine.plugins)
+        registry.libraries.append(path)
+        return object()
+
+    def nptype(dtype: Any) -> Any:
+        if isinstance(dtype, np.dtype):
+            return dtype.type
+        raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+
+    trt.loggers = loggers  # type: ignore[attr-defined]
+    trt.runtimes = runtimes  # type: ignore[attr-defined]
+    trt.registry = registry  # type: ignore[attr-defined]
+    trt.get_plugin_registry = lambda: types.SimpleNamespace(load_library=load_library)  # type: ignore[attr-defined]
 
     trt.__version__ = version  # type: ignore[attr-defined]
     trt.Builder = object  # type: ignore[attr-defined]
     trt.ILogger = ILogger  # type: ignore[attr-defined]
     trt.Runtime = Runtime  # type: ignore[attr-defined]
     trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")  # type: ignore[attr-defined]
-    trt.nptype = lambda dtype: dtype  # type: ignore[attr-defined]
+    trt.nptype = nptype  # type: ignore[attr-defined]
     return trt

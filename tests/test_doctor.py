@@ -155,6 +155,75 @@ def test_gpu_line_with_a_stand_in_cuda_runtime(monkeypatch: pytest.MonkeyPatch) 
     assert line.startswith("--    cuda device        no NVIDIA GPU or driver found: .engine files need one")
 
 
+def _cuda_runtime(driver: int, bindings: int) -> SimpleNamespace:
+    """cuda-python's runtime as cuda-bindings 13.5 answers on this CPU machine (no driver:
+    cudaGetDeviceCount gives cudaErrorInsufficientDriver, cudaDriverGetVersion gives 0), with
+    *driver* and *bindings* as the CUDA versions of the driver and of the bindings."""
+    return SimpleNamespace(cudaGetDeviceCount=lambda: (NoDriver(), None), cudaDriverGetVersion=lambda: (0, driver),
+                           cudaRuntimeGetVersion=lambda: (0, bindings))
+
+
+@pytest.mark.parametrize(("driver", "bindings", "expected"), [
+    (12060, 13000, "FAIL  cuda device        driver too old for these bindings: the driver is for CUDA 12.6, the "
+                   "installed cuda-python for CUDA 13.0  -> pip install 'cuda-python>=12.6,<13' (the cuda-python of "
+                   "the driver's CUDA)"),
+    (13000, 13050, "--    cuda device        no NVIDIA GPU or driver found: .engine files need one  -> on a GPU "
+                   "machine, nvidia-smi (tegrastats on a Jetson) must list the GPU"),
+    (0, 13050, "--    cuda device        no NVIDIA driver found: .engine files need one  -> on a GPU machine, "
+               "nvidia-smi (tegrastats on a Jetson) must list the GPU"),
+    (11040, 12060, "FAIL  cuda device        driver too old for these bindings: the driver is for CUDA 11.4, the "
+                   "installed cuda-python for CUDA 12.6  -> update the NVIDIA driver (JetPack 6 or newer on a Jetson): "
+                   "edgeseg needs CUDA 12.6 or newer"),
+])
+def test_gpu_line_tells_a_driver_too_old_for_the_bindings_from_no_driver(
+        monkeypatch: pytest.MonkeyPatch, driver: int, bindings: int, expected: str) -> None:
+    monkeypatch.setattr(gpu_imports, "import_cudart", lambda: _cuda_runtime(driver, bindings))
+    assert doctor.check_gpu().line() == expected
+
+
+def test_a_cuda_call_failing_for_an_old_driver_names_the_pin(monkeypatch: pytest.MonkeyPatch) -> None:
+    cudart = _cuda_runtime(12020, 13000)
+    monkeypatch.setattr(gpu_imports, "import_cudart", lambda: cudart)
+    with pytest.raises(gpu_imports.CudaError) as info:
+        gpu_imports.check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
+    assert str(info.value) == (
+        "CUDA cudaGetDeviceCount failed: cudaErrorInsufficientDriver; driver too old for these bindings: the driver "
+        "is for CUDA 12.2, the installed cuda-python for CUDA 13.0: pip install 'cuda-python>=12.6,<13' (the "
+        "cuda-python of the driver's CUDA)")
+
+
+def test_setup_pins_cuda_python_to_each_cuda_major() -> None:
+    """Every extra that installs cuda-python bounds it to one CUDA major (pip would otherwise take
+    13.x, which refuses CUDA 12 drivers), with the pins the doctor names."""
+    import ast
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "setup.py").read_text())
+    (extras,) = [kw.value for node in ast.walk(tree) if isinstance(node, ast.Call)
+                 for kw in node.keywords if kw.arg == "extras_require"]
+    requirements = ast.literal_eval(extras)
+    cuda = {name: [r for r in reqs if r.startswith("cuda-python")] for name, reqs in requirements.items()}
+    assert {name: pins for name, pins in cuda.items() if pins} == {
+        "trt": [gpu_imports.CUDA_PYTHON_PINS[12]], "trt-cu12": [gpu_imports.CUDA_PYTHON_PINS[12]],
+        "trt-cu13": [gpu_imports.CUDA_PYTHON_PINS[13]]}
+    assert gpu_imports.CUDA_PYTHON_PINS == {12: "cuda-python>=12.6,<13", 13: "cuda-python>=13,<14"}
+
+
+def test_a_library_without_the_version_symbol_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An old build, or EDGESEG_PLUGIN_LIBRARY naming another library (here edgeseg's CPU ops)."""
+    from edgeseg import ops
+
+    other = ops.library_path()
+    monkeypatch.setenv(plugin_library.ENV_VAR, str(other))
+    with pytest.raises(plugin_library.PluginLibraryError) as info:
+        plugin_library.library_tensorrt_version(plugin_library.find_library())
+    assert str(info.value) == (
+        f"{other} is not edgeseg's plugin library, or an old build of it (it has no edgesegPluginTensorRTVersion); "
+        f"{plugin_library.BUILD_HINT}")
+    assert doctor.check_plugin_library().line() == (
+        f"FAIL  plugin library     {other} is not edgeseg's plugin library, or an old build of it (it has no "
+        f"edgesegPluginTensorRTVersion)  -> {plugin_library.BUILD_HINT}")
+
+
 def test_plugin_library_built_for_another_tensorrt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     lib = tmp_path / plugin_library.LIBRARY_NAME
     monkeypatch.setattr(plugin_library, "find_library", lambda: lib)

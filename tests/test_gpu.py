@@ -6,7 +6,10 @@
   one engine (several streams) each get their own context and the results they would get alone;
 - Mask R-CNN engines of the FP32, FP16 and INT8 files (``--precision``; TensorRT builds each as
   a strongly typed network, 10.3 and 11.x alike): mean mask IoU against ONNX Runtime running the
-  same file >= 0.99, 0.97 and 0.90.
+  same file >= 0.99, 0.97 and 0.90;
+- issue 24: an --embed-plugins engine (version-compatible) opens in a fresh process that reaches
+  no library file, and in one that loaded the library first; lanes made by eight threads at
+  once; no pinned allocation during runs; close() gives the device memory back; one logger.
 """
 
 from __future__ import annotations
@@ -150,11 +153,10 @@ def _plugin_engine(engines: Path, name: str, op: str, fields: dict[str, np.ndarr
     from edgeseg.engine_file import BuildInfo, write_engine
     from edgeseg.trt.gpu_imports import current_gpu, import_cudart, strongly_typed_flags
     from edgeseg.trt.plugin_library import load_plugins
-    from edgeseg.trt.trt_logger import CapturingLogger
+    from edgeseg.trt.trt_logger import LOGGER
 
     load_plugins(trt)
-    logger = CapturingLogger()
-    builder = trt.Builder(logger)
+    builder = trt.Builder(LOGGER)
     network = builder.create_network(strongly_typed_flags(trt))
     types = {np.dtype(np.float32): trt.float32, np.dtype(np.int32): trt.int32}
     tensors = [network.add_input(f"in{i}", types[a.dtype], trt.Dims(list(a.shape))) for i, a in enumerate(inputs)]
@@ -167,8 +169,9 @@ def _plugin_engine(engines: Path, name: str, op: str, fields: dict[str, np.ndarr
     layer = network.add_plugin_v3(tensors, [], plugin)
     layer.get_output(0).name = "out"
     network.mark_output(layer.get_output(0))
-    plan = builder.build_serialized_network(network, builder.create_builder_config())
-    assert plan is not None, logger.last_error()
+    with LOGGER.capture() as errors:
+        plan = builder.build_serialized_network(network, builder.create_builder_config())
+    assert plan is not None, errors.last_error()
     gpu = current_gpu(import_cudart())
     path = write_engine(engines / name, memoryview(plan), {},
                         BuildInfo(trt.__version__, gpu[0], gpu[1], "fp32", plugins=(op,)))
@@ -200,3 +203,217 @@ def test_plugin_kernels_match_the_cpu_build(engines: Path) -> None:
                              [masks, boxes, count])
     words = backend.run({"in0": masks, "in1": boxes, "in2": count}, ["out"])["out"]
     np.testing.assert_array_equal(words.view(np.uint8)[:13], ops.paste_masks(masks, boxes, (400, 600))[:13])
+
+
+# Issue 24: what only a GPU decides. Each test names the item it confirms.
+
+_RUN_IN_A_FRESH_PROCESS = """
+import json, sys
+import numpy as np
+import edgeseg
+from edgeseg.trt import plugin_library
+
+engine, frames, out, preload = sys.argv[1:5]
+if preload == "1":  # the library in this process's registry before the engine that carries it is opened
+    import tensorrt as trt
+    plugin_library.load_plugins(trt)
+model = edgeseg.load(engine)
+results = [model.instances(frame) for frame in np.load(frames)["frames"]]
+arrays = {}
+for i, r in enumerate(results):
+    arrays[f"labels{i}"], arrays[f"masks{i}"] = r.labels, r.masks
+np.savez(out, **arrays)
+print(json.dumps({"loaded": [str(p) for p in plugin_library.loaded()]}))
+"""
+
+
+def _fresh_process(script: str, *args: str, env: dict[str, str]) -> str:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    full_env = {**os.environ, "PYTHONPATH": str(root), **env}
+    done = subprocess.run([sys.executable, "-c", script, *args], cwd=root, env=full_env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def embedded_engine(maskrcnn_cli: ExportedMaskRCNN, engines: Path) -> Path:
+    """A Mask R-CNN engine built with --embed-plugins in a process of its own, from a copy of the
+    plugin library that is deleted afterwards: nothing but the engine carries the library."""
+    import shutil
+
+    from edgeseg.trt.plugin_library import ENV_VAR, find_library
+
+    copy = engines / "copy" / "libedgeseg_trt_plugins.so"
+    copy.parent.mkdir(exist_ok=True)
+    shutil.copy2(find_library(), copy)
+    out = engines / "maskrcnn-embedded.engine"
+    _fresh_process("import sys, edgeseg.cli as cli; sys.exit(cli.main(sys.argv[1:]))", "build", str(maskrcnn_cli.path),
+                   "-o", str(out), "--embed-plugins", "-q", env={ENV_VAR: str(copy)})
+    shutil.rmtree(copy.parent)
+    return out
+
+
+def _compare_with_onnxruntime(maskrcnn_cli: ExportedMaskRCNN, engine: Path, photos: list[np.ndarray], work: Path,
+                              preload: bool, env: dict[str, str]) -> list[str]:
+    """Run *engine* in a fresh process on three photos; assert its masks match ONNX Runtime's;
+    return the plugin libraries edgeseg loaded there."""
+    import json
+
+    frames = np.stack([fit(p, maskrcnn_cli.frame_hw) for p in photos[:3]])
+    np.savez(work / "frames.npz", frames=frames)
+    out = work / f"results-{int(preload)}.npz"
+    report = _fresh_process(_RUN_IN_A_FRESH_PROCESS, str(engine), str(work / "frames.npz"), str(out),
+                            "1" if preload else "0", env=env)
+    got = np.load(out)
+    cpu = edgeseg.load(maskrcnn_cli.path)
+    for i, frame in enumerate(frames):
+        labels, masks = got[f"labels{i}"], got[f"masks{i}"]
+        there = InstanceResult(boxes=np.zeros((len(labels), 4), np.float32), scores=np.zeros(len(labels), np.float32),
+                               labels=labels, masks=masks, classes=(), palette=())
+        assert mean_matched_mask_iou(cpu.instances(frame), there) >= 0.99, i
+    return list(json.loads(report.strip().splitlines()[-1])["loaded"])
+
+
+def test_embedded_plugins_open_in_a_fresh_process_with_no_library(maskrcnn_cli: ExportedMaskRCNN, engines: Path,
+                                                                  embedded_engine: Path,
+                                                                  photos: list[np.ndarray]) -> None:
+    """Item 6: --embed-plugins builds a version-compatible engine that carries the library; a
+    process that cannot reach any library file opens and runs it."""
+    from edgeseg.engine_file import read_header
+    from edgeseg.trt.plugin_library import ENV_VAR
+
+    assert read_header(embedded_engine).build.extra["plugins_embedded"] is True
+    loaded = _compare_with_onnxruntime(maskrcnn_cli, embedded_engine, photos, engines, preload=False,
+                                       env={ENV_VAR: str(engines / "no-such-library.so")})
+    assert loaded == []  # edgeseg never looked for the library
+
+
+def test_embedded_plugins_open_after_the_library_was_loaded(maskrcnn_cli: ExportedMaskRCNN, engines: Path,
+                                                           embedded_engine: Path, photos: list[np.ndarray]) -> None:
+    """Item 6: a process that registered the plugins already (it built an engine, or opened one
+    without embedded plugins) opens an engine carrying the same library: TensorRT's loadLibrary
+    refuses plugins registered already, so this decides whether the embedded copy conflicts.
+    If it fails, the backend's error names the cause (EngineMismatchError, 'open it in a process
+    of its own')."""
+    from edgeseg.trt.plugin_library import find_library
+
+    loaded = _compare_with_onnxruntime(maskrcnn_cli, embedded_engine, photos, engines, preload=True, env={})
+    assert loaded == [str(find_library())]
+
+
+def test_many_threads_creating_lanes_at_once(hrnet_small: ExportedHRNet, engines: Path,
+                                             photos: list[np.ndarray]) -> None:
+    """Item 7: eight threads that all need a lane at the same moment; their execution contexts
+    are created one at a time (under the lanes' lock) and each thread gets its own results."""
+    import threading
+
+    engine = engines / "hrnet.engine"
+    if not engine.exists():
+        _build(hrnet_small.path, engine)
+    frames = [fit(photos[i % len(photos)], hrnet_small.frame_hw) for i in range(8)]
+    for _ in range(3):  # fresh engines: every lane but the first is made under contention
+        model = edgeseg.load(engine)
+        alone = [model.semantic(f).label_map for f in frames]
+        start = threading.Barrier(len(frames), timeout=60)
+        got: dict[int, list[np.ndarray]] = {}
+
+        def work(i: int, model: Any = model, start: threading.Barrier = start,
+                 got: dict[int, list[np.ndarray]] = got) -> None:
+            start.wait()
+            got[i] = [model.semantic(frames[i]).label_map for _ in range(5)]
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(frames))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert sorted(got) == list(range(len(frames)))
+        assert all(np.array_equal(m, alone[i]) for i, maps in got.items() for m in maps)
+        model.backend.close()
+
+
+def test_instance_runs_pin_nothing_and_return_ort_shapes(maskrcnn_cli: ExportedMaskRCNN, engines: Path,
+                                                         photos: list[np.ndarray],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Items 4 and 8: on the real runtime, runs with changing detection counts allocate no pinned
+    memory (the mirrors were sized when the lane was made), and raw outputs have ONNX Runtime's
+    shapes, zero past num_detections (never an earlier frame's masks; with --score-thresh 0 most
+    frames fill all K rows, so the zeroing itself is tested on the stand-in runtime)."""
+    from edgeseg.trt.gpu_imports import import_cudart
+
+    engine = engines / "maskrcnn-fp32.engine"
+    if not engine.exists():
+        _build(maskrcnn_cli.path, engine)
+    model = edgeseg.load(engine)
+    cudart = import_cudart()
+    calls = {"cudaMallocHost": 0, "cudaFreeHost": 0}
+    for name in calls:
+        real = getattr(cudart, name)
+
+        def counting(*args: Any, real: Any = real, name: str = name) -> Any:
+            calls[name] += 1
+            return real(*args)
+
+        monkeypatch.setattr(cudart, name, counting)
+    ort = edgeseg.load(maskrcnn_cli.path)
+    names = [o.name for o in ort.backend.outputs]
+    count_name = model.metadata.outputs["num_detections"]
+    blank = np.zeros((*maskrcnn_cli.frame_hw, 3), np.uint8)  # few detections, then a photo's many
+    for frame in (blank, fit(photos[0], maskrcnn_cli.frame_hw), blank):
+        got = model.run_outputs(frame, names)
+        n = int(got[count_name].reshape(-1)[0])
+        for spec in ort.backend.outputs:
+            assert got[spec.name].shape == tuple(spec.shape), spec.name
+            if spec.name != count_name and got[spec.name].shape[0] == model.metadata.instance.max_detections:  # type: ignore[union-attr]
+                assert not got[spec.name][n:].any(), spec.name
+    assert calls == {"cudaMallocHost": 0, "cudaFreeHost": 0}
+
+
+def test_close_gives_the_engines_device_memory_back(hrnet_small: ExportedHRNet, engines: Path) -> None:
+    """Item 3: after close() the engine's weights and the lanes' memory are free again, without
+    waiting for garbage collection."""
+    from edgeseg.trt.gpu_imports import check, import_cudart
+
+    engine = engines / "hrnet.engine"
+    if not engine.exists():
+        _build(hrnet_small.path, engine)
+    cudart = import_cudart()
+    frame = np.zeros((*hrnet_small.frame_hw, 3), np.uint8)
+    warm = edgeseg.load(engine)  # what stays for the process (kernels CUDA loads lazily) is loaded now
+    warm.semantic(frame)
+    warm.backend.close()
+    before = check(cudart.cudaMemGetInfo(), "cudaMemGetInfo")[0]
+    model = edgeseg.load(engine)
+    model.semantic(frame)
+    opened = check(cudart.cudaMemGetInfo(), "cudaMemGetInfo")[0]
+    model.backend.close()  # the model object stays referenced: no garbage collection frees it
+    closed = check(cudart.cudaMemGetInfo(), "cudaMemGetInfo")[0]
+    assert before - opened > 0 and before - closed < (before - opened) / 4, (before, opened, closed)
+    assert model.backend._engine is None  # type: ignore[attr-defined]
+
+
+def test_every_runtime_and_builder_shares_the_process_logger(hrnet_small: ExportedHRNet, engines: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Item 2: TensorRT warns when a builder or runtime gets a logger other than the first one
+    (its global logger); edgeseg gives every one LOGGER, so no such warning appears."""
+    import logging
+
+    import tensorrt as trt
+
+    from edgeseg.trt.trt_logger import LOGGER
+
+    engine = engines / "hrnet.engine"
+    if not engine.exists():
+        _build(hrnet_small.path, engine)
+    with caplog.at_level(logging.WARNING, logger="edgeseg.tensorrt"):
+        models = [edgeseg.load(engine) for _ in range(2)]
+        trt.Builder(LOGGER)
+        for model in models:
+            model.semantic(np.zeros((*hrnet_small.frame_hw, 3), np.uint8))
+            model.backend.close()
+    assert not [r.getMessage() for r in caplog.records if "logger" in r.getMessage().lower()]

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
 import onnx
 import tensorrt as trt
 
@@ -30,9 +29,9 @@ from edgeseg.errors import ArgumentError, ConversionError, ModelFileError
 from edgeseg.lint import data_dependent_ops
 from edgeseg.metadata import METADATA_KEY, ModelMetadata
 from edgeseg.progress import Steps
-from edgeseg.trt.gpu_imports import current_gpu, import_cudart, strongly_typed_flags
+from edgeseg.trt.gpu_imports import current_gpu, import_cudart, numpy_dtype, strongly_typed_flags
 from edgeseg.trt.plugin_library import load_plugins
-from edgeseg.trt.trt_logger import CapturingLogger
+from edgeseg.trt.trt_logger import LOGGER, Capture
 
 MIB = 1 << 20
 
@@ -43,7 +42,9 @@ class BuildOptions:
 
     timing_cache: Path | None = None
     workspace_mib: int = 2048
-    embed_plugins: bool = False  # put the plugin library into the engine (no library needed to run it)
+    # put the plugin library into the engine (no library needed to run it); makes the engine
+    # version-compatible, as TensorRT serialises plugin libraries only into such engines
+    embed_plugins: bool = False
     verbose: bool = False
 
     def __post_init__(self) -> None:
@@ -84,15 +85,18 @@ def read_onnx_header(path: Path) -> tuple[dict[str, str], ModelMetadata, tuple[s
     return props, meta, custom_ops_in(model.graph), data_dependent_ops(model.graph)
 
 
-def network_tensors(network: trt.INetworkDefinition) -> list[list[object]]:
-    """[role, name, shape, numpy dtype name] of every network input and output (for `edgeseg info`)."""
+def network_tensors(network: trt.INetworkDefinition, source: str = "the network") -> list[list[object]]:
+    """[role, name, shape, numpy dtype name] of every network input and output (for `edgeseg info`);
+    :class:`ModelFileError` for one of a type numpy lacks (*source* names the file)."""
     rows: list[list[object]] = []
     for role, count, get in (("input", network.num_inputs, network.get_input),
                              ("output", network.num_outputs, network.get_output)):
         for i in range(count):
             t = get(i)
             shape = [int(t.shape[k]) for k in range(len(t.shape))]
-            rows.append([role, t.name, shape, np.dtype(trt.nptype(t.dtype)).name])
+            dtype = numpy_dtype(trt, t.dtype, f"{source}: {role} {t.name}",
+                                "convert the model with `edgeseg convert`, whose graphs use numpy's types")
+            rows.append([role, t.name, shape, dtype.name])
     return rows
 
 
@@ -104,19 +108,23 @@ def build_engine(onnx_path: str | Path, output: str | Path, options: BuildOption
     log_stream = stream or sys.stderr
     if not src.is_file():
         raise ModelFileError(f"{src}: no such ONNX file")
+    # the errors TensorRT logs from this thread while it builds: this build's, not another thread's
+    with LOGGER.capture(verbose=opts.verbose) as logger:
+        return _build(src, out, opts, log_stream, quiet, logger)
 
+
+def _build(src: Path, out: Path, opts: BuildOptions, log_stream: TextIO, quiet: bool, logger: Capture) -> Path:
     cudart = import_cudart()
     gpu = current_gpu(cudart)
     steps = Steps(4, stream=log_stream, quiet=quiet)
     props, meta, custom, data_dependent = read_onnx_header(src)
-    logger = CapturingLogger(verbose=opts.verbose)
     library: Path | None = None
     with steps.step(f"parsing {src.name} (TensorRT {trt.__version__}, {gpu[0]})"):
+        builder = trt.Builder(LOGGER)  # first: TensorRT's process logger is then edgeseg's
         if custom:
             library = load_plugins(trt)
-        builder = trt.Builder(logger)
         network = builder.create_network(strongly_typed_flags(trt))
-        parser = trt.OnnxParser(network, logger)
+        parser = trt.OnnxParser(network, LOGGER)
         if not parser.parse_from_file(str(src)):
             errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
             raise ConversionError(f"TensorRT's ONNX parser rejected {src.name}: {errors}")
@@ -127,7 +135,10 @@ def build_engine(onnx_path: str | Path, output: str | Path, options: BuildOption
         config.progress_monitor = _Progress(log_stream)
     with steps.step(f"configuring (strongly typed, {meta.precision_summary()})"):
         if opts.embed_plugins and library is not None:
-            # TensorRT stores the library in the plan; runtimes must allow its host code.
+            # TensorRT serialises plugin libraries only with version-compatible engines (NvInfer.h,
+            # setPluginsToSerialize; trtexec sets both): the plan then carries the library and the
+            # lean runtime, which run as host code the opening runtime must allow.
+            config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
             config.plugins_to_serialize = [str(library)]
         cache_bytes = opts.timing_cache.read_bytes() if opts.timing_cache and opts.timing_cache.is_file() else b""
         timing_cache = config.create_timing_cache(cache_bytes)
@@ -154,10 +165,11 @@ def build_engine(onnx_path: str | Path, output: str | Path, options: BuildOption
             precision=meta.precision,
             plugins=custom,
             extra={"workspace_mib": opts.workspace_mib, "strongly_typed": True,
+                   # embedded plugins come with a version-compatible plan (see configuring)
                    "plugins_embedded": bool(opts.embed_plugins and library is not None),
                    # the backend captures CUDA graphs only without these (edgeseg.backends.tensorrt)
                    "data_dependent_shapes": list(data_dependent),
-                   "tensors": network_tensors(network)},
+                   "tensors": network_tensors(network, src.name)},
         )
         write_engine(out, memoryview(plan), props, build)
     return out

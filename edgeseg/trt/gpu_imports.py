@@ -7,7 +7,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from edgeseg.errors import BackendUnavailableError
+import numpy as np
+
+from edgeseg.errors import BackendUnavailableError, ModelFileError
 
 
 def on_jetson() -> bool:
@@ -34,6 +36,12 @@ def import_tensorrt() -> ModuleType:
     return tensorrt
 
 
+#: The cuda-python for each CUDA major version of the driver: a cuda-python (cuda-bindings) of
+#: major N needs a driver for CUDA N (13.x refuses a CUDA 12 driver: JetPack 6, most desktop
+#: drivers of 2025). setup.py's extras trt-cu12 / trt-cu13 hold the same pins.
+CUDA_PYTHON_PINS = {12: "cuda-python>=12.6,<13", 13: "cuda-python>=13,<14"}
+
+
 def import_cudart() -> Any:
     """``cuda.bindings.runtime`` (cuda-python 12.6+ / 13), or its older name ``cuda.cudart``."""
     try:
@@ -43,8 +51,8 @@ def import_cudart() -> Any:
             from cuda import cudart as runtime
         except ImportError as exc:
             raise BackendUnavailableError(
-                f"cuda-python is not installed ({exc}); pip install cuda-python (its major version must match "
-                "the CUDA of your driver / JetPack, e.g. 'cuda-python>=12.6,<13' on JetPack 6)"
+                f"cuda-python is not installed ({exc}); pip install '{CUDA_PYTHON_PINS[12]}' on JetPack 6 or a "
+                f"CUDA 12 driver, '{CUDA_PYTHON_PINS[13]}' on JetPack 7 or a CUDA 13 driver (nvidia-smi shows it)"
             ) from exc
     return runtime
 
@@ -58,6 +66,18 @@ def strongly_typed_flags(trt: Any) -> int:
     return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
+def numpy_dtype(trt: Any, dtype: Any, where: str, fix: str) -> np.dtype:
+    """The numpy dtype of TensorRT DataType *dtype*; :class:`ModelFileError` naming *where* (the
+    file and tensor) and *fix* for the types numpy lacks (BF16, FP8, FP4, INT4), on which
+    ``trt.nptype`` raises a bare TypeError."""
+    try:
+        return np.dtype(trt.nptype(dtype))
+    except TypeError:
+        name = str(getattr(dtype, "name", dtype)).upper()
+        raise ModelFileError(f"{where} is {name}, a type numpy lacks (edgeseg reads and writes graph inputs and "
+                             f"outputs as numpy arrays); {fix}") from None
+
+
 def tensorrt_major(trt: ModuleType) -> int:
     """Major version of the imported TensorRT (``10`` for 10.3.0)."""
     return int(str(trt.__version__).split(".")[0])
@@ -67,13 +87,45 @@ class CudaError(BackendUnavailableError):
     """A CUDA runtime call failed (no GPU, driver too old, out of memory...)."""
 
 
+def _cuda_version(version: int) -> str:
+    """``"12.6"`` for CUDA's 12060."""
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def driver_problem(cudart: Any) -> tuple[str, str] | None:
+    """Why CUDA calls fail with cudaErrorInsufficientDriver, as (reason, fix): no driver at all
+    (``cudaDriverGetVersion`` gives 0), or a driver for an older CUDA major than these bindings
+    (cuda-python 13 on a CUDA 12 driver); None when neither is the case."""
+    try:  # (not through check(), which asks this on cudaErrorInsufficientDriver)
+        (err_driver, driver), (err_bindings, bindings) = cudart.cudaDriverGetVersion(), cudart.cudaRuntimeGetVersion()
+        if int(err_driver) or int(err_bindings):
+            return None
+        driver, bindings = int(driver), int(bindings)
+    except (AttributeError, TypeError, ValueError):  # bindings without these calls
+        return None
+    if driver == 0:
+        return ("no NVIDIA driver found",
+                "on a GPU machine, nvidia-smi (tegrastats on a Jetson) must list the GPU")
+    if driver // 1000 < bindings // 1000:
+        pin = CUDA_PYTHON_PINS.get(driver // 1000)
+        fix = (f"pip install '{pin}' (the cuda-python of the driver's CUDA)" if pin else
+               "update the NVIDIA driver (JetPack 6 or newer on a Jetson): edgeseg needs CUDA 12.6 or newer")
+        return (f"driver too old for these bindings: the driver is for CUDA {_cuda_version(driver)}, the installed "
+                f"cuda-python for CUDA {_cuda_version(bindings)}", fix)
+    return None
+
+
 def check(result: Any, what: str) -> Any:
     """Unwrap a cuda-python call's ``(error, *values)`` tuple; :class:`CudaError` unless it succeeded."""
     err, *values = result if isinstance(result, tuple) else (result,)
     if int(err) != 0:
         name = getattr(err, "name", str(err))
         hint = ""
-        if "InsufficientDriver" in name or "NoDevice" in name:
+        if "InsufficientDriver" in name:
+            problem = driver_problem(import_cudart())
+            hint = (f"; {problem[0]}: {problem[1]}" if problem else
+                    "; is an NVIDIA GPU with its driver present? (nvidia-smi / tegrastats)")
+        elif "NoDevice" in name:
             hint = "; is an NVIDIA GPU with its driver present? (nvidia-smi / tegrastats)"
         raise CudaError(f"CUDA {what} failed: {name}{hint}")
     if not values:

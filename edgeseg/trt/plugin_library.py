@@ -18,6 +18,8 @@ from edgeseg.trt.gpu_imports import tensorrt_major
 
 LIBRARY_NAME = "libedgeseg_trt_plugins.so"
 ENV_VAR = "EDGESEG_PLUGIN_LIBRARY"
+#: what the library exports so that edgeseg can check it before TensorRT loads it
+VERSION_SYMBOL = "edgesegPluginTensorRTVersion"
 PACKAGE_LIB = Path(__file__).resolve().parents[1] / "lib"
 
 BUILD_HINT = (
@@ -55,7 +57,12 @@ def library_tensorrt_version(path: Path) -> int:
         lib = ctypes.CDLL(str(path))
     except OSError as exc:
         raise PluginLibraryError(f"{path}: cannot be loaded ({exc}); {BUILD_HINT}") from exc
-    fn = lib.edgesegPluginTensorRTVersion
+    try:
+        fn = getattr(lib, VERSION_SYMBOL)
+    except AttributeError:  # not edgeseg's library, or one built before the symbol existed
+        raise PluginLibraryError(
+            f"{path} is not edgeseg's plugin library, or an old build of it (it has no {VERSION_SYMBOL}); "
+            f"{BUILD_HINT}") from None
     fn.restype = ctypes.c_int32
     return int(fn())
 
@@ -63,6 +70,11 @@ def library_tensorrt_version(path: Path) -> int:
 def major_minor(version: int) -> str:
     """``"10.3"`` for :func:`library_tensorrt_version`'s 100300."""
     return f"{version // 10000}.{version // 100 % 100}"
+
+
+def loaded() -> list[Path]:
+    """The plugin libraries :func:`load_plugins` loaded into this process's TensorRT."""
+    return list(_loaded.values())
 
 
 def load_plugins(trt: ModuleType) -> Path:
@@ -81,8 +93,14 @@ def load_plugins(trt: ModuleType) -> Path:
             f"{path} was built against TensorRT {major_minor(built)} headers but TensorRT "
             f"{trt.__version__} is running; {BUILD_HINT}"
         )
-    handle = trt.get_plugin_registry().load_library(str(path))
+    from edgeseg.trt.trt_logger import LOGGER  # (imports tensorrt: only once a caller has it)
+
+    # The registry logs to TensorRT's process logger: edgeseg's, once a builder or runtime was
+    # made with it (callers make theirs first).
+    with LOGGER.capture() as errors:
+        handle = trt.get_plugin_registry().load_library(str(path))
     if handle is None:
-        raise PluginLibraryError(f"TensorRT could not load {path} (see the TensorRT log above); {BUILD_HINT}")
+        reason = errors.last_error() or "see the TensorRT log above"
+        raise PluginLibraryError(f"TensorRT could not load {path} ({reason}); {BUILD_HINT}")
     _loaded[key] = path
     return path
