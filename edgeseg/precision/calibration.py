@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -127,12 +126,16 @@ def statistics_problem(path: Path) -> str | None:
     if not data.data:
         return "holds no statistics"
     for name, tensor in data.items():
-        try:
-            low, high = (float(v) for v in tensor.range_value)
+        try:  # a range is two arrays (one value per tensor, or per channel)
+            low, high = (np.asarray(v, np.float64).ravel() for v in tensor.range_value)
         except (AttributeError, TypeError, ValueError):
             return f"is damaged (tensor {name!r} has no range)"
-        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
-            return f"is damaged (tensor {name!r} has the range [{low:g}, {high:g}])"
+        if low.size == 0 or low.shape != high.shape:
+            return f"is damaged (tensor {name!r} has no range)"
+        bad = ~(np.isfinite(low) & np.isfinite(high) & (low <= high))
+        if bad.any():
+            i = int(np.argmax(bad))
+            return f"is damaged (tensor {name!r} has the range [{low[i]:g}, {high[i]:g}])"
     return None
 
 
