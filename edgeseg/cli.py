@@ -210,10 +210,9 @@ def _stream_output(template: str | Path, stream: int) -> str:
 
 def _check_sources_and_outputs(args: argparse.Namespace) -> None:
     """Every --source, -o and --json of ``edgeseg run`` checked (edgeseg.sources.check_source,
-    edgeseg.sinks.check_output) before the model loads and before any source or output opens: a
+    edgeseg.sinks.check_outputs) before the model loads and before any source or output opens: a
     malformed URI is a usage error, a missing file or unwritable folder an error, both one line."""
-    from edgeseg.atomic import check_writable
-    from edgeseg.sinks import check_output
+    from edgeseg.sinks import check_outputs
     from edgeseg.sources import check_source
 
     several = len(args.source) > 1
@@ -234,10 +233,8 @@ def _check_sources_and_outputs(args: argparse.Namespace) -> None:
                 raise
             raise type(exc)(f"stream {i}: {exc}; no stream was started: mend or drop that --source") from exc
         try:
-            for output in args.output or []:
-                check_output(_stream_output(output, i) if several else output)
-            if args.json is not None:
-                check_writable(_stream_output(args.json, i) if several else args.json)
+            check_outputs([_stream_output(o, i) if several else o for o in args.output or []],
+                          None if args.json is None else _stream_output(args.json, i) if several else args.json)
         except OutputError as exc:
             if not several:
                 raise

@@ -503,12 +503,38 @@ def open_sink(path: str | os.PathLike[str], fps: float = 25.0) -> Sink:
     return JsonlSink(out)
 
 
+def check_outputs(outputs: Sequence[str | os.PathLike[str]] = (),
+                  jsonl: str | os.PathLike[str] | None = None) -> None:
+    """Every output of one run checked without opening any (:func:`check_output`; *jsonl*, the
+    ``--json`` file, may have any name), and none named twice: two outputs that are one file
+    or folder (``-o r.jsonl --json r.jsonl``, ``frames/`` and ``frames``) or one port of the
+    live view would lose one of them; an :class:`~edgeseg.errors.OutputUriError` says which."""
+    seen: dict[tuple[str, str], str] = {}
+    named = [(os.fspath(o), False) for o in outputs] + ([(os.fspath(jsonl), True)] if jsonl is not None else [])
+    for text, is_json in named:
+        kind = "file" if is_json else check_output(text)
+        if is_json:
+            check_writable(text)
+        if kind == "http":
+            key = ("http port", str(uris.http_output(text)[1]))
+        elif kind in uris.GSTREAMER_OUTPUT_SCHEMES:
+            key = (kind, text)
+        else:
+            key = ("file", os.path.abspath(text.rstrip("/" + os.sep) or "."))
+        if key in seen:
+            raise OutputUriError(f"{text}: the same output as {seen[key]}; give each output its own name"
+                                 + (" and port" if kind == "http" else ""))
+        seen[key] = text
+
+
 def open_sinks(outputs: Sequence[str | os.PathLike[str]] = (), *, show: bool = False,
                jsonl: str | os.PathLike[str] | None = None, fps: float = 25.0,
                callbacks: Sequence[Callable[[FrameRecord], None]] = (), title: str = "edgeseg") -> MultiSink:
     """Every sink a run asked for, checked before any work starts: *outputs* (see
     :func:`open_sink`), a window when *show*, a JSON Lines file *jsonl*, and *callbacks*.
-    Raises :class:`OutputError` if any cannot be opened (those opened so far are closed)."""
+    Raises :class:`OutputError` if any cannot be opened (those opened so far are closed); all
+    of them are checked (:func:`check_outputs`) before the first opens."""
+    check_outputs(outputs, jsonl)
     sinks: list[Sink] = []
     try:
         if show:

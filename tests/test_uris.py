@@ -214,3 +214,43 @@ def test_run_help_lists_every_source_and_output_kind(capsys: pytest.CaptureFixtu
     sources = ["camera index (0)", "/dev/videoN", "video or image file", "folder or glob of images", "csi://N",
                "GStreamer pipeline", *(f"{s}://" for s in uris.STREAM_SOURCE_SCHEMES)]
     assert [kind for kind in outputs + sources if kind not in text] == []
+
+
+@pytest.mark.parametrize(("outputs", "jsonl", "message"), [
+    # before: both sinks wrote, and the second rename silently replaced the first one's file
+    (["r.jsonl"], "r.jsonl", "r.jsonl: the same output as r.jsonl; give each output its own name"),
+    (["out.mp4", "./out.mp4"], None, "./out.mp4: the same output as out.mp4; give each output its own name"),
+    (["frames/", "./frames//"], None, "./frames//: the same output as frames/; give each output its own name"),
+    # before: the second live view failed to bind after the first had started
+    (["http://0.0.0.0:8090", "http://127.0.0.1:8090/"], None,
+     "http://127.0.0.1:8090/: the same output as http://0.0.0.0:8090; give each output its own name and port"),
+])
+def test_an_output_named_twice_is_refused_before_any_opens(outputs: list[str], jsonl: str | None, message: str,
+                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           nothing_opens: None) -> None:
+    from edgeseg.sinks import open_sinks
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OutputUriError) as err:
+        open_sinks(outputs, jsonl=jsonl)
+    assert str(err.value) == message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_refuses_an_output_named_twice(clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str], model_never_loads: None) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "m.onnx", "--source", str(clip), "-o", "r.jsonl", "--json", "r.jsonl"]) == 2
+    assert capsys.readouterr().err == ("edgeseg: error: r.jsonl: the same output as r.jsonl; give each output its own "
+                                       "name\n")
+
+
+def test_a_class_file_that_is_not_text_is_one_line(tmp_path: Path) -> None:
+    from edgeseg.classes import read_class_file
+    from edgeseg.errors import ArgumentError
+
+    (tmp_path / "names.json").write_bytes(b"\xff\xfe[]")
+    with pytest.raises(ArgumentError) as err:  # before: a UnicodeDecodeError traceback
+        read_class_file(tmp_path / "names.json")
+    assert str(err.value) == (f"--classes {tmp_path}/names.json: not UTF-8 text (byte 0); give a .txt with one name "
+                              "per line or a .json list")
