@@ -303,3 +303,24 @@ def test_mean_and_std_need_three_finite_values(metadata: dict[str, Any]) -> None
         with pytest.raises(ModelFileError, match=r"^m\.onnx: edgeseg metadata is malformed \(std: expected"):
             ModelMetadata.from_json(json.dumps({**metadata, "preprocessing": prep}), source="m.onnx")
     assert ModelMetadata.from_json(json.dumps(metadata), source="m.onnx").frame_hw == (64, 96)
+
+# ---------------------------------------------------------------- COCO instances (scenes write them, eval reads)
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ('{"images": [{"id": 1, "file_na', "not JSON (truncated or damaged)"),  # before: a JSONDecodeError traceback
+    ('{"images": "x"}', "not COCO instances JSON"),  # before: a TypeError traceback from pycocotools
+    ("[1]", "not COCO instances JSON"),  # before: pycocotools' AssertionError
+])
+def test_damaged_coco_instances_are_one_line(tmp_path: Path, text: str, reason: str) -> None:
+    from edgeseg.errors import SourceError
+    from edgeseg.evaluation import coco_instance_ap
+
+    def never(frame: np.ndarray) -> Any:
+        raise AssertionError("no image is read from damaged annotations")
+
+    path = tmp_path / "instances.json"
+    path.write_text(text)
+    with pytest.raises(SourceError) as err:
+        coco_instance_ap(never, path, tmp_path, quiet=True)
+    assert str(err.value) == f"COCO annotations {path}: {reason}; pass the instances .json of the data set"
