@@ -254,3 +254,12 @@ def test_a_class_file_that_is_not_text_is_one_line(tmp_path: Path) -> None:
         read_class_file(tmp_path / "names.json")
     assert str(err.value) == (f"--classes {tmp_path}/names.json: not UTF-8 text (byte 0); give a .txt with one name "
                               "per line or a .json list")
+
+
+def test_a_weights_folder_is_named_as_a_folder(tmp_path: Path) -> None:
+    from edgeseg.converters.checkpoint import read_state_dict
+    from edgeseg.errors import CheckpointError
+
+    with pytest.raises(CheckpointError) as err:  # before: "no such weights file", though it exists
+        read_state_dict(tmp_path)
+    assert str(err.value) == f"{tmp_path}: is a folder, not a weights file; give the checkpoint file in it"
