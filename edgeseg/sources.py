@@ -350,6 +350,9 @@ def check_source(uri: str | os.PathLike[str] | int) -> str:
         uris.stream_source(text)
         return "stream"
     if "!" in text:
+        if not re.search(r"\bappsink\b", text.rsplit("!", 1)[-1]):
+            raise SourceUriError(f"{text}: a GStreamer pipeline source ends in appsink, where OpenCV takes the "
+                                 "frames, e.g. ... ! videoconvert ! video/x-raw,format=BGR ! appsink")
         return "gstreamer"
     if scheme is not None:
         raise SourceUriError(f"{text}: unknown source scheme {scheme}://; give {SOURCE_FORMS}")

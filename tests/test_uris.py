@@ -73,6 +73,10 @@ BAD_SOURCES = [
     ("", f"empty source: give {SOURCES}"),
     ("csi://", "csi://: write csi://N with N the sensor id, e.g. csi://0"),
     ("csi://front", "csi://front: write csi://N with N the sensor id, e.g. csi://0"),
+    # before: handed to OpenCV, "cannot open this source"
+    ("v4l2src ! videoconvert ! autovideosink",
+     "v4l2src ! videoconvert ! autovideosink: a GStreamer pipeline source ends in appsink, where OpenCV takes the "
+     "frames, e.g. ... ! videoconvert ! video/x-raw,format=BGR ! appsink"),
 ]
 
 
