@@ -165,6 +165,14 @@ class ImageSource(Source):
         return True, self.frame
 
 
+def _no_images(uri: str) -> SourceError:
+    return SourceError(f"{uri}: no images found ({', '.join(IMAGE_SUFFIXES)}); check the folder or pattern")
+
+
+def _images(paths: Iterable[Path]) -> Iterator[Path]:
+    return (p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 def _natural_key(path: Path) -> list[Any]:
     """frame2.png before frame10.png."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
@@ -180,7 +188,7 @@ class ImageFolderSource(Source):
     def __init__(self, paths: list[Path], uri: str, width: int | None = None, height: int | None = None,
                  fps: float | None = None) -> None:
         if not paths:
-            raise SourceError(f"{uri}: no images found ({', '.join(IMAGE_SUFFIXES)}); check the folder or pattern")
+            raise _no_images(uri)
         self.uri = uri
         self.paths = sorted(paths, key=_natural_key)
         self.frame_count = len(self.paths)
@@ -332,7 +340,7 @@ def check_source(uri: str | os.PathLike[str] | int) -> str:
     ``v4l2`` (/dev/videoN), ``csi``, ``stream``, ``gstreamer``, ``glob``, ``folder``, ``image`` or
     ``video``. A malformed URI (unknown scheme, bad port, missing host, empty) or a file of an
     unknown type is a :class:`SourceUriError` (a usage error); a file or camera device that is not
-    there, a :class:`SourceError`."""
+    there, or a folder or glob without images, a :class:`SourceError`."""
     text = str(uri)
     if isinstance(uri, int) or (text.isascii() and text.isdigit()):
         return "camera"
@@ -358,8 +366,12 @@ def check_source(uri: str | os.PathLike[str] | int) -> str:
         raise SourceUriError(f"{text}: unknown source scheme {scheme}://; give {SOURCE_FORMS}")
     path = Path(text)
     if any(c in text for c in "*?[") and not path.exists():
+        if next(_images(Path(p) for p in glob.iglob(text, recursive=True)), None) is None:
+            raise _no_images(text)
         return "glob"
     if path.is_dir():
+        if next(_images(path.iterdir()), None) is None:
+            raise _no_images(text)
         return "folder"
     if not path.exists():
         raise SourceError(f"{path}: no such file")
@@ -426,12 +438,10 @@ def open_source(uri: str | os.PathLike[str] | int, *, width: int | None = None, 
                                   "ends in `appsink` delivering BGR (`videoconvert ! video/x-raw,format=BGR`)")
     path = Path(text)
     if kind == "glob":
-        matches = [Path(p) for p in glob.glob(text, recursive=True)]
-        return ImageFolderSource([p for p in matches if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()], text,
-                                 width, height, fps)
+        return ImageFolderSource(list(_images(Path(p) for p in glob.iglob(text, recursive=True))), text, width,
+                                 height, fps)
     if kind == "folder":
-        images = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-        return ImageFolderSource(images, text, width, height, fps)
+        return ImageFolderSource(list(_images(path.iterdir())), text, width, height, fps)
     if kind == "image":
         return ImageSource(path, width, height, fps)
     return VideoFileSource(path, width, height, fps)

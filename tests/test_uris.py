@@ -125,8 +125,13 @@ def test_a_source_file_of_an_unknown_type_is_a_usage_error(tmp_path: Path) -> No
     ("0", "camera"), ("csi://1", "csi"), ("rtsp://user:pw@[::1]:8554/cam?x=1", "stream"), ("RTSP://cam/live", "stream"),
     ("udp://:5000", "stream"), ("tcp://0.0.0.0:5000?listen", "stream"), ("https://host/clip.mp4", "stream"),
     ("rtspsrc location=rtsp://cam/live ! decodebin ! videoconvert ! appsink", "gstreamer"), ("shots/*.png", "glob"),
+    ("shots", "folder"), ("shots/a.png", "image"),
 ])
-def test_good_sources_are_classified_without_opening(uri: str, kind: str, nothing_opens: None) -> None:
+def test_good_sources_are_classified_without_opening(uri: str, kind: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch, nothing_opens: None) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shots").mkdir()
+    (tmp_path / "shots" / "a.png").write_bytes(b"listed, not decoded")
     assert check_source(uri) == kind
 
 
@@ -198,6 +203,17 @@ def test_run_checks_every_source_and_output_before_the_model_loads(
     assert cli.main(argv) == code
     assert capsys.readouterr().err == f"edgeseg: error: {message}\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_says_a_folder_without_images_before_the_model_loads(
+        tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str], model_never_loads: None) -> None:
+    empty = tmp_path_factory.mktemp("no-images")
+    (empty / "notes.txt").write_text("no frames here")
+    for source in (str(empty), f"{empty}/*.png"):  # before: said after the model had loaded
+        assert cli.main(["run", "m.onnx", "--source", source, "-o", str(empty / "out.mp4")]) == 1
+        assert capsys.readouterr().err == (f"edgeseg: error: {source}: no images found (.png, .jpg, .jpeg, .bmp, "
+                                           ".tif, .tiff, .webp); check the folder or pattern\n")
+    assert [p.name for p in empty.iterdir()] == ["notes.txt"]
 
 
 def test_the_console_script_says_a_bad_port_in_one_line(tmp_path: Path) -> None:
