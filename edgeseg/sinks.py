@@ -489,7 +489,7 @@ def open_sink(path: str | os.PathLike[str], fps: float = 25.0) -> Sink:
         from edgeseg.mjpeg import MjpegSink
 
         return MjpegSink.from_uri(text)
-    if kind in ("udp", "rtsp"):
+    if kind in uris.GSTREAMER_OUTPUT_SCHEMES:
         from edgeseg.gst_output import GstStreamSink
 
         return GstStreamSink(text, fps)
