@@ -62,18 +62,23 @@ def scheme_of(text: str) -> str | None:
 def address(uri: str, error: UriError) -> Address:
     """Scheme, host, port and path of *uri*; *error* when the port is not 1..65535 or the host is
     malformed (an unclosed IPv6 bracket)."""
+    if any(c.isspace() for c in uri):
+        raise error(f"{uri!r}: an address cannot contain spaces")
     try:
         parts = urlsplit(uri)
+        host_port = parts.netloc.rpartition("@")[2]
+        if host_port.count(":") > 1 and not host_port.startswith("["):
+            raise error(f"{uri}: write an IPv6 host in brackets, e.g. {parts.scheme}://[::1]:5000")
         port = parts.port
     except ValueError as exc:
+        if isinstance(exc, error):
+            raise
         if "port" in str(exc).lower():
             raise error(f"{uri}: {PORTS}") from None
         raise error(f"{uri}: malformed address ({exc}); write SCHEME://HOST:PORT, an IPv6 host in brackets "
                     "([::1])") from None
     if port == 0:
         raise error(f"{uri}: {PORTS}")
-    if any(c.isspace() for c in uri):
-        raise error(f"{uri}: an address cannot contain spaces")
     return Address(uri, parts.scheme.lower(), parts.hostname or "", port, parts.path, parts.query)
 
 

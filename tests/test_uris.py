@@ -43,7 +43,9 @@ BAD_OUTPUTS = [
     ("udp://10.0.0.2:65536", f"udp://10.0.0.2:65536: {PORT}"),
     ("udp://10.0.0.2:5000/front", "udp://10.0.0.2:5000/front: udp:// output takes no path or query; give "
                                   "udp://HOST:PORT"),
-    ("udp://robot one:5000", "udp://robot one:5000: an address cannot contain spaces"),
+    ("udp://robot one:5000", "'udp://robot one:5000': an address cannot contain spaces"),
+    ("http://0.0.0.0:8090 ", "'http://0.0.0.0:8090 ': an address cannot contain spaces"),
+    ("udp://::1:5000", "udp://::1:5000: write an IPv6 host in brackets, e.g. udp://[::1]:5000"),
     ("rtsp://:8554/robot", "rtsp://:8554/robot: give the RTSP server and a stream path, e.g. "
                            "-o rtsp://localhost:8554/robot"),
     ("rtsp://server:99999/robot", f"rtsp://server:99999/robot: {PORT}"),
