@@ -85,7 +85,11 @@ def read_class_file(path: Path) -> tuple[str, ...]:
     known = ", ".join(sorted(NAMED_SETS))
     if not path.is_file():
         raise ArgumentError(f"--classes {path}: no such file and not a known set ({known})")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArgumentError(f"--classes {path}: not UTF-8 text (byte {exc.start}); give a .txt with one name per "
+                            "line or a .json list") from exc
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)

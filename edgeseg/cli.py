@@ -21,8 +21,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
+from edgeseg import uris
 from edgeseg.custom_ops import PASTE_MODES
-from edgeseg.errors import ArgumentError, EdgesegError, EdgesegWarning, ModelFileError, SourceError
+from edgeseg.errors import ArgumentError, EdgesegError, EdgesegWarning, ModelFileError, OutputError, SourceError
 from edgeseg.torch_side import converters
 from edgeseg.version import __version__
 
@@ -169,6 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if not args.output and not args.show and args.json is None:
         raise ArgumentError("nothing to write: give -o FILE (image, video or folder/), --show and/or --json FILE.jsonl")
+    _check_sources_and_outputs(args)
     if len(args.source) > 1:
         return _run_streams(args)
     args.source = args.source[0]
@@ -201,6 +203,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if interrupted or pipe.summary.interrupted else 0
 
 
+def _stream_output(template: str | Path, stream: int) -> str:
+    """An output of stream *stream* of a run with several sources (``-o cam{stream}.mp4``)."""
+    return str(template).replace("{stream}", str(stream))
+
+
+def _check_sources_and_outputs(args: argparse.Namespace) -> None:
+    """Every --source, -o and --json of ``edgeseg run`` checked (edgeseg.sources.check_source,
+    edgeseg.sinks.check_outputs) before the model loads and before any source or output opens: a
+    malformed URI is a usage error, a missing file or unwritable folder an error, both one line."""
+    from edgeseg.sinks import check_outputs
+    from edgeseg.sources import check_source
+
+    several = len(args.source) > 1
+    if several:
+        if args.show:
+            raise ArgumentError("--show with several sources: one window per stream is not supported; use "
+                                "-o http://0.0.0.0:809{stream} for a live view of each")
+        templates = [*(args.output or []), *([args.json] if args.json is not None else [])]
+        plain = [t for t in templates if "{stream}" not in str(t)]
+        if plain:
+            raise ArgumentError(f"several sources write several outputs: put {{stream}} in {plain[0]} "
+                                "(e.g. -o cam{stream}.mp4, --json cam{stream}.jsonl)")
+    for i, uri in enumerate(args.source):
+        try:
+            check_source(uri)
+        except SourceError as exc:
+            if not several:
+                raise
+            raise type(exc)(f"stream {i}: {exc}; no stream was started: mend or drop that --source") from exc
+        try:
+            check_outputs([_stream_output(o, i) if several else o for o in args.output or []],
+                          None if args.json is None else _stream_output(args.json, i) if several else args.json)
+        except OutputError as exc:
+            if not several:
+                raise
+            raise type(exc)(f"stream {i}: {exc}; no stream was started") from exc
+
+
 def _overlay(args: argparse.Namespace) -> Callable[[Any, Any], Any]:
     """The drawing ``edgeseg run`` asks for (``--alpha``, ``--no-legend``)."""
     from edgeseg import draw
@@ -229,14 +269,6 @@ def _run_streams(args: argparse.Namespace) -> int:
     from edgeseg.sinks import open_sinks
     from edgeseg.sources import open_source
 
-    if args.show:
-        raise ArgumentError("--show with several sources: one window per stream is not supported; use "
-                            "-o http://0.0.0.0:809{stream} for a live view of each")
-    templates = [*(args.output or []), *([args.json] if args.json is not None else [])]
-    plain = [t for t in templates if "{stream}" not in str(t)]
-    if plain:
-        raise ArgumentError(f"several sources write several outputs: put {{stream}} in {plain[0]} "
-                            "(e.g. -o cam{stream}.mp4, --json cam{stream}.jsonl)")
     base: Any = load(args.model, threads=args.threads)
     model = shared(base)
     track = _tracking(args, base)
@@ -252,8 +284,8 @@ def _run_streams(args: argparse.Namespace) -> int:
                 source = open_source(uri, width=args.width, height=args.height, fps=args.fps)
             except SourceError as exc:
                 raise SourceError(f"stream {i}: {exc}; no stream was started: mend or drop that --source") from exc
-            sinks = open_sinks([str(o).replace("{stream}", str(i)) for o in args.output or []],
-                               jsonl=str(args.json).replace("{stream}", str(i)) if args.json is not None else None,
+            sinks = open_sinks([_stream_output(o, i) for o in args.output or []],
+                               jsonl=_stream_output(args.json, i) if args.json is not None else None,
                                fps=source.fps)
             stream_model: Any = model
             if track:
@@ -476,6 +508,13 @@ def cmd_demo_clip(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_help() -> str:
+    """Every kind of ``-o``, from the lists the sinks dispatch on (argparse's help is %-formatted)."""
+    from edgeseg.sinks import OUTPUT_FORMS
+
+    return OUTPUT_FORMS.replace("%", "%%")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="edgeseg", description="Segmentation models from PyTorch to ONNX/TensorRT, run on video.")
     p.add_argument("--version", action="version", version=f"edgeseg {__version__}")
@@ -546,14 +585,16 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a model on a camera, stream, video, image or folder and write the overlay")
     r.add_argument("model", type=Path, help=".onnx written by `edgeseg convert` or .engine by `edgeseg build`")
     r.add_argument("--source", required=True, action="append",
-                   help="camera index (0) or /dev/videoN, video or image file, folder or glob of images, "
-                        "rtsp:// or http(s):// stream, csi://N (Jetson camera), or a GStreamer pipeline; "
-                        "repeat for several streams on one model (then put {stream} in -o and --json)")
+                   help=f"camera index (0) or /dev/videoN, video or image file, folder or glob of images, "
+                        f"{', '.join(s + '://' for s in uris.STREAM_SOURCE_SCHEMES)} stream, csi://N (Jetson "
+                        "camera), or a GStreamer pipeline; repeat for several streams on one model (then put "
+                        "{stream} in -o and --json)")
     # str, not Path: a trailing "/" (a folder of PNGs) must survive
     r.add_argument("-o", "--output", action="append",
-                   help="image (.png/.jpg), video (.mp4/.avi/.mkv) or folder/ of PNGs; repeatable")
+                   help=f"{_output_help()}; repeatable")
     r.add_argument("--show", action="store_true", help="show the overlay in a window")
-    r.add_argument("--json", type=Path, help="per-frame results as JSON lines (masks as COCO RLE)")
+    r.add_argument("--json", type=Path, help="per-frame results as JSON lines (masks as COCO RLE); the same as "
+                                             "-o FILE.jsonl")
     r.add_argument("--width", type=_ranged("--width", int, 1), help="capture width asked of a camera")
     r.add_argument("--height", type=_ranged("--height", int, 1), help="capture height asked of a camera")
     r.add_argument("--fps", type=_ranged("--fps", float, 0, low_open=True), help="capture frame rate asked of a camera")

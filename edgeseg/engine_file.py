@@ -5,7 +5,8 @@ version and GPU it was built for. So ``edgeseg build`` writes::
 
     b"EDGESEG-TRT\\x00"       12 bytes, magic
     header length           u32 little-endian
-    header                  UTF-8 JSON: {"metadata": {key: value, ...}   the ONNX file's metadata_props
+    header                  UTF-8 JSON: {"format_version": 1,             this layout (absent: 1, older engines)
+                                         "metadata": {key: value, ...}   the ONNX file's metadata_props
                                          "build": {...}}                   TensorRT version, GPU, precision, plugins
     plan                    the serialised TensorRT engine, to the end of the file
 
@@ -26,6 +27,7 @@ from edgeseg.atomic import atomic_output
 from edgeseg.errors import ModelFileError
 
 MAGIC = b"EDGESEG-TRT\x00"
+HEADER_FORMAT = 1  # the header's layout; engines written before it was recorded have none (read as 1)
 _LENGTH = struct.Struct("<I")
 
 
@@ -64,6 +66,8 @@ class BuildInfo:
         between kernels). ``edgeseg build`` records them (``extra["data_dependent_shapes"]``);
         engines built before that are judged by their kind: every *instance* model has NMS."""
         recorded = self.extra.get("data_dependent_shapes")
+        if recorded is not None and not isinstance(recorded, list):
+            raise TypeError(f"data_dependent_shapes: expected a list, got {recorded!r}")
         return not (bool(recorded) if recorded is not None else instance)
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,15 +83,22 @@ class BuildInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BuildInfo:
+        """The build section of a header; TypeError or ValueError where a field has the wrong type."""
         return cls(
             tensorrt_version=str(data["tensorrt_version"]),
             gpu_name=str(data["gpu_name"]),
             compute_capability=str(data["compute_capability"]),
             precision=str(data["precision"]),
-            plugins=tuple(data.get("plugins", ())),
-            fp32_layers=tuple(data.get("fp32_layers", ())),
+            plugins=_names(data.get("plugins", []), "plugins"),
+            fp32_layers=_names(data.get("fp32_layers", []), "fp32_layers"),
             extra=dict(data.get("extra", {})),
         )
+
+
+def _names(value: Any, field: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{field}: expected a list of names, got {value!r}")
+    return tuple(value)
 
 
 @dataclass(frozen=True)
@@ -102,7 +113,8 @@ class EngineHeader:
 def write_engine(path: str | os.PathLike[str], plan: bytes | memoryview, metadata: dict[str, str],
                  build: BuildInfo) -> Path:
     """Write *plan* with its header to *path* atomically (temporary name, then rename)."""
-    header = json.dumps({"metadata": metadata, "build": build.to_dict()}, sort_keys=True).encode()
+    header = json.dumps({"format_version": HEADER_FORMAT, "metadata": metadata, "build": build.to_dict()},
+                        sort_keys=True).encode()
     with atomic_output(path) as tmp, open(tmp, "wb") as f:
         f.write(MAGIC)
         f.write(_LENGTH.pack(len(header)))
@@ -132,8 +144,19 @@ def read_header(path: str | os.PathLike[str]) -> EngineHeader:
         raise ModelFileError(f"{p.name}: truncated engine file; build it again with `edgeseg build`")
     try:
         data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
+        version = data.get("format_version", 1)
+        if isinstance(version, int) and not isinstance(version, bool) and version > HEADER_FORMAT:
+            raise ModelFileError(f"{p.name}: engine header format {version} is newer than this edgeseg reads; "
+                                 "upgrade edgeseg, or build the engine again with this one (`edgeseg build`)")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValueError(f"format_version {version!r}")
         metadata = {str(k): str(v) for k, v in data["metadata"].items()}
         build = BuildInfo.from_dict(data["build"])
+        _ = build.tensors, build.graph_capturable(False)  # the parts read later, parsed now
+    except ModelFileError:
+        raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelFileError(f"{p.name}: damaged engine header ({exc}); build it again with `edgeseg build`") from exc
     return EngineHeader(metadata, build, len(MAGIC) + _LENGTH.size + length)

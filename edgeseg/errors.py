@@ -36,6 +36,22 @@ class ArgumentError(EdgesegError, ValueError):
     """A command-line style argument (frame size, class list, ...) is malformed."""
 
 
+class SourceUriError(SourceError, ArgumentError):
+    """A source names a scheme, host, port, path or file type that cannot be right: found before anything is
+    opened, a usage error (exit code 2 on the command line)."""
+
+
+class OutputUriError(OutputError, ArgumentError):
+    """An output names a scheme, host, port, path or file type that cannot be right: found before anything is
+    opened or written, a usage error (exit code 2 on the command line)."""
+
+
+class CacheError(ArgumentError):
+    """A file edgeseg wrote to read back later (calibration statistics, a TensorRT timing cache)
+    is damaged, truncated or not one of its kind; the message says to delete it or how it is
+    rebuilt."""
+
+
 class ConversionError(EdgesegError):
     """Converting a PyTorch model failed: unknown architecture, bad checkpoint, export failure."""
 

@@ -85,8 +85,13 @@ def coco_instance_ap(
     json_path, folder = Path(coco_json), Path(image_dir)
     if not json_path.is_file():
         raise SourceError(f"COCO annotations {json_path} not found; pass the instances .json of the data set")
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = coco_cls(str(json_path))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = coco_cls(str(json_path))
+    # pycocotools: json's ValueError for a damaged file, an AssertionError or a lookup error for another format
+    except (ValueError, AssertionError, KeyError, TypeError, AttributeError) as exc:
+        reason = "not JSON (truncated or damaged)" if isinstance(exc, ValueError) else "not COCO instances JSON"
+        raise SourceError(f"COCO annotations {json_path}: {reason}; pass the instances .json of the data set") from exc
     image_ids = sorted(gt.getImgIds())[:max_images]
     boxes: list[dict[str, Any]] = []
     masks: list[dict[str, Any]] = []

@@ -20,17 +20,17 @@ import shutil
 import socket
 import subprocess
 from dataclasses import dataclass
-from urllib.parse import SplitResult, urlsplit
 
 import cv2
 import numpy as np
 
-from edgeseg.errors import OutputError
+from edgeseg import uris
+from edgeseg.errors import OutputError, OutputUriError
 from edgeseg.sinks import Sink
 from edgeseg.sources import gstreamer_available
 from edgeseg.trt.gpu_imports import on_jetson
 
-SCHEMES = ("udp", "rtsp")
+SCHEMES = uris.GSTREAMER_OUTPUT_SCHEMES
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ ENCODERS = {
                     ("x264enc", "h264parse")),
 }
 
-RTSP_PORT = 554  # an rtsp:// URI without a port
+RTSP_PORT = uris.RTSP_PORT
 #: what each scheme needs after the encoder, with the package that has it
 SENDERS = {"udp": (("rtph264pay", "udpsink"), "gstreamer1.0-plugins-good"),
            "rtsp": (("rtspclientsink",), "gstreamer1.0-rtsp")}
@@ -80,46 +80,30 @@ def has_element(name: str) -> bool | None:
     return subprocess.run([tool, "--exists", name], capture_output=True, timeout=30).returncode == 0
 
 
-def _port(uri: str, parts: SplitResult) -> int | None:
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise OutputError(f"{uri}: the port must be a number from 1 to 65535") from exc
-    if port == 0:
-        raise OutputError(f"{uri}: the port must be a number from 1 to 65535")
-    return port
-
-
 def output_pipeline(uri: str, encoder: Encoder, fps: float = 30.0) -> str:
     """The GStreamer pipeline (``appsrc ! ... ! sink``) that sends frames at *fps* to *uri*
     (``udp://HOST:PORT`` or ``rtsp://[USER:PASSWORD@]SERVER[:PORT]/PATH[?QUERY]``, IPv6 hosts in
-    brackets); :class:`OutputError` for a URI that lacks what it needs."""
-    parts = urlsplit(uri)
-    scheme = parts.scheme.lower()
-    if '"' in uri:
-        raise OutputError(f"{uri}: an output URI cannot contain a double quote")
-    port = _port(uri, parts)
+    brackets, checked by :mod:`edgeseg.uris`); :class:`OutputError` for a URI that lacks what it needs."""
+    scheme = uris.scheme_of(uri)
     head = (f"appsrc is-live=true do-timestamp=true format=time ! "
             f"{encoder.fragment.format(keyint=max(1, round(fps)))}")
     if scheme == "udp":
-        if not parts.hostname or port is None:
-            raise OutputError(f"{uri}: give the receiver's address and port, e.g. -o udp://192.168.1.20:5000")
+        a = uris.udp_output(uri)
         return (f"{head} ! rtph264pay config-interval=1 pt=96 ! "
-                f'udpsink host="{parts.hostname}" port={port} sync=false async=false')
+                f'udpsink host="{a.host}" port={a.port} sync=false async=false')
     if scheme == "rtsp":
-        if not parts.hostname or parts.path in ("", "/"):
-            raise OutputError(f"{uri}: give the RTSP server and a stream path, e.g. -o rtsp://localhost:8554/robot")
+        uris.rtsp_output(uri)
         # The URI as given: credentials, query and an IPv6 host's brackets are rtspclientsink's to read.
         return f'{head} ! rtspclientsink location="{uri}" protocols=tcp'
-    raise OutputError(f"{uri}: GStreamer output takes {' or '.join(s + '://' for s in SCHEMES)}")
+    raise OutputUriError(f"{uri}: GStreamer output takes {' or '.join(s + '://' for s in SCHEMES)}")
 
 
 def check_rtsp_server(uri: str, timeout: float = 3.0) -> None:
     """:class:`OutputError` unless something accepts TCP connections at the URI's server. Needed
     because OpenCV opens an ``rtspclientsink`` pipeline even when no server answers, and then
     drops every frame with only a log line."""
-    parts = urlsplit(uri)
-    host, port = parts.hostname or "", _port(uri, parts) or RTSP_PORT
+    a = uris.rtsp_output(uri)
+    host, port = a.host, a.port or RTSP_PORT
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
@@ -145,10 +129,10 @@ class GstStreamSink(Sink):
         self.pipelines = [output_pipeline(uri, enc, fps) for enc in self.candidates]
         if not gstreamer_available():
             raise OutputError(
-                f"{uri}: {urlsplit(uri).scheme}:// output goes through GStreamer and needs OpenCV built with it, "
+                f"{uri}: {uris.scheme_of(uri)}:// output goes through GStreamer and needs OpenCV built with it, "
                 "which this OpenCV is not (edgeseg doctor: opencv); on a Jetson use JetPack's OpenCV, or use "
                 "-o http://HOST:PORT for a live view in a browser")
-        if urlsplit(uri).scheme.lower() == "rtsp":
+        if uris.scheme_of(uri) == "rtsp":
             check_rtsp_server(uri)
         self.frames = 0
         self.encoder: Encoder | None = None  # the one that opened

@@ -9,6 +9,7 @@ and the pre-processing baked into the graph (recorded for tools; the runtime nev
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -159,36 +160,41 @@ class ModelMetadata:
         if not isinstance(raw, dict):
             raise ModelFileError(f"{source}: edgeseg metadata is not a JSON object; re-convert it")
         version = raw.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
             raise ModelFileError(
                 f"{source}: metadata format {version!r} is newer than this edgeseg ({__version__}) reads; "
                 "upgrade edgeseg"
             )
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ModelFileError(f"{source}: metadata format {version!r} is not one edgeseg writes (a whole number "
+                                 "from 1); re-convert it")
         try:
+            prep = raw["preprocessing"]
             meta = cls(
-                kind=str(raw["kind"]),
-                arch=str(raw["arch"]),
-                classes=tuple(str(c) for c in raw["classes"]),
-                palette=tuple((int(c[0]), int(c[1]), int(c[2])) for c in raw["palette"]),
-                frame_hw=(int(raw["frame_hw"][0]), int(raw["frame_hw"][1])),
-                input_hw=(int(raw["input_hw"][0]), int(raw["input_hw"][1])),
+                kind=_text(raw["kind"], "kind"),
+                arch=_text(raw["arch"], "arch"),
+                classes=tuple(_text(c, "classes") for c in _items(raw["classes"], "classes")),
+                palette=tuple(_colour(c) for c in _items(raw["palette"], "palette")),
+                frame_hw=_size(raw["frame_hw"], "frame_hw"),
+                input_hw=_size(raw["input_hw"], "input_hw"),
                 preprocessing=Preprocessing(
                     **{
-                        **raw["preprocessing"],
-                        "mean": tuple(raw["preprocessing"]["mean"]),
-                        "std": tuple(raw["preprocessing"]["std"]),
+                        **prep,
+                        "mean": _triple(prep["mean"], "mean"),
+                        "std": _triple(prep["std"], "std"),
                     }
                 ),
-                input_name=str(raw["input_name"]),
-                outputs={str(k): str(v) for k, v in raw["outputs"].items()},
-                extra=dict(raw.get("extra", {})),
-                precision=str(raw.get("precision", "fp32")),
-                precision_details=dict(raw.get("precision_details", {})),
+                input_name=_text(raw["input_name"], "input_name"),
+                outputs={k: _text(v, "outputs") for k, v in _mapping(raw["outputs"], "outputs").items()},
+                extra=dict(_mapping(raw.get("extra", {}), "extra")),
+                precision=_text(raw.get("precision", "fp32"), "precision"),
+                precision_details=dict(_mapping(raw.get("precision_details", {}), "precision_details")),
                 edgeseg_version=str(raw.get("edgeseg_version", "unknown")),
                 format_version=version,
             )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ModelFileError(f"{source}: edgeseg metadata is malformed ({exc!r}); re-convert it") from exc
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            detail = str(exc) if isinstance(exc, _FieldError) else repr(exc)
+            raise ModelFileError(f"{source}: edgeseg metadata is malformed ({detail}); re-convert it") from exc
         if meta.kind not in KINDS:
             raise ModelFileError(f"{source}: unknown model kind {meta.kind!r} (known: {', '.join(KINDS)})")
         if meta.precision not in PRECISIONS:
@@ -202,3 +208,55 @@ class ModelMetadata:
             raise ModelFileError(f"{source}: the {meta.kind} section of the metadata is malformed ({exc!r}); "
                                  "re-convert it") from exc
         return meta
+
+
+# The schema of the metadata's fields: a wrong type is a _FieldError naming the field, so a file
+# written by something else fails at load with one line, never later inside the runtime.
+class _FieldError(ValueError):
+    pass
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise _FieldError(f"{name}: expected text, got {type(value).__name__}")
+    return value
+
+
+def _items(value: Any, name: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _FieldError(f"{name}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def _mapping(value: Any, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _FieldError(f"{name}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _FieldError(f"{name}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _size(value: Any, name: str) -> tuple[int, int]:
+    pair = _items(value, name)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
+        raise _FieldError(f"{name}: expected [height, width] in pixels, both positive, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _triple(value: Any, name: str) -> tuple[float, float, float]:
+    values = _items(value, name)
+    if len(values) != 3:
+        raise _FieldError(f"{name}: expected 3 values, got {value!r}")
+    a, b, c = (_number(v, name) for v in values)
+    return a, b, c
+
+
+def _colour(value: Any) -> tuple[int, int, int]:
+    rgb = _items(value, "palette")
+    if len(rgb) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in rgb):
+        raise _FieldError(f"palette: expected [r, g, b] in 0..255, got {value!r}")
+    return int(rgb[0]), int(rgb[1]), int(rgb[2])

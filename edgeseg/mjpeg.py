@@ -12,11 +12,11 @@ from __future__ import annotations
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
+from edgeseg import uris
 from edgeseg.errors import OutputError
 from edgeseg.sinks import Sink
 
@@ -87,10 +87,8 @@ class MjpegSink(Sink):
 
     @classmethod
     def from_uri(cls, uri: str) -> MjpegSink:
-        parts = urlsplit(uri)
-        if parts.path not in ("", "/"):
-            raise OutputError(f"{uri}: the live view is served at the root; give http://HOST:PORT")
-        return cls(parts.hostname or "0.0.0.0", parts.port or 8090)
+        """The view ``-o http://[HOST][:PORT]`` asks for (:func:`edgeseg.uris.http_output`)."""
+        return cls(*uris.http_output(uri))
 
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
         viewer = _Viewer()

@@ -25,9 +25,9 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from edgeseg import rle
+from edgeseg import rle, uris
 from edgeseg.atomic import check_writable, temporary_sibling, write_failed
-from edgeseg.errors import OutputError
+from edgeseg.errors import OutputError, OutputUriError
 from edgeseg.result import InstanceResult, SemanticResult
 from edgeseg.sources import IMAGE_SUFFIXES
 
@@ -35,6 +35,7 @@ from edgeseg.sources import IMAGE_SUFFIXES
 # MP4/MKV everywhere (no H.264 encoder ships with the opencv-python wheels); AVI gets Motion JPEG,
 # which every player reads.
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
 @dataclass
@@ -430,51 +431,100 @@ def _is_folder_target(path: str | os.PathLike[str]) -> bool:
 def open_folder_sink(path: str | os.PathLike[str]) -> ImageFolderSink:
     """An :class:`ImageFolderSink`, checked before any work: the folder must be new or empty and
     its parent writable."""
-    out = Path(os.fspath(path).rstrip("/" + os.sep) or ".")
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"cannot write frames to {out}: it is a file; give a folder name ending in /")
-    if out.is_dir() and any(out.iterdir()):
-        raise OutputError(f"cannot write frames to {out}: the folder is not empty; remove it or name a new folder")
-    check_writable(out.parent / ".edgeseg-frames-probe")
-    return ImageFolderSink(out)
+    text = os.fspath(path)
+    if not text.endswith(("/", os.sep)):
+        text += "/"
+    check_output(text)
+    return ImageFolderSink(Path(text.rstrip("/" + os.sep) or "."))
 
 
-def open_sink(path: str | os.PathLike[str], fps: float = 25.0) -> Sink:
-    """A sink chosen by *path*: a video (.mp4/.m4v/.mov/.mkv/.avi, *fps* frames per second), an
-    image (.png/.jpg/...), a folder of PNG frames (a path ending in ``/`` or an existing empty
-    folder), a JSON Lines file of results (.jsonl), or a live MJPEG view (``http://HOST:PORT``,
-    :mod:`edgeseg.mjpeg`). Checks it is writable first."""
-    text = str(path)
+#: every form of output, for help texts and errors
+OUTPUT_FORMS = (f"a video ({', '.join(VIDEO_CODECS)}), an image ({', '.join(IMAGE_SUFFIXES)}), a folder for PNG "
+                f"frames (end the name with /), JSON lines of results (.jsonl), {uris.OUTPUT_SCHEME_LIST}")
+
+
+def check_output(path: str | os.PathLike[str]) -> str:
+    """The kind of output *path* names, checked without opening or writing anything (a probe file
+    is made and removed to test the folder): ``http``, ``udp``, ``rtsp`` (their addresses
+    checked by :mod:`edgeseg.uris`), ``folder``, ``video``, ``image`` or ``jsonl``.
+    A malformed URI (unknown scheme, bad port, missing host or path) or an unknown file type is
+    an :class:`~edgeseg.errors.OutputUriError` (a usage error); a file that cannot be written
+    there, an :class:`OutputError`."""
+    text = os.fspath(path)
+    if not text.strip():
+        raise OutputUriError(f"empty output: give {OUTPUT_FORMS}")
     if "://" in text:
-        return _open_stream_sink(text, fps)
+        return uris.output(text)
     if _is_folder_target(path):
-        return open_folder_sink(path)
+        out = Path(text.rstrip("/" + os.sep) or ".")
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"cannot write frames to {out}: it is a file; give a folder name ending in /")
+        if out.is_dir() and any(out.iterdir()):
+            raise OutputError(f"cannot write frames to {out}: the folder is not empty; remove it or name a new folder")
+        check_writable(out.parent / ".edgeseg-frames-probe")
+        return "folder"
     out = check_writable(path)
     suffix = out.suffix.lower()
     if suffix in VIDEO_CODECS:
-        return VideoSink(out, fps)
+        return "video"
     if suffix in IMAGE_SUFFIXES:
-        return ImageSink(out)
-    if suffix in (".jsonl", ".ndjson"):
-        return JsonlSink(out)
-    raise OutputError(
+        return "image"
+    if suffix in JSONL_SUFFIXES:
+        return "jsonl"
+    raise OutputUriError(
         f"{out}: unknown output type {suffix or '(no suffix)'!r}; use a video ({', '.join(VIDEO_CODECS)}), "
         f"an image ({', '.join(IMAGE_SUFFIXES)}), a folder for PNG frames (end the name with /) or .jsonl"
     )
 
 
-def _open_stream_sink(uri: str, fps: float) -> Sink:
-    scheme = uri.split("://", 1)[0].lower()
-    if scheme == "http":
+def open_sink(path: str | os.PathLike[str], fps: float = 25.0) -> Sink:
+    """A sink chosen by *path*: a video (.mp4/.m4v/.mov/.mkv/.avi, *fps* frames per second), an
+    image (.png/.jpg/...), a folder of PNG frames (a path ending in ``/`` or an existing empty
+    folder), a JSON Lines file of results (.jsonl), a live MJPEG view (``http://HOST:PORT``,
+    :mod:`edgeseg.mjpeg`) or H.264 through GStreamer (``udp://HOST:PORT``,
+    ``rtsp://SERVER[:PORT]/PATH``, :mod:`edgeseg.gst_output`). Checked by :func:`check_output` first."""
+    kind = check_output(path)
+    text = os.fspath(path)
+    if kind == "http":
         from edgeseg.mjpeg import MjpegSink
 
-        return MjpegSink.from_uri(uri)
-    from edgeseg.gst_output import SCHEMES, GstStreamSink
+        return MjpegSink.from_uri(text)
+    if kind in uris.GSTREAMER_OUTPUT_SCHEMES:
+        from edgeseg.gst_output import GstStreamSink
 
-    if scheme in SCHEMES:
-        return GstStreamSink(uri, fps)
-    raise OutputError(f"{uri}: unknown output scheme {scheme}://; outputs are files, folders/, http://HOST:PORT "
-                      "(a live MJPEG view), udp://HOST:PORT or rtsp://SERVER/PATH (H.264 through GStreamer)")
+        return GstStreamSink(text, fps)
+    if kind == "folder":
+        return ImageFolderSink(Path(text.rstrip("/" + os.sep) or "."))
+    out = Path(text)
+    if kind == "video":
+        return VideoSink(out, fps)
+    if kind == "image":
+        return ImageSink(out)
+    return JsonlSink(out)
+
+
+def check_outputs(outputs: Sequence[str | os.PathLike[str]] = (),
+                  jsonl: str | os.PathLike[str] | None = None) -> None:
+    """Every output of one run checked without opening any (:func:`check_output`; *jsonl*, the
+    ``--json`` file, may have any name), and none named twice: two outputs that are one file
+    or folder (``-o r.jsonl --json r.jsonl``, ``frames/`` and ``frames``) or one port of the
+    live view would lose one of them; an :class:`~edgeseg.errors.OutputUriError` says which."""
+    seen: dict[tuple[str, str], str] = {}
+    named = [(os.fspath(o), False) for o in outputs] + ([(os.fspath(jsonl), True)] if jsonl is not None else [])
+    for text, is_json in named:
+        kind = "file" if is_json else check_output(text)
+        if is_json:
+            check_writable(text)
+        if kind == "http":
+            key = ("http port", str(uris.http_output(text)[1]))
+        elif kind in uris.GSTREAMER_OUTPUT_SCHEMES:
+            key = (kind, text)
+        else:
+            key = ("file", os.path.abspath(text.rstrip("/" + os.sep) or "."))
+        if key in seen:
+            raise OutputUriError(f"{text}: the same output as {seen[key]}; give each output its own name"
+                                 + (" and port" if kind == "http" else ""))
+        seen[key] = text
 
 
 def open_sinks(outputs: Sequence[str | os.PathLike[str]] = (), *, show: bool = False,
@@ -482,7 +532,9 @@ def open_sinks(outputs: Sequence[str | os.PathLike[str]] = (), *, show: bool = F
                callbacks: Sequence[Callable[[FrameRecord], None]] = (), title: str = "edgeseg") -> MultiSink:
     """Every sink a run asked for, checked before any work starts: *outputs* (see
     :func:`open_sink`), a window when *show*, a JSON Lines file *jsonl*, and *callbacks*.
-    Raises :class:`OutputError` if any cannot be opened (those opened so far are closed)."""
+    Raises :class:`OutputError` if any cannot be opened (those opened so far are closed); all
+    of them are checked (:func:`check_outputs`) before the first opens."""
+    check_outputs(outputs, jsonl)
     sinks: list[Sink] = []
     try:
         if show:

@@ -5,6 +5,7 @@
     "0", "1"                 camera by index (V4L2 on Linux)             live
     "/dev/video0"            V4L2 device                                  live
     "rtsp://...", "http(s)://..."  network stream through FFmpeg         live (see below)
+    "rtmp://...", "udp://:5000"  likewise (udp:// and tcp:// may leave the host out to listen)
     "csi://0"                Jetson CSI camera through GStreamer          live
     "v4l2src ! ... ! appsink"  any GStreamer pipeline (contains "!")      live unless it reads a file
     "clip.mp4"               video file                                   file
@@ -36,12 +37,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edgeseg import ranges
-from edgeseg.errors import SourceError
+from edgeseg import ranges, uris
+from edgeseg.errors import SourceError, SourceUriError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
-STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+STREAM_SCHEMES = tuple(s + "://" for s in uris.STREAM_SOURCE_SCHEMES)
 
 # When a source reports no frame rate (image folders, some streams), timestamps and output videos
 # assume this many frames per second.
@@ -164,6 +165,14 @@ class ImageSource(Source):
         return True, self.frame
 
 
+def _no_images(uri: str) -> SourceError:
+    return SourceError(f"{uri}: no images found ({', '.join(IMAGE_SUFFIXES)}); check the folder or pattern")
+
+
+def _images(paths: Iterable[Path]) -> Iterator[Path]:
+    return (p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 def _natural_key(path: Path) -> list[Any]:
     """frame2.png before frame10.png."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
@@ -179,7 +188,7 @@ class ImageFolderSource(Source):
     def __init__(self, paths: list[Path], uri: str, width: int | None = None, height: int | None = None,
                  fps: float | None = None) -> None:
         if not paths:
-            raise SourceError(f"{uri}: no images found ({', '.join(IMAGE_SUFFIXES)}); check the folder or pattern")
+            raise _no_images(uri)
         self.uri = uri
         self.paths = sorted(paths, key=_natural_key)
         self.frame_count = len(self.paths)
@@ -322,6 +331,62 @@ def _gstreamer_is_file(pipeline: str) -> bool:
     return bool(re.search(r"\bfilesrc\b|uri=file:", pipeline))
 
 
+SOURCE_FORMS = ("a camera (0, /dev/video0, csi://0), a video, an image, a folder or glob of images, a stream "
+                f"({', '.join(s + '://' for s in uris.STREAM_SOURCE_SCHEMES)}) or a GStreamer pipeline (... ! appsink)")
+
+
+def check_source(uri: str | os.PathLike[str] | int) -> str:
+    """The kind of source *uri* names, checked without opening anything: ``camera`` (an index),
+    ``v4l2`` (/dev/videoN), ``csi``, ``stream``, ``gstreamer``, ``glob``, ``folder``, ``image`` or
+    ``video``. A malformed URI (unknown scheme, bad port, missing host, empty) or a file of an
+    unknown type is a :class:`SourceUriError` (a usage error); a file or camera device that is not
+    there, or a folder or glob without images, a :class:`SourceError`."""
+    text = str(uri)
+    if isinstance(uri, int) or (text.isascii() and text.isdigit()):
+        return "camera"
+    if not text.strip():
+        raise SourceUriError(f"empty source: give {SOURCE_FORMS}")
+    if text.startswith("/dev/video"):
+        if not os.path.exists(text):
+            raise SourceError(f"{text}: no such camera device; {_camera_hint('the camera')}")
+        return "v4l2"
+    scheme = uris.scheme_of(text)
+    if scheme == "csi":
+        uris.csi_source(text)
+        return "csi"
+    if scheme in uris.STREAM_SOURCE_SCHEMES:
+        uris.stream_source(text)
+        return "stream"
+    if "!" in text:
+        if not re.search(r"\bappsink\b", text.rsplit("!", 1)[-1]):
+            raise SourceUriError(f"{text}: a GStreamer pipeline source ends in appsink, where OpenCV takes the "
+                                 "frames, e.g. ... ! videoconvert ! video/x-raw,format=BGR ! appsink")
+        return "gstreamer"
+    if scheme is not None:
+        raise SourceUriError(f"{text}: unknown source scheme {scheme}://; give {SOURCE_FORMS}")
+    path = Path(text)
+    if any(c in text for c in "*?[") and not path.exists():
+        if next(_images(Path(p) for p in glob.iglob(text, recursive=True)), None) is None:
+            raise _no_images(text)
+        return "glob"
+    if path.is_dir():
+        if next(_images(path.iterdir()), None) is None:
+            raise _no_images(text)
+        return "folder"
+    if not path.exists():
+        raise SourceError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    raise SourceUriError(
+        f"{path}: unknown source type {suffix or '(no suffix)'!r}; give an image "
+        f"({', '.join(IMAGE_SUFFIXES)}), a video ({', '.join(VIDEO_SUFFIXES)}), a folder of images, "
+        "a camera (0, /dev/video0, csi://0) or a stream (rtsp://...)"
+    )
+
+
 def open_source(uri: str | os.PathLike[str] | int, *, width: int | None = None, height: int | None = None,
                 fps: float | None = None) -> Source:
     """Open the source named by *uri* (see the module docstring for the forms).
@@ -329,34 +394,32 @@ def open_source(uri: str | os.PathLike[str] | int, *, width: int | None = None, 
     *width* x *height* (pixels) and *fps* (frames per second) are requested from cameras and
     streams with ``cap.set`` (the device may choose the nearest mode it has); files are resized
     in software, and *fps* overrides the rate of files and image folders (timestamps and output
-    videos follow it). Raises :class:`SourceError` naming the problem and the fix.
+    videos follow it). *uri* is checked by :func:`check_source` first. Raises
+    :class:`SourceError` naming the problem and the fix.
     """
     for name, value in (("width", width), ("height", height)):
         if value is not None:
             ranges.check(name, value, 1, integer=True)
     if fps is not None:
         ranges.check("fps", fps, 0, low_open=True)
+    kind = check_source(uri)
     text = str(uri)
-    if isinstance(uri, int) or text.isdigit():
+    if kind == "camera":
         index = int(text)
         api = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
         return CaptureSource(index, text, live=True, api=api, width=width, height=height, fps=fps,
                              hint=_camera_hint(f"camera {index}"))
-    if text.startswith("/dev/video"):
-        if not os.path.exists(text):
-            raise SourceError(f"{text}: no such camera device; {_camera_hint('the camera')}")
+    if kind == "v4l2":
         return CaptureSource(text, text, live=True, api=cv2.CAP_V4L2, width=width, height=height, fps=fps,
                              hint=_camera_hint(text) + f"; check you may read it (`ls -l {text}`, group video)")
-    if text.startswith("csi://"):
-        sensor = text[len("csi://"):]
-        if not sensor.isdigit():
-            raise SourceError(f"{text}: write csi://N with N the sensor id, e.g. csi://0")
+    if kind == "csi":
         if not gstreamer_available():
             raise _no_gstreamer(text)
-        return CaptureSource(csi_pipeline(int(sensor), width, height, fps), text, live=True, api=cv2.CAP_GSTREAMER,
+        return CaptureSource(csi_pipeline(uris.csi_source(text), width, height, fps), text, live=True,
+                             api=cv2.CAP_GSTREAMER,
                              hint="is the CSI camera connected and nvargus-daemon running "
                                   "(`sudo systemctl restart nvargus-daemon`)?")
-    if text.lower().startswith(STREAM_SCHEMES):
+    if kind == "stream":
         source = CaptureSource(text, text, live=True, api=cv2.CAP_FFMPEG, width=width, height=height, fps=fps,
                                hint="check the address, the network and that the server is streaming "
                                     "(try `ffprobe URL`)")
@@ -366,7 +429,7 @@ def open_source(uri: str | os.PathLike[str] | int, *, width: int | None = None, 
             if count > 0:
                 source.live, source.frame_count = False, count
         return source
-    if "!" in text:
+    if kind == "gstreamer":
         if not gstreamer_available():
             raise _no_gstreamer("a GStreamer pipeline source")
         return CaptureSource(text, text, live=not _gstreamer_is_file(text), api=cv2.CAP_GSTREAMER, width=width,
@@ -374,22 +437,11 @@ def open_source(uri: str | os.PathLike[str] | int, *, width: int | None = None, 
                              hint="check the pipeline with `gst-launch-1.0` (ending in fakesink) and that it "
                                   "ends in `appsink` delivering BGR (`videoconvert ! video/x-raw,format=BGR`)")
     path = Path(text)
-    if any(c in text for c in "*?[") and not path.exists():
-        matches = [Path(p) for p in glob.glob(text, recursive=True)]
-        return ImageFolderSource([p for p in matches if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()], text,
-                                 width, height, fps)
-    if path.is_dir():
-        images = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-        return ImageFolderSource(images, text, width, height, fps)
-    if not path.exists():
-        raise SourceError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
+    if kind == "glob":
+        return ImageFolderSource(list(_images(Path(p) for p in glob.iglob(text, recursive=True))), text, width,
+                                 height, fps)
+    if kind == "folder":
+        return ImageFolderSource(list(_images(path.iterdir())), text, width, height, fps)
+    if kind == "image":
         return ImageSource(path, width, height, fps)
-    if suffix in VIDEO_SUFFIXES:
-        return VideoFileSource(path, width, height, fps)
-    raise SourceError(
-        f"{path}: unknown source type {suffix or '(no suffix)'!r}; give an image "
-        f"({', '.join(IMAGE_SUFFIXES)}), a video ({', '.join(VIDEO_SUFFIXES)}), a folder of images, "
-        "a camera (0, /dev/video0, csi://0) or a stream (rtsp://...)"
-    )
+    return VideoFileSource(path, width, height, fps)

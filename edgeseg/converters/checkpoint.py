@@ -29,11 +29,19 @@ StateDict = dict[str, Tensor]
 Layout = Mapping[str, tuple[int, ...]]
 
 
-def read_state_dict(path: str | os.PathLike[str], allow_pickle: bool = False) -> StateDict:
-    """Load *path* and return a flat ``{name: tensor}`` with wrappers and prefixes removed."""
+def weights_file(path: str | os.PathLike[str]) -> Path:
+    """*path* if it is a file; :class:`CheckpointError` saying what it is otherwise."""
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"{p}: is a folder, not a weights file; give the checkpoint file in it")
     if not p.is_file():
         raise CheckpointError(f"{p}: no such weights file")
+    return p
+
+
+def read_state_dict(path: str | os.PathLike[str], allow_pickle: bool = False) -> StateDict:
+    """Load *path* and return a flat ``{name: tensor}`` with wrappers and prefixes removed."""
+    p = weights_file(path)
     try:
         obj = torch.load(p, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:

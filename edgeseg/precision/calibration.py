@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from edgeseg import ranges
-from edgeseg.errors import ArgumentError, EdgesegWarning
+from edgeseg.errors import ArgumentError, CacheError, EdgesegWarning
 from edgeseg.frames import fit_frame
 from edgeseg.sources import IMAGE_SUFFIXES
 
@@ -98,3 +98,57 @@ def cache_key(model_bytes: bytes, method: str, images: CalibrationSet, quantized
     h = hashlib.sha256(model_bytes)
     h.update(json.dumps([method, list(images.frame_hw), images.fingerprint(), quantized]).encode())
     return h.hexdigest()[:24]
+
+
+def statistics_problem(path: Path) -> str | None:
+    """What is wrong with the calibration statistics file *path*, or None when it is one
+    edgeseg wrote and can use: ONNX Runtime's calibration cache (``save_tensors_data``: JSON,
+    ``"CLS": "TensorsData"``, a calibration method, and a finite range lowest <= highest for
+    every tensor). Whether its tensors are this model's is checked when it is used
+    (:func:`edgeseg.precision.int8.quantize`)."""
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import TensorsData
+
+    try:
+        raw = json.loads(path.read_bytes())
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        return "is not JSON (truncated or damaged)"
+    if not isinstance(raw, dict) or raw.get("CLS") != "TensorsData":
+        return "is not a calibration cache (not ONNX Runtime's TensorsData JSON)"
+    try:
+        data = TensorsData.from_dict(raw)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        return f"is damaged ({type(exc).__name__}: {exc})"
+    if not isinstance(data.calibration_method, CalibrationMethod):
+        return f"is damaged (unknown calibration method {raw.get('calibration_method')!r})"
+    if not data.data:
+        return "holds no statistics"
+    for name, tensor in data.items():
+        try:  # a range is two arrays (one value per tensor, or per channel)
+            low, high = (np.asarray(v, np.float64).ravel() for v in tensor.range_value)
+        except (AttributeError, TypeError, ValueError):
+            return f"is damaged (tensor {name!r} has no range)"
+        if low.size == 0 or low.shape != high.shape:
+            return f"is damaged (tensor {name!r} has no range)"
+        bad = ~(np.isfinite(low) & np.isfinite(high) & (low <= high))
+        if bad.any():
+            i = int(np.argmax(bad))
+            return f"is damaged (tensor {name!r} has the range [{low[i]:g}, {high[i]:g}])"
+    return None
+
+
+def check_statistics(path: Path, can_recalibrate: bool) -> bool:
+    """Whether the calibration statistics file *path* can be used. A damaged or foreign one is
+    a warning and False when the images to calibrate again are at hand (*can_recalibrate*; the
+    file is then rewritten), a :class:`CacheError` saying to delete it otherwise."""
+    problem = statistics_problem(path)
+    if problem is None:
+        return True
+    if not can_recalibrate:
+        raise CacheError(f"calibration cache {path} {problem}; delete it, or give --calib-images FOLDER to "
+                         "calibrate again and rewrite it")
+    warnings.warn(EdgesegWarning(f"calibration cache {path} {problem}; calibrating again, it will be rewritten"),
+                  stacklevel=3)
+    return False

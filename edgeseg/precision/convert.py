@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from edgeseg.atomic import atomic_output
-from edgeseg.errors import ArgumentError
+from edgeseg.atomic import atomic_output, check_writable
+from edgeseg.errors import ArgumentError, CacheError
 from edgeseg.metadata import METADATA_KEY, ModelMetadata
 from edgeseg.precision import calibration, int8
 from edgeseg.precision.fp16 import to_fp16
@@ -40,10 +40,16 @@ def check_precision(precision: str, calib: Calibration | None) -> None:
         return
     c = calib or Calibration()
     int8._method(c.method)
+    if c.cache is not None and c.cache.is_dir():
+        raise CacheError(f"--calib-cache {c.cache}: it is a folder; give a file name such as {c.cache / 'stats.json'}")
     if c.images is None and (c.cache is None or not c.cache.is_file()):
         raise ArgumentError(calibration.NEEDS_IMAGES)
     if c.images is not None:
         calibration.CalibrationSet.from_folder(c.images, c.count, (1, 1), warn=False)  # the folder's errors, now
+    if c.cache is not None and not c.cache.is_file():
+        check_writable(c.cache)  # written after calibrating: a missing folder is said now, not minutes later
+    if c.cache is not None and c.cache.is_file() and c.images is None:
+        calibration.check_statistics(c.cache, can_recalibrate=False)
 
 
 def _load(path: Path) -> Any:
@@ -96,7 +102,7 @@ def apply_precision(src: Path, output: Path, precision: str, rules: PrecisionRul
             key = calibration.cache_key(model.SerializeToString(), c.method, images, nodes)
             cache = calibration.cache_dir() / f"{meta.arch}-{key}.json"
             cache.parent.mkdir(parents=True, exist_ok=True)
-        if cache.is_file():
+        if cache.is_file() and calibration.check_statistics(cache, can_recalibrate=images is not None):
             with steps.step(f"calibration statistics from {cache}"):
                 pass
         else:

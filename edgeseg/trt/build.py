@@ -25,12 +25,13 @@ from edgeseg import ranges
 from edgeseg.atomic import atomic_output, check_writable
 from edgeseg.custom_ops import custom_ops_in
 from edgeseg.engine_file import BuildInfo, write_engine
-from edgeseg.errors import ArgumentError, ConversionError, ModelFileError
+from edgeseg.errors import ConversionError, ModelFileError
 from edgeseg.lint import data_dependent_ops
 from edgeseg.metadata import METADATA_KEY, ModelMetadata
 from edgeseg.progress import Steps
 from edgeseg.trt.gpu_imports import current_gpu, import_cudart, numpy_dtype, strongly_typed_flags
 from edgeseg.trt.plugin_library import load_plugins
+from edgeseg.trt.timing_cache import read_timing_cache, use_timing_cache
 from edgeseg.trt.trt_logger import LOGGER, Capture
 
 MIB = 1 << 20
@@ -108,12 +109,14 @@ def build_engine(onnx_path: str | Path, output: str | Path, options: BuildOption
     log_stream = stream or sys.stderr
     if not src.is_file():
         raise ModelFileError(f"{src}: no such ONNX file")
+    cache_bytes = read_timing_cache(opts.timing_cache)  # a folder or missing folder: said now, not after the build
     # the errors TensorRT logs from this thread while it builds: this build's, not another thread's
     with LOGGER.capture(verbose=opts.verbose) as logger:
-        return _build(src, out, opts, log_stream, quiet, logger)
+        return _build(src, out, opts, cache_bytes, log_stream, quiet, logger)
 
 
-def _build(src: Path, out: Path, opts: BuildOptions, log_stream: TextIO, quiet: bool, logger: Capture) -> Path:
+def _build(src: Path, out: Path, opts: BuildOptions, cache_bytes: bytes, log_stream: TextIO, quiet: bool,
+           logger: Capture) -> Path:
     cudart = import_cudart()
     gpu = current_gpu(cudart)
     steps = Steps(4, stream=log_stream, quiet=quiet)
@@ -140,14 +143,7 @@ def _build(src: Path, out: Path, opts: BuildOptions, log_stream: TextIO, quiet: 
             # lean runtime, which run as host code the opening runtime must allow.
             config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
             config.plugins_to_serialize = [str(library)]
-        cache_bytes = opts.timing_cache.read_bytes() if opts.timing_cache and opts.timing_cache.is_file() else b""
-        timing_cache = config.create_timing_cache(cache_bytes)
-        if timing_cache is None or not config.set_timing_cache(timing_cache, ignore_mismatch=False):
-            if opts.timing_cache is None or not cache_bytes:
-                raise ConversionError(f"TensorRT could not set up a timing cache: {logger.last_error() or 'no reason'}")
-            reason = logger.last_error() or "corrupt, or written by another TensorRT version or GPU"
-            raise ArgumentError(f"--timing-cache {opts.timing_cache}: TensorRT cannot use it ({reason}); "
-                                "delete the file and the build writes it anew")
+        use_timing_cache(config, cache_bytes, opts.timing_cache, logger.last_error)
 
     with steps.step("building the engine (minutes on a Jetson)"):
         plan = builder.build_serialized_network(network, config)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgeseg.converters.checkpoint import TRUST_HINT, StateDict, read_state_dict
+from edgeseg.converters.checkpoint import TRUST_HINT, StateDict, read_state_dict, weights_file
 from edgeseg.errors import CheckpointError
 
 #: what a model-zoo .pkl may reference: numpy's array reconstruction, nothing that runs code
@@ -58,8 +58,6 @@ def _from_pkl(path: Path, trust: bool) -> StateDict:
 
 def read_detectron2_weights(path: str | os.PathLike[str], trust: bool = False) -> StateDict:
     """detectron2's tensors by detectron2's names, float32."""
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: no such weights file")
+    p = weights_file(path)
     sd = _from_pkl(p, trust) if p.suffix.lower() == ".pkl" else read_state_dict(p, allow_pickle=trust)
     return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
