@@ -40,7 +40,8 @@ setup(
         # torchvision capped: the Mask R-CNN graph reads private attributes of its detection
         # modules (tests/test_torchvision_internals.py fails loudly when they move).
         # pyyaml: detectron2 configs (edgeseg convert detectron2).
-        "convert": ["torch>=2.4", "torchvision>=0.19,<0.30", "pyyaml>=6"],
+        # h5py: matterport's Keras .h5 weights, read without TensorFlow or Keras.
+        "convert": ["torch>=2.4", "torchvision>=0.19,<0.30", "pyyaml>=6", "h5py>=3.8"],
         # GPU machines: TensorRT's Python bindings and NVIDIA's cuda-python (cuda.bindings).
         "trt": ["tensorrt>=10.3", "cuda-python>=12.6"],
         # Photos for the demo clip come from scikit-image's bundled data.
@@ -55,7 +56,7 @@ setup(
         "triton": ["tritonclient[http]>=2.40"],
         # tritonclient[grpc]: Triton's model-config schema, to validate the generated config.pbtxt.
         "test": ["pytest>=8", "scikit-image>=0.22", "mypy>=1.10", "ruff>=0.5", "pycocotools>=2.0.7",
-                 "tritonclient[grpc]>=2.40", "types-PyYAML", "motmetrics>=1.4"],
+                 "tritonclient[grpc]>=2.40", "types-PyYAML", "motmetrics>=1.4", "h5py>=3.8"],
     },
     entry_points={"console_scripts": ["edgeseg=edgeseg.cli:main"]},
     # CPU build of the custom ops' math (plugins/*/..._math.h), loaded by edgeseg/ops.py with
