@@ -27,7 +27,7 @@ from edgeseg.converters.matterport import conventions as cv
 from edgeseg.converters.matterport.config import DEFAULTS, read_config
 from edgeseg.converters.matterport.detect import EagerMatterport, load_eager, refine_detections
 from edgeseg.converters.matterport.h5weights import KerasWeights, read_h5_weights
-from edgeseg.converters.matterport.network import MatterportNet, load_keras_weights, tf_same_max_pool
+from edgeseg.converters.matterport.network import MatterportNet, load_keras_weights, tf_same_max_pool, tf_same_pad
 from edgeseg.converters.parity import box_iou, mask_iou
 from edgeseg.errors import ArgumentError, CheckpointError, CheckpointMismatchError
 
@@ -301,6 +301,16 @@ def test_tf_same_max_pool_pads_after_only() -> None:
     assert torch.nn.functional.max_pool2d(x, 3, 2, padding=1)[0, 0].tolist() == [[5.0, 7.0], [13.0, 15.0]]
 
 
+def test_tf_same_padding_of_a_stride_2_window_is_asymmetric() -> None:
+    x = torch.ones(1, 1, 4, 6)
+    padded = tf_same_pad(x, 3, 2)  # 4 -> 2 outputs: (2-1)*2 + 3 - 4 = 1 cell, after
+    assert padded.shape == (1, 1, 5, 7) and padded[0, 0, 0, 0] == 1 and padded[0, 0, -1].sum() == 0
+    net = MatterportNet(50, 8, 16, 3, 3, anchor_stride=2)
+    probs, deltas = net.rpn(torch.zeros(1, 8, 5, 8))  # ceil(5/2) * ceil(8/2) cells, 3 anchors each
+    assert probs.shape == (3 * 4 * 3, 2) and deltas.shape == (36, 4)
+    assert len(cv.level_anchors(32, [0.5, 1, 2], (5, 8), 4, 2)) == 36
+
+
 def test_paste_mask_is_skimage_zoom_then_half() -> None:
     rng = np.random.default_rng(1)
     m = rng.random((28, 28), dtype=np.float32)
@@ -308,6 +318,12 @@ def test_paste_mask_is_skimage_zoom_then_half() -> None:
     ref = sk_resize(m, (37, 12), order=1, mode="constant", cval=0, clip=True, anti_aliasing=False) >= 0.5
     assert full.dtype == bool and np.array_equal(full[3:40, 5:17], ref)
     assert not full[:3].any() and not full[40:].any() and not full[:, :5].any() and not full[:, 17:].any()
+    # a mask whose every sample is >= 0.5: the zero border pulls the box's edge pixels below 0.5
+    # (0.6 * 0.75 = 0.45 at a corner), but skimage clips to the mask's range [0.6, 0.6] first,
+    # so the whole box is foreground
+    flat = np.full((28, 28), 0.6, np.float32)
+    assert cv.paste_mask(flat, (0, 0, 56, 56), (56, 56)).all()
+    assert sk_resize(flat, (56, 56), order=1, mode="constant", cval=0, clip=False, anti_aliasing=False)[0, 0] < 0.5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,7 +400,8 @@ def test_a_file_that_does_not_fit_names_the_first_layer_and_shape() -> None:
 def _write_h5(path: Path, nested_name: str = "rpn_model", under_model_weights: bool = False) -> None:
     with h5py.File(path, "w") as f:
         root = f.create_group("model_weights") if under_model_weights else f
-        root.attrs["layer_names"] = [b"conv1", b"input_image", nested_name.encode(), b"mrcnn_class_conv1"]
+        root.attrs["layer_names"] = [b"conv1", b"input_image", nested_name.encode(), b"mrcnn_class_conv1",
+                                     b"mrcnn_class_bn1"]
         root.attrs["keras_version"] = b"2.2.4"
         g = root.create_group("conv1")
         g.attrs["weight_names"] = [b"conv1/kernel:0", b"conv1/bias:0"]
@@ -398,13 +415,19 @@ def _write_h5(path: Path, nested_name: str = "rpn_model", under_model_weights: b
         t = root.create_group("mrcnn_class_conv1")  # TimeDistributed: stored under the wrapper's name
         t.attrs["weight_names"] = ["mrcnn_class_conv1/kernel:0"]
         t["mrcnn_class_conv1/kernel:0"] = np.ones((7, 7, 64, 1024), np.float32)
+        b = root.create_group("mrcnn_class_bn1")  # weights named after an inner layer: keyed by the group
+        names = [f"time_distributed_3/{p}:0" for p in ("gamma", "beta", "moving_mean", "moving_variance")]
+        b.attrs["weight_names"] = [n.encode() for n in names]
+        for n in names:
+            b[n] = np.ones(4, np.float32)
 
 
 @pytest.mark.parametrize("under_model_weights", [False, True])
 def test_h5_layout_with_the_nested_rpn_model(tmp_path: Path, under_model_weights: bool) -> None:
     _write_h5(tmp_path / "w.h5", under_model_weights=under_model_weights)
     w = read_h5_weights(tmp_path / "w.h5")
-    assert list(w.layers) == ["conv1", "rpn_conv_shared", "rpn_class_raw", "mrcnn_class_conv1"]
+    assert list(w.layers) == ["conv1", "rpn_conv_shared", "rpn_class_raw", "mrcnn_class_conv1", "mrcnn_class_bn1"]
+    assert list(w.layers["mrcnn_class_bn1"]) == ["gamma", "beta", "moving_mean", "moving_variance"]
     assert w.groups["rpn_class_raw"] == "rpn_model" and w.keras_version == "2.2.4"
     assert w.layers["conv1"]["kernel"].shape == (7, 7, 3, 64) and set(w.layers["conv1"]) == {"kernel", "bias"}
     with pytest.raises(CheckpointError) as e:

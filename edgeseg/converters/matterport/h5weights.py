@@ -4,7 +4,8 @@ Layout (Keras 2.0-2.15, HDF5 format): the root attribute ``layer_names`` lists t
 model order; each layer is a group whose ``weight_names`` attribute lists its datasets by path,
 e.g. ``f["conv1"]["conv1/kernel:0"]``. The shared RPN is the nested Keras model ``rpn_model``,
 one group holding ``rpn_conv_shared/*``, ``rpn_class_raw/*`` and ``rpn_bbox_pred/*``.
-TimeDistributed heads are stored under the wrapper's name (``mrcnn_class_conv1/kernel:0``).
+TimeDistributed heads are stored under the wrapper's name (``mrcnn_class_conv1/kernel:0``); a
+group whose weights share one prefix is keyed by the group's name, whatever that prefix is.
 Keras 2.15 adds an empty ``top_level_model_weights`` group that ``layer_names`` does not list.
 A whole-model ``save`` puts the same layout under a ``model_weights`` group; both are read.
 
@@ -77,12 +78,21 @@ def read_h5_weights(path: str | os.PathLike[str]) -> KerasWeights:
         groups: dict[str, str] = {}
         for gname in (_text(n) for n in root.attrs["layer_names"]):
             group = root[gname]
-            for wname in (_text(n) for n in group.attrs.get("weight_names", [])):
+            wnames = [_text(n) for n in group.attrs.get("weight_names", [])]
+            parsed = []
+            for wname in wnames:
                 m = _WEIGHT.match(wname)
                 if m is None:
                     raise CheckpointError(f"{p.name}: layer {gname} has a weight named {wname!r}, not "
                                           "'<layer>/<param>:0'")
-                layer, param = m.group(1), m.group(2)
+                parsed.append((wname, m.group(1), m.group(2)))
+            # A group whose weights share one prefix is one layer: key it by the group's (the
+            # layer's) name, whatever prefix Keras gave the weights (a TimeDistributed inner
+            # layer, a "_1" suffix from a second build). A nested model (rpn_model) holds several
+            # sub-layers: key each weight by its own sub-layer name.
+            one_layer = len({sub for _, sub, _ in parsed}) == 1
+            for wname, sub, param in parsed:
+                layer = gname if one_layer else sub
                 if param in layers.get(layer, {}):
                     raise CheckpointError(f"{p.name}: weight {layer}/{param} appears twice (in {groups[layer]} "
                                           f"and {gname})")

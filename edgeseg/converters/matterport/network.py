@@ -32,14 +32,19 @@ _M = TypeVar("_M", bound=nn.Module)
 BN_EPS = 1e-3
 
 
-def tf_same_max_pool(x: torch.Tensor, k: int, s: int) -> torch.Tensor:
-    """TF ``MaxPooling2D(k, s, padding='same')``: total padding ``max((ceil(n/s)-1)*s + k - n, 0)``
-    per axis with the extra cell after (bottom/right); padded cells never win (-inf)."""
+def tf_same_pad(x: torch.Tensor, k: int, s: int, value: float = 0.0) -> torch.Tensor:
+    """TF ``padding='same'`` for a k x k window of stride s on NCHW: total padding
+    ``max((ceil(n/s)-1)*s + k - n, 0)`` per axis, the odd cell after (bottom/right)."""
     pads = []
     for n in (x.shape[-1], x.shape[-2]):  # F.pad order: last axis first
         total = max((-(-n // s) - 1) * s + k - n, 0)
         pads += [total // 2, total - total // 2]
-    return F.max_pool2d(F.pad(x, pads, value=float("-inf")), k, s)
+    return F.pad(x, pads, value=value)
+
+
+def tf_same_max_pool(x: torch.Tensor, k: int, s: int) -> torch.Tensor:
+    """TF ``MaxPooling2D(k, s, padding='same')``: :func:`tf_same_pad` with cells that never win."""
+    return F.max_pool2d(tf_same_pad(x, k, s, float("-inf")), k, s)
 
 
 class _Block(nn.Module):
@@ -97,7 +102,8 @@ class MatterportNet(nn.Module):
                                      for k, c in ((2, 256), (3, 512), (4, 1024), (5, 2048)))
         self.smooth = nn.ModuleList(self._named(f"fpn_p{k}", nn.Conv2d(fpn, fpn, 3, 1, 1)) for k in (2, 3, 4, 5))
         a = anchors_per_cell
-        self.rpn_conv = self._named("rpn_conv_shared", nn.Conv2d(fpn, 512, 3, anchor_stride, 1))
+        # padded in rpn(): with RPN_ANCHOR_STRIDE 2 TF's 'same' is asymmetric
+        self.rpn_conv = self._named("rpn_conv_shared", nn.Conv2d(fpn, 512, 3, anchor_stride))
         self.rpn_class = self._named("rpn_class_raw", nn.Conv2d(512, 2 * a, 1))
         self.rpn_bbox = self._named("rpn_bbox_pred", nn.Conv2d(512, 4 * a, 1))
         self.class_conv1 = self._named("mrcnn_class_conv1", nn.Conv2d(fpn, fc, 7))
@@ -138,7 +144,7 @@ class MatterportNet(nn.Module):
     def rpn(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One level -> (class probabilities [N*A, 2] (bg, fg), raw deltas [N*A, 4]) in Keras's
         reshape order: y, then x, then anchor."""
-        x = F.relu(self.rpn_conv(feature))
+        x = F.relu(self.rpn_conv(tf_same_pad(feature, 3, self.rpn_conv.stride[0])))
         logits = self.rpn_class(x).permute(0, 2, 3, 1).reshape(-1, 2)
         deltas = self.rpn_bbox(x).permute(0, 2, 3, 1).reshape(-1, 4)
         return torch.softmax(logits, dim=-1), deltas
