@@ -100,6 +100,17 @@ def test_config_needs_a_class_name_when_there_are_several(tmp_path: Path) -> Non
     assert read_config(only).source == "one.py:C"
 
 
+def test_config_refuses_a_base_from_another_file(tmp_path: Path) -> None:
+    p = _script(tmp_path, "from coco import CocoConfig\nclass InferenceConfig(CocoConfig):\n    IMAGES_PER_GPU = 1\n")
+    for spec in (str(p), f"{p}:InferenceConfig"):
+        with pytest.raises(ArgumentError) as e:
+            read_config(spec)
+        assert str(e.value) == ("train_shapes.py: class InferenceConfig derives from CocoConfig, which this file "
+                                "imports rather than defines; edgeseg reads one file without running it: pass the file "
+                                "that defines CocoConfig (as file.py:CocoConfig) with InferenceConfig's values added "
+                                "there, or a JSON/YAML of all the attributes")
+
+
 @pytest.mark.parametrize(("line", "what"), [
     ("NUM_CLASSES = len(CLASS_NAMES)", "a call of len()"),
     ("IMAGE_MAX_DIM = SIZE", "the name SIZE"),

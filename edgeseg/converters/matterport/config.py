@@ -245,6 +245,26 @@ def _class_attributes(path: Path, classes: Mapping[str, ast.ClassDef], name: str
     return values
 
 
+def _refuse_foreign_bases(path: Path, tree: ast.Module, classes: Mapping[str, ast.ClassDef],
+                          class_name: str | None) -> None:
+    """A Config built on a class from another file (``class InferenceConfig(CocoConfig)`` with
+    ``CocoConfig`` imported) cannot be read from this file alone: refuse it by name rather than
+    miss the base's attributes."""
+    if class_name is None and classes:
+        return  # the file has its own Config subclasses: other classes are not candidates
+    defined = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+    for name in [class_name] if class_name is not None else list(defined):
+        cls = defined.get(name)
+        if cls is None:
+            continue
+        for base in _base_names(cls):
+            if base != "Config" and base not in defined and base.endswith("Config"):
+                raise ArgumentError(
+                    f"{path.name}: class {name} derives from {base}, which this file imports rather than defines; "
+                    f"edgeseg reads one file without running it: pass the file that defines {base} (as "
+                    f"file.py:{base}) with {name}'s values added there, or a JSON/YAML of all the attributes")
+
+
 def read_py_config(path: Path, class_name: str | None) -> tuple[dict[str, Any], str]:
     """The literal attributes of the ``Config`` subclass *class_name* (or the only one) in the
     Python file *path*, read with ``ast`` and never executed; returns them and the class name."""
@@ -254,6 +274,7 @@ def read_py_config(path: Path, class_name: str | None) -> tuple[dict[str, Any], 
         raise ArgumentError(f"{path.name}:{e.lineno}: not valid Python ({e.msg}); pass the training script "
                             "that defines the Config subclass, or a JSON/YAML of its attributes") from None
     classes = _config_classes(tree)
+    _refuse_foreign_bases(path, tree, classes, class_name)
     if class_name is None:
         if len(classes) != 1:
             found = ", ".join(sorted(classes)) or "none"
