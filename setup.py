@@ -44,7 +44,8 @@ setup(
         # torchvision capped: the Mask R-CNN graph reads private attributes of its detection
         # modules (tests/test_torchvision_internals.py fails loudly when they move).
         # pyyaml: detectron2 configs (edgeseg convert detectron2).
-        "convert": ["torch>=2.4", "torchvision>=0.19,<0.30", "pyyaml>=6"],
+        # h5py: matterport's Keras .h5 weights, read without TensorFlow or Keras.
+        "convert": ["torch>=2.4", "torchvision>=0.19,<0.30", "pyyaml>=6", "h5py>=3.8"],
         # GPU machines: TensorRT's Python bindings and NVIDIA's cuda-python (cuda.bindings), whose
         # major version must be the CUDA major of the driver (cuda-python 13 refuses a CUDA 12
         # driver): trt-cu12 for JetPack 6 and CUDA 12 drivers, trt-cu13 for JetPack 7 and CUDA 13
@@ -66,7 +67,7 @@ setup(
         # The checkers and stubs are pinned exactly: a new release changes what they report, and
         # the suite runs them (constraints.txt pins the rest of the test install; README).
         "test": ["pytest>=8", "scikit-image>=0.22", "mypy==2.4.1", "ruff==0.17.6", "pycocotools>=2.0.7",
-                 "tritonclient[grpc]>=2.40", "types-PyYAML==6.0.12.20261122", "motmetrics>=1.4"],
+                 "tritonclient[grpc]>=2.40", "types-PyYAML==6.0.12.20261122", "motmetrics>=1.4", "h5py>=3.8"],
     },
     entry_points={"console_scripts": ["edgeseg=edgeseg.cli:main"]},
     # CPU build of the custom ops' math (plugins/*/..._math.h), loaded by edgeseg/ops.py with
