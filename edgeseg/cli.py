@@ -1,6 +1,7 @@
 """The ``edgeseg`` command.
 
     edgeseg convert hrnet --arch w18_small_v2 --weights W.pth --frame 512x1024 -o hrnet.onnx
+    edgeseg convert hrnet --config seg_hrnet_ocr_w48.yaml --weights best.pth --frame 512x1024 -o ocr.onnx
     edgeseg convert maskrcnn --arch resnet50_fpn --weights W.pth --frame 720x1280 -o maskrcnn.onnx
     edgeseg run hrnet.onnx --source clip.mp4 -o out.mp4
     edgeseg info hrnet.onnx
@@ -483,8 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     conv = sub.add_parser("convert", help="PyTorch checkpoint -> edgeseg ONNX")
     models = conv.add_subparsers(dest="model", required=True, parser_class=_Parser)
-    h = models.add_parser("hrnet", help="HRNetV2 semantic segmentation (official HRNet-Semantic-Segmentation)")
-    h.add_argument("--arch", required=True, help="w18_small_v1, w18_small_v2, w18, w32 or w48")
+    h = models.add_parser("hrnet", help="HRNetV2 and HRNet-OCR semantic segmentation (official "
+                                        "HRNet-Semantic-Segmentation)")
+    h.add_argument("--arch", default="", help="w18_small_v1, w18_small_v2, w18, w32 or w48 (plain HRNetV2)")
+    h.add_argument("--config", help="the official experiment .yaml instead of --arch: seg_hrnet or seg_hrnet_ocr, "
+                                    "its stages, classes and align_corners")
     h.add_argument("--weights", type=Path, help="checkpoint (.pth): official files or a plain state_dict")
     h.add_argument("--random-weights", action="store_true", help="no checkpoint: untrained weights (tests)")
     h.add_argument("--num-classes", type=_ranged("--num-classes", int, 1),
