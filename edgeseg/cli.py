@@ -599,7 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--random-weights", action="store_true",
                     help="the seeded random weights of `edgeseg convert --random-weights`")
     cp.add_argument("--trust-checkpoint", action="store_true", help="allow a pickled checkpoint (runs its code)")
-    cp.add_argument("--config", help="detectron2 models: the config.yaml they were converted from")
+    cp.add_argument("--config", help="detectron2 models, and HRNet models converted with --config: the config "
+                                     "they were converted from")
     cp.add_argument("--source", help="frames to compare on (an `edgeseg run` source; default: scikit-image's photos)")
     cp.add_argument("--frames", type=_ranged("--frames", int, 1), default=5,
                     help="at most this many frames (default 5)")
