@@ -208,7 +208,8 @@ def test_a_mismatch_names_the_keys_and_the_config_it_fits(tmp_path: Path) -> Non
                            "8 missing key(s), first: last_layer.0.weight, last_layer.0.bias, last_layer.1.weight | ")
     assert "unexpected key(s), first: conv3x3_ocr.0.weight, conv3x3_ocr.0.bias, conv3x3_ocr.1.weight" in text
     assert text.endswith("; it fits a config with MODEL.NAME seg_hrnet_ocr, the w18_small_v1 stages in MODEL.EXTRA "
-                         "(as in the official w18_small_v1 experiment files) and DATASET.NUM_CLASSES 4")
+                         "(as in the official w18_small_v1 experiment files), MODEL.OCR.MID_CHANNELS 32 and "
+                         "KEY_CHANNELS 16 and DATASET.NUM_CLASSES 4")
     with pytest.raises(CheckpointMismatchError, match=f"^{re.escape(OCR_BY_ARCH)}$"):
         build_hrnet("w18_small_v1", None, tmp_path / "best.pth")
 
@@ -226,6 +227,10 @@ def test_export_and_cli_take_a_config_and_refuse_mixed_flags(tmp_path: Path, cap
     assert (meta.arch, meta.num_classes, meta.extra["align_corners"]) == ("hrnet_ocr_w18_small_v1", 4, True)
     common = ["convert", "hrnet", "--random-weights", "--frame", "64x96", "-o", str(tmp_path / "b.onnx"), "-q"]
     assert cli.main([*common, "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert cli.main(["compare", str(tmp_path / "b.onnx"), "--random-weights", "--config", str(config),
+                     "--frames", "1"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "PASS: edgeseg vs PyTorch on 1 frame(s)"
     for extra, message in (
             (["--config", str(config), "--arch", "w18"], "--arch and --config exclude each other: the config's "
                                                          "MODEL.EXTRA stages are the arch"),

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgeseg.classes import ClassSet, resolve_classes
-from edgeseg.converters.checkpoint import StateDict, fitting_arch, load_strict, read_state_dict
+from edgeseg.converters.checkpoint import StateDict, fitting_layout, load_strict, read_state_dict
 from edgeseg.converters.hrnet.archs import ARCHS, HRNetSpec, get_arch
 from edgeseg.converters.hrnet.config import HRNetConfig
 from edgeseg.converters.hrnet.model import HRNetV2
@@ -175,17 +175,20 @@ def build_hrnet_from_config(
 
 
 def _config_hint(sd: StateDict) -> str:
-    """Which config a mismatching checkpoint fits: the model name, the stages, the class count."""
-    ocr = OCR_HEAD_KEY in sd
-    name = "seg_hrnet_ocr" if ocr else "seg_hrnet"
+    """Which config a mismatching checkpoint fits: the model name, the stages, the OCR sizes, the
+    class count."""
+    ocr = OCRSpec(*_ocr_sizes(sd)) if OCR_HEAD_KEY in sd else None
     # align_corners has no weights, so any value compares layouts
-    probe = HRNetConfig("", ARCHS["w48"], 1, True, "", OCRSpec(*_ocr_sizes(sd)) if ocr else None)
-    fit = fitting_arch(sd, _config_builders(probe), OCR_HEAD_KEY if ocr else HEAD_KEY)
+    probe = HRNetConfig("", ARCHS["w48"], 1, True, "", ocr)
+    fit = fitting_layout(sd, _config_builders(probe), OCR_HEAD_KEY if ocr else HEAD_KEY)
     if fit is None:
         return ""
-    arch, n = fit.split()[1], fit.split()[-1]
-    return (f"; it fits a config with MODEL.NAME {name}, the {arch} stages in MODEL.EXTRA (as in the official {arch} "
-            f"experiment files) and DATASET.NUM_CLASSES {n}")
+    arch, n = fit
+    sizes = (f", MODEL.OCR.MID_CHANNELS {ocr.mid_channels} and KEY_CHANNELS {ocr.key_channels}"
+             if ocr and (ocr.mid_channels, ocr.key_channels) != (OCRSpec().mid_channels, OCRSpec().key_channels)
+             else "")
+    return (f"; it fits a config with MODEL.NAME {'seg_hrnet_ocr' if ocr else 'seg_hrnet'}, the {arch} stages in "
+            f"MODEL.EXTRA (as in the official {arch} experiment files){sizes} and DATASET.NUM_CLASSES {n}")
 
 
 def _ocr_sizes(sd: StateDict) -> tuple[int, int]:
