@@ -127,7 +127,7 @@ DATASET_CLASSES = {"cityscapes": "cityscapes", "lip": "lip", "pascal_ctx": "pasc
 def resolve_classes(spec: str | None, num_classes: int | None) -> ClassSet:
     """Class names and palette from a set name, a file, or nothing.
 
-    *spec* is a named set (``cityscapes``), a text file with one name per line, a JSON file
+    *spec* is a named set (:data:`NAMED_SETS`), a text file with one name per line, a JSON file
     holding a list of names, or ``None`` (names ``class_0`` ...). *num_classes*, when given,
     must agree with the set's length.
     """

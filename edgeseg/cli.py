@@ -493,7 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--random-weights", action="store_true", help="no checkpoint: untrained weights (tests)")
     h.add_argument("--num-classes", type=_ranged("--num-classes", int, 1),
                    help="default: from the checkpoint or --classes")
-    h.add_argument("--classes", help="class names: 'cityscapes', a .txt (one per line) or a .json list")
+    h.add_argument("--classes", help="class names: cityscapes, lip, pascal_context, cocostuff, ade20k, a .txt (one "
+                                     "per line) or a .json list (default with --config: its DATASET.DATASET)")
     h.add_argument("--frame", type=_hw_type("--frame"), required=True, help="camera frame HEIGHTxWIDTH, e.g. 512x1024")
     h.add_argument("--input-size", dest="input_hw", type=_hw_type("--input-size"),
                    help="run the network at HxW (default: frame)")
