@@ -255,6 +255,16 @@ def test_the_official_data_sets_classes(name: str, count: int, first_ids: tuple[
     assert NAMED_SETS[name] is cs
 
 
+def test_a_config_that_picks_the_aux_output_converts_at_fp16(tmp_path: Path) -> None:
+    """TEST.OUTPUT_INDEX 0: the graph ends at the aux head, with its own precision rules."""
+    config = _small_config(tmp_path, TEST__OUTPUT_INDEX=0)
+    meta = export("hrnet", tmp_path / "aux.onnx", config=str(config), random_weights=True, frame_hw=(64, 64),
+                  precision="fp16")
+    names = [n.name for n in onnx.load(str(tmp_path / "aux.onnx")).graph.node]
+    assert meta.precision == "fp16" and not [n for n in names if "ocr" in n or "cls_head" in n]
+    assert "/net/aux_head/aux_head.3/Conv" in names
+
+
 def test_the_config_data_set_names_the_classes(tmp_path: Path) -> None:
     data = experiment(ARCHS["w18_small_v1"], 20, SMALL_OCR, dataset="lip")
     meta = export("hrnet", tmp_path / "lip.onnx", config=str(_write(tmp_path / "lip.yaml", data)),

@@ -57,6 +57,13 @@ PRECISION_RULES_OCR = PrecisionRules(
                   "the weighted sum of the features (measured: FP16 probabilities off by up to 2.5%)"),
     ),
 )
+#: an OCR model whose config picks the aux output (TEST.OUTPUT_INDEX 0): its graph ends at aux_head
+PRECISION_RULES_OCR_AUX = PrecisionRules(
+    "hrnet",
+    network=(LayerRule("/net/*", "HRNet and the aux head's first conv"),),
+    keep_fp32=(LayerRule("/net/aux_head/aux_head.3/*", "the classifier (the aux head's last conv): its logits are "
+                         "compared by the argmax"),),
+)
 MAX_CLASSES = 256  # the label map is uint8
 OCR_BY_ARCH = ("an HRNet-OCR checkpoint (cls_head, aux_head, no last_layer): --arch builds plain HRNetV2; convert it "
                "with --config and the experiment .yaml it was trained with")
@@ -64,7 +71,9 @@ OCR_BY_ARCH = ("an HRNet-OCR checkpoint (cls_head, aux_head, no last_layer): --a
 
 def precision_rules(model: HRNetV2) -> PrecisionRules:
     """The rule list for *model*'s graph: plain HRNetV2 or HRNet-OCR."""
-    return PRECISION_RULES_OCR if isinstance(model, HRNetOCR) else PRECISION_RULES
+    if isinstance(model, HRNetOCR):
+        return PRECISION_RULES_OCR_AUX if model.ocr.output == "aux" else PRECISION_RULES_OCR
+    return PRECISION_RULES
 
 
 class FrameToLabels(nn.Module):
