@@ -178,6 +178,20 @@ def test_output_index_picks_the_aux_or_the_ocr_logits() -> None:
     assert aux.shape == ocr.shape == (1, 4, 16, 24)
 
 
+def test_the_exported_module_pads_the_heads_input_to_16_channels_and_computes_the_same() -> None:
+    torch.manual_seed(0)
+    model = HRNetOCR(ARCHS["w18_small_v2"], 4, True, SMALL_OCR).eval()
+    padded = model.for_export()
+    assert (model.conv3x3_ocr[0].in_channels, padded.conv3x3_ocr[0].in_channels) == (270, 272)
+    assert (model.aux_head[0].in_channels, padded.aux_head[0].in_channels) == (270, 272)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        ref, got = model(x), padded(x)
+    assert float((got - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
+    small = _small_model()  # W18-Small-v1: 240 channels, nothing to pad
+    assert small.for_export().conv3x3_ocr[0].in_channels == 240
+
+
 @pytest.mark.parametrize("layout", ["fullmodel_fp16", "state_dict_wrapped", "no_num_batches_tracked"])
 def test_official_checkpoint_layouts_load(tmp_path: Path, layout: str) -> None:
     model = _small_model()

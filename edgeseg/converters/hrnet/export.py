@@ -231,7 +231,7 @@ def export_hrnet(
         raise ArgumentError(f"{len(classes.names)} class names for a model with {model.num_classes} classes")
     pre = preprocessing or Preprocessing()
     steps = steps or Steps(2, quiet=True)
-    wrapper = FrameToLabels(model.eval(), frame_hw, input_hw, pre).eval()
+    wrapper = FrameToLabels(model.eval().for_export(), frame_hw, input_hw, pre).eval()
     example = (torch.zeros((*frame_hw, 3), dtype=torch.uint8),)
     with steps.step(f"tracing {model.spec.name} at {frame_hw[0]}x{frame_hw[1]} to ONNX"):
         graph = trace_to_onnx(wrapper, example, ["frame"], ["label_map", "logits"], opset=opset)

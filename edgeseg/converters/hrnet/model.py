@@ -196,6 +196,11 @@ class HRNetV2(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.last_layer(self.features(x))
 
+    def for_export(self) -> HRNetV2:
+        """The module the graph is traced from: this one (subclasses may return an equivalent
+        module that runs faster as a graph)."""
+        return self
+
     def features(self, x: Tensor) -> Tensor:
         """The four branches concatenated at 1/4 resolution: ``[N, spec.head_channels, h, w]``."""
         x = self.relu(self.bn1(self.conv1(x)))
