@@ -1,6 +1,7 @@
 """The ``edgeseg`` command.
 
     edgeseg convert hrnet --arch w18_small_v2 --weights W.pth --frame 512x1024 -o hrnet.onnx
+    edgeseg convert hrnet --config seg_hrnet_ocr_w48.yaml --weights best.pth --frame 512x1024 -o ocr.onnx
     edgeseg convert maskrcnn --arch resnet50_fpn --weights W.pth --frame 720x1280 -o maskrcnn.onnx
     edgeseg run hrnet.onnx --source clip.mp4 -o out.mp4
     edgeseg info hrnet.onnx
@@ -522,13 +523,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     conv = sub.add_parser("convert", help="PyTorch checkpoint -> edgeseg ONNX")
     models = conv.add_subparsers(dest="model", required=True, parser_class=_Parser)
-    h = models.add_parser("hrnet", help="HRNetV2 semantic segmentation (official HRNet-Semantic-Segmentation)")
-    h.add_argument("--arch", required=True, help="w18_small_v1, w18_small_v2, w18, w32 or w48")
+    h = models.add_parser("hrnet", help="HRNetV2 and HRNet-OCR semantic segmentation (official "
+                                        "HRNet-Semantic-Segmentation)")
+    h.add_argument("--arch", default="", help="w18_small_v1, w18_small_v2, w18, w32 or w48 (plain HRNetV2)")
+    h.add_argument("--config", help="the official experiment .yaml instead of --arch: seg_hrnet or seg_hrnet_ocr, "
+                                    "its stages, classes and align_corners")
     h.add_argument("--weights", type=Path, help="checkpoint (.pth): official files or a plain state_dict")
     h.add_argument("--random-weights", action="store_true", help="no checkpoint: untrained weights (tests)")
     h.add_argument("--num-classes", type=_ranged("--num-classes", int, 1),
                    help="default: from the checkpoint or --classes")
-    h.add_argument("--classes", help="class names: 'cityscapes', a .txt (one per line) or a .json list")
+    h.add_argument("--classes", help="class names: cityscapes, lip, pascal_context, cocostuff, ade20k, a .txt (one "
+                                     "per line) or a .json list (default with --config: its DATASET.DATASET)")
     h.add_argument("--frame", type=_hw_type("--frame"), required=True, help="camera frame HEIGHTxWIDTH, e.g. 512x1024")
     h.add_argument("--input-size", dest="input_hw", type=_hw_type("--input-size"),
                    help="run the network at HxW (default: frame)")
@@ -636,7 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--random-weights", action="store_true",
                     help="the seeded random weights of `edgeseg convert --random-weights`")
     cp.add_argument("--trust-checkpoint", action="store_true", help="allow a pickled checkpoint (runs its code)")
-    cp.add_argument("--config", help="detectron2 models: the config.yaml they were converted from")
+    cp.add_argument("--config", help="detectron2 models, and HRNet models converted with --config: the config "
+                                     "they were converted from")
     cp.add_argument("--source", help="frames to compare on (an `edgeseg run` source; default: scikit-image's photos)")
     cp.add_argument("--frames", type=_ranged("--frames", int, 1), default=5,
                     help="at most this many frames (default 5)")

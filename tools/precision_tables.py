@@ -14,6 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -24,26 +25,32 @@ def markers(family: str) -> tuple[str, str]:
             f"<!-- end of precision rules ({family}) -->")
 
 
-def table(family: str) -> str:
+def rule_lists() -> dict[str, Any]:
+    """Every rule list by its table name: one per family (detectron2 models are rebuilt as
+    torchvision ones: Mask R-CNN's rules), and HRNet's second list, for graphs with the OCR head."""
     from edgeseg.converters.api import FAMILIES
+    from edgeseg.converters.hrnet.export import PRECISION_RULES_OCR
 
+    lists: dict[str, Any] = {name: f.precision_rules for name, f in FAMILIES.items()
+                             if f.precision_rules.family == name}
+    lists["hrnet_ocr"] = PRECISION_RULES_OCR
+    return lists
+
+
+def table(rules: Any) -> str:
     rows = ["| nodes (fnmatch) | precision | why |", "|---|---|---|"]
-    rows += [f"| `{pattern}` | {precision} | {why} |" for pattern, precision, why in
-             FAMILIES[family].precision_rules.table()]
+    rows += [f"| `{pattern}` | {precision} | {why} |" for pattern, precision, why in rules.table()]
     rows.append("| every other node | fp32 | |")
     return "\n".join(rows)
 
 
 def with_tables(readme: str) -> str:
-    from edgeseg.converters.api import FAMILIES
-
-    # one table per rule list (detectron2 models are rebuilt as torchvision ones: Mask R-CNN's rules)
-    for family in [name for name, f in FAMILIES.items() if f.precision_rules.family == name]:
-        begin, end = markers(family)
+    for name, rules in rule_lists().items():
+        begin, end = markers(name)
         if begin not in readme:
-            raise SystemExit(f"README.md has no table markers for {family}: add {begin} and {end}")
+            raise SystemExit(f"README.md has no table markers for {name}: add {begin} and {end}")
         start, stop = readme.index(begin) + len(begin), readme.index(end)
-        readme = readme[:start] + "\n" + table(family) + "\n" + readme[stop:]
+        readme = readme[:start] + "\n" + table(rules) + "\n" + readme[stop:]
     return readme
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.atomic import check_writable
-from edgeseg.classes import ClassSet, resolve_classes
+from edgeseg.classes import DATASET_CLASSES, ClassSet, resolve_classes
 from edgeseg.converters.hrnet import export as hrnet
 from edgeseg.converters.maskrcnn import export as maskrcnn
 from edgeseg.converters.maskrcnn.archs import COCO_CATEGORIES, arch_key
@@ -57,24 +57,62 @@ class Family:
     precision_rules: PrecisionRules
     #: refuses bad option values (typed errors) before any long work
     check_options: Callable[[dict[str, Any]], object] = lambda options: None
+    #: the rules of one built model, where they differ by model (HRNet with or without OCR)
+    rules_for: Callable[[Any], PrecisionRules] | None = None
+    #: the --classes value the options imply when none is given (a config's data set)
+    default_classes: Callable[[dict[str, Any]], str | None] = lambda options: None
 
 
 def _hrnet_arch(name: str) -> str:
-    return hrnet.get_arch(name).name
+    return hrnet.get_arch(name).name if name else ""  # "": the architecture is the config's
+
+
+def _hrnet_config(options: dict[str, Any]) -> Any:
+    """The official experiment config of ``options["config"]`` (None without one), checked
+    against the flags it replaces."""
+    if not options.get("config"):
+        return None
+    from edgeseg.converters.hrnet.config import read_hrnet_config
+
+    if options.get("align_corners"):
+        raise ArgumentError("--align-corners and --config exclude each other: the config's MODEL.ALIGN_CORNERS "
+                            "decides")
+    return read_hrnet_config(options["config"])
+
+
+def _hrnet_build(arch: str, n: int | None, weights: Path | None, pickle: bool, options: dict[str, Any]) -> Any:
+    cfg = _hrnet_config(options)
+    if cfg is None:
+        if not arch:
+            raise ArgumentError("hrnet needs --arch NAME (w18_small_v2, ...) or --config experiment.yaml (the "
+                                "official experiment file the checkpoint was trained with)")
+        return hrnet.build_hrnet(arch, n, weights, bool(options.get("align_corners")), pickle)
+    if arch:
+        raise ArgumentError("--arch and --config exclude each other: the config's MODEL.EXTRA stages are the arch")
+    return hrnet.build_hrnet_from_config(cfg, weights, n, pickle)
+
+
+def _hrnet_classes(options: dict[str, Any]) -> str | None:
+    """A config's DATASET.DATASET as a class set, where edgeseg has it with the config's class count."""
+    cfg = _hrnet_config(options)
+    name = DATASET_CLASSES.get(cfg.dataset.lower()) if cfg is not None else None
+    return name if name is not None and len(resolve_classes(name, None).names) == cfg.num_classes else None
 
 
 HRNET = Family(
     name="hrnet",
     arch=_hrnet_arch,
-    build=lambda arch, n, weights, pickle, o: hrnet.build_hrnet(arch, n, weights, bool(o.get("align_corners")),
-                                                                pickle),
+    build=_hrnet_build,
     count_from_classes=lambda spec, weighted: len(resolve_classes(spec, None).names),
     classes=lambda spec, n: resolve_classes(spec, n),
     num_classes=lambda model: int(model.num_classes),
     write=lambda model, out, hw, classes, arch, steps, o: hrnet.export_hrnet(model, out, hw, o.get("input_hw"),
                                                                              classes, steps=steps),
-    options=("input_hw", "align_corners"),
+    options=("input_hw", "align_corners", "config"),
     precision_rules=hrnet.PRECISION_RULES,
+    rules_for=hrnet.precision_rules,
+    check_options=_hrnet_config,
+    default_classes=_hrnet_classes,
 )
 
 MASKRCNN = Family(
@@ -185,7 +223,9 @@ def export(
     ``edgeseg.trt.build.BuildOptions``).
     *precision*: ``fp32``, ``fp16`` (mixed: FP16 network layers, FP32 elsewhere) or ``int8``
     (Q/DQ, calibrated on ``calibration.images``); see :mod:`edgeseg.precision`.
-    *options*: the family's own (hrnet: ``input_hw``, ``align_corners``; maskrcnn:
+    *options*: the family's own (hrnet: ``input_hw``, ``align_corners``, or ``config``: the official
+    experiment .yaml, which gives the architecture (plain or OCR), classes and ``align_corners``, with
+    *arch* empty; maskrcnn:
     ``score_thresh``, ``detections``, ``max_candidates``, ``paste``, ``mask_threshold``;
     detectron2: ``config`` (its config.yaml; *arch* unused), ``score_thresh``, ``detections``,
     ``max_candidates``, ``mask_threshold``, defaults from the config).
@@ -207,6 +247,8 @@ def export(
     spec.check_options(options)
     check_precision(precision, calibration)
     steps = Steps(4 + {"fp32": 0, "fp16": 1, "int8": 2}[precision], quiet=quiet)
+    if classes is None:
+        classes = spec.default_classes(options)
     source = Path(weights) if weights is not None else None
     with steps.step(f"reading weights {source.name}" if source else "building random weights"):
         if num_classes is None and classes is not None:
@@ -220,7 +262,8 @@ def export(
         with tempfile.TemporaryDirectory(prefix=".edgeseg-fp32-", dir=onnx_path.parent) as tmp:
             fp32 = Path(tmp) / onnx_path.name
             spec.write(model, fp32, frame_hw, class_set, label, steps, options)
-            meta = apply_precision(fp32, onnx_path, precision, spec.precision_rules, calibration, steps=steps,
+            rules = spec.rules_for(model) if spec.rules_for else spec.precision_rules
+            meta = apply_precision(fp32, onnx_path, precision, rules, calibration, steps=steps,
                                    quiet=quiet)
     if format == "engine":
         from edgeseg.trt.gpu_imports import import_tensorrt

@@ -110,10 +110,11 @@ def mismatches(sd: StateDict, layout: Layout) -> tuple[list[str], list[str], lis
     return missing, unexpected, shapes
 
 
-def fitting_arch(sd: StateDict, builders: Mapping[str, Callable[[int], nn.Module]], class_key: str) -> str | None:
-    """The first of *builders* (arch name -> model for a class count) whose layout *sd* fits
-    exactly, with the class count read from *class_key*, as CLI flags; None if none fits.
-    Models are built on the meta device: no memory, no weights."""
+def fitting_layout(sd: StateDict, builders: Mapping[str, Callable[[int], nn.Module]],
+                   class_key: str) -> tuple[str, int] | None:
+    """(name, class count) of the first of *builders* (name -> model for a class count) whose
+    layout *sd* fits exactly, the class count read from *class_key*; None if none fits. Models are
+    built on the meta device: no memory, no weights."""
     if class_key not in sd:
         return None
     n = int(sd[class_key].shape[0])
@@ -122,8 +123,14 @@ def fitting_arch(sd: StateDict, builders: Mapping[str, Callable[[int], nn.Module
             layout = layout_of(build(n))
         filled = fill_missing_counters(sd, layout)
         if filled.keys() == layout.keys() and all(tuple(filled[k].shape) == layout[k] for k in layout):
-            return f"--arch {name} --num-classes {n}"
+            return name, n
     return None
+
+
+def fitting_arch(sd: StateDict, builders: Mapping[str, Callable[[int], nn.Module]], class_key: str) -> str | None:
+    """:func:`fitting_layout` as CLI flags (``--arch NAME --num-classes N``); None if none fits."""
+    fit = fitting_layout(sd, builders, class_key)
+    return f"--arch {fit[0]} --num-classes {fit[1]}" if fit else None
 
 
 def load_strict(

@@ -259,7 +259,8 @@ def reference_model(meta: ModelMetadata, weights: str | os.PathLike[str] | None,
                     allow_pickle: bool = False, config: str | os.PathLike[str] | None = None) -> nn.Module:
     """The PyTorch model an edgeseg file was converted from, rebuilt from its metadata with
     *weights* (None: the seeded random weights of ``edgeseg convert --random-weights``); a
-    detectron2 model needs its *config* and is edgeseg's eager reimplementation of its inference."""
+    detectron2 model needs its *config* and is edgeseg's eager reimplementation of its inference; an
+    HRNet converted from an official experiment file (HRNet-OCR always) is rebuilt from that *config*."""
     if meta.kind == "instance" and meta.arch.startswith("detectron2_"):
         from edgeseg.converters.detectron2 import model as d2model
         from edgeseg.converters.detectron2.export import build_detectron2, graph_options
@@ -272,6 +273,14 @@ def reference_model(meta: ModelMetadata, weights: str | os.PathLike[str] | None,
         options = graph_options(cfg, meta.instance.score_thresh, meta.instance.max_detections,
                                 meta.instance.max_candidates, meta.instance.mask_threshold)
         return FrameToDetections(model, meta.frame_hw, options, d2model.conventions(cfg)).eval()
+    if meta.kind == "semantic" and (config is not None or meta.arch.startswith("hrnet_ocr_")):
+        from edgeseg.converters.hrnet.config import read_hrnet_config
+        from edgeseg.converters.hrnet.export import build_hrnet_from_config
+
+        if config is None:
+            raise ArgumentError("an HRNet model converted from its experiment config is compared with it: --config "
+                                "experiment.yaml")
+        return build_hrnet_from_config(read_hrnet_config(config), weights, meta.num_classes, allow_pickle)
     if meta.kind == "semantic" and meta.arch.startswith("hrnetv2_"):
         from edgeseg.converters.hrnet.export import build_hrnet
 

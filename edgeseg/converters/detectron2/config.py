@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeseg.converters.yaml_config import flatten, listed, load_mapping, merge, refuse_unknown
 from edgeseg.errors import ArgumentError
 
 #: the inference settings edgeseg reads, with detectron2's defaults
@@ -175,29 +176,11 @@ class Detectron2Config:
         return int(self.values["MODEL.ROI_HEADS.NUM_CLASSES"])
 
 
-def _yaml() -> Any:
-    try:
-        import yaml
-    except ImportError as exc:
-        raise ArgumentError("reading detectron2 configs needs PyYAML: pip install 'edgeseg[convert]'") from exc
-    return yaml
-
-
 def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The YAML of *path* with its ``_BASE_`` chain merged in (the file's own values win)."""
-    yaml = _yaml()
     if path in seen:
         raise ArgumentError(f"{path}: _BASE_ files include each other: {' -> '.join(map(str, (*seen, path)))}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ArgumentError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ArgumentError(f"{path}: cannot read it ({exc})") from exc
-    except yaml.YAMLError as exc:
-        raise ArgumentError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(data, dict):
-        raise ArgumentError(f"{path}: a detectron2 config is a YAML mapping (MODEL: ..., INPUT: ...)")
+    data = load_mapping(path, "detectron2", "MODEL: ..., INPUT: ...")
     base = data.pop("_BASE_", None)
     if base is None:
         return data
@@ -208,41 +191,16 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return _merge(_read(base_path, (*seen, path)), data)
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def _ignored(key: str) -> bool:
-    """Whether *key* is in :data:`IGNORED` (a whole section of a part this model does not use
-    ends in ".")."""
-    return key in IGNORED or any(k.endswith(".") and key.startswith(k) for k in IGNORED)
+_merge = merge
 
 
 def read_config(path: str | os.PathLike[str]) -> Detectron2Config:
     """The checked inference settings of a detectron2 config file; :class:`ArgumentError` naming
     the first setting edgeseg does not know or cannot reproduce."""
     source = Path(path)
-    flat = {k: v for k, v in _flatten(_read(source)).items() if k.split(".")[0] in SECTIONS}
-    unknown = sorted(k for k in flat if k not in DEFAULTS and not _ignored(k))
-    if unknown:
-        raise ArgumentError(f"{source.name}: unknown setting {unknown[0]}" + (
-            f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "") +
-            ": edgeseg does not know what it does, so it cannot promise detectron2's results; remove it if it "
-            "does not apply to inference")
+    flat = {k: v for k, v in flatten(_read(source)).items() if k.split(".")[0] in SECTIONS}
+    refuse_unknown(source.name, sorted(k for k in flat if k not in DEFAULTS and not listed(k, IGNORED)),
+                   "detectron2")
     values = {**DEFAULTS, **{k: v for k, v in flat.items() if k in DEFAULTS}}
     for key, allowed, why in _SUPPORTED:
         if values[key] not in allowed:

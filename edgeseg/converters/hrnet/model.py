@@ -188,7 +188,21 @@ class HRNetV2(nn.Module):
             *(HighResolutionModule(stage.channels, stage.blocks, align_corners) for _ in range(stage.modules))
         )
 
+    @property
+    def arch_label(self) -> str:
+        """The ``arch`` an exported file records (``edgeseg info``, ``edgeseg compare``)."""
+        return f"hrnetv2_{self.spec.name}"
+
     def forward(self, x: Tensor) -> Tensor:
+        return self.last_layer(self.features(x))
+
+    def for_export(self) -> HRNetV2:
+        """The module the graph is traced from: this one (subclasses may return an equivalent
+        module that runs faster as a graph)."""
+        return self
+
+    def features(self, x: Tensor) -> Tensor:
+        """The four branches concatenated at 1/4 resolution: ``[N, spec.head_channels, h, w]``."""
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
         xs = [self.layer1(x)]
@@ -198,5 +212,4 @@ class HRNetV2(nn.Module):
             # Existing branches keep their own input; new branches grow from the lowest resolution.
             inputs = [t(xs[i] if i < len(xs) else xs[-1]) for i, t in enumerate(transition)]
             xs = stage(inputs)
-        feats = torch.cat([xs[0]] + [_resize(x, xs[0], self.align_corners) for x in xs[1:]], dim=1)
-        return self.last_layer(feats)
+        return torch.cat([xs[0]] + [_resize(x, xs[0], self.align_corners) for x in xs[1:]], dim=1)
