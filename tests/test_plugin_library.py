@@ -164,7 +164,7 @@ def test_serialised_fields_are_the_attributes(harness_output: str) -> None:
     fields = dict(line.split(" ", 2)[1:] for line in harness_output.splitlines() if line.startswith("fields "))
     assert fields["MultiLevelRoIAlign"] == (
         "output_height:5:14,;output_width:5:14,;spatial_scales:1:0.250000,0.125000,0.062500,0.031250,;"
-        "sampling_ratio:5:2,;aligned:5:0,;canonical_scale:1:224.000000,;canonical_level:5:4,;")
+        "sampling_ratio:5:2,;aligned:5:0,;canonical_scale:1:224.000000,;canonical_level:5:4,;level_rule:5:0,;")
     assert fields["PasteMasks"] == "height:5:400,;width:5:600,;threshold:1:0.500000,;mode:5:0,;logits:5:0,;"
 
 

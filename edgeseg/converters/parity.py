@@ -259,7 +259,8 @@ def reference_model(meta: ModelMetadata, weights: str | os.PathLike[str] | None,
                     allow_pickle: bool = False, config: str | os.PathLike[str] | None = None) -> nn.Module:
     """The PyTorch model an edgeseg file was converted from, rebuilt from its metadata with
     *weights* (None: the seeded random weights of ``edgeseg convert --random-weights``); a
-    detectron2 model needs its *config* and is edgeseg's eager reimplementation of its inference."""
+    detectron2, maskrcnn-benchmark or Detectron model needs its *config* and is edgeseg's eager
+    reimplementation of its inference."""
     if meta.kind == "instance" and meta.arch.startswith("detectron2_"):
         from edgeseg.converters.detectron2 import model as d2model
         from edgeseg.converters.detectron2.export import build_detectron2, graph_options
@@ -272,6 +273,22 @@ def reference_model(meta: ModelMetadata, weights: str | os.PathLike[str] | None,
         options = graph_options(cfg, meta.instance.score_thresh, meta.instance.max_detections,
                                 meta.instance.max_candidates, meta.instance.mask_threshold)
         return FrameToDetections(model, meta.frame_hw, options, d2model.conventions(cfg)).eval()
+    from edgeseg.converters.maskrcnn_benchmark.export import ARCH_PREFIX
+
+    family = next((f for f, prefix in ARCH_PREFIX.items() if meta.arch.startswith(prefix + "_")), None)
+    if meta.kind == "instance" and family is not None:
+        from edgeseg.converters.maskrcnn.graph import FrameToDetections
+        from edgeseg.converters.maskrcnn_benchmark import model as mrbmodel
+        from edgeseg.converters.maskrcnn_benchmark.export import graph_options as mrb_options
+        from edgeseg.converters.maskrcnn_benchmark.export import read as mrb_read
+
+        if config is None:
+            raise ArgumentError(f"a {family} model is compared with its config: --config C.yaml")
+        assert meta.instance is not None
+        mrb_cfg, mrb_model = mrb_read(family, config, weights, allow_pickle)
+        mrb_graph = mrb_options(mrb_cfg, meta.instance.score_thresh, meta.instance.max_detections,
+                                meta.instance.max_candidates, meta.instance.mask_threshold)
+        return FrameToDetections(mrb_model, meta.frame_hw, mrb_graph, mrbmodel.conventions(mrb_cfg)).eval()
     if meta.kind == "semantic" and meta.arch.startswith("hrnetv2_"):
         from edgeseg.converters.hrnet.export import build_hrnet
 

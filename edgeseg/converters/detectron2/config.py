@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeseg.converters.yaml_config import flatten, refuse_unknown, refuse_unsupported
 from edgeseg.errors import ArgumentError
 
 #: the inference settings edgeseg reads, with detectron2's defaults
@@ -215,38 +216,14 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def _ignored(key: str) -> bool:
-    """Whether *key* is in :data:`IGNORED` (a whole section of a part this model does not use
-    ends in ".")."""
-    return key in IGNORED or any(k.endswith(".") and key.startswith(k) for k in IGNORED)
-
-
 def read_config(path: str | os.PathLike[str]) -> Detectron2Config:
     """The checked inference settings of a detectron2 config file; :class:`ArgumentError` naming
     the first setting edgeseg does not know or cannot reproduce."""
     source = Path(path)
-    flat = {k: v for k, v in _flatten(_read(source)).items() if k.split(".")[0] in SECTIONS}
-    unknown = sorted(k for k in flat if k not in DEFAULTS and not _ignored(k))
-    if unknown:
-        raise ArgumentError(f"{source.name}: unknown setting {unknown[0]}" + (
-            f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "") +
-            ": edgeseg does not know what it does, so it cannot promise detectron2's results; remove it if it "
-            "does not apply to inference")
+    flat = {k: v for k, v in flatten(_read(source)).items() if k.split(".")[0] in SECTIONS}
+    refuse_unknown(flat, DEFAULTS, IGNORED, source.name, "detectron2")
     values = {**DEFAULTS, **{k: v for k, v in flat.items() if k in DEFAULTS}}
-    for key, allowed, why in _SUPPORTED:
-        if values[key] not in allowed:
-            raise ArgumentError(f"{source.name}: {key} = {values[key]!r} is not supported: {why}")
+    refuse_unsupported(values, _SUPPORTED, source.name)
     if any(values["MODEL.RESNETS.DEFORM_ON_PER_STAGE"]):
         raise ArgumentError(f"{source.name}: MODEL.RESNETS.DEFORM_ON_PER_STAGE: deformable convolutions are not "
                             "supported")
