@@ -88,14 +88,16 @@ def reference() -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return np.asarray(frame), dict(np.load(SHARED / "outputs_caseA.npz", allow_pickle=False))
 
 
-@pytest.fixture(scope="module", params=list(FILES))
-def case_a(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    family = request.param
-    config, weights = FILES[family]
-    out = tmp_path_factory.mktemp(family) / "caseA.onnx"
-    assert cli.main(["convert", family, "--config", str(SHARED / config), "--weights", str(SHARED / weights),
-                     "--frame", "400x600", "-o", str(out), "-q"]) == 0
-    return family, out
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Both files of case A converted once for the module: family -> ONNX file."""
+    out = {}
+    for family, (config, weights) in FILES.items():
+        path = tmp_path_factory.mktemp(family) / "caseA.onnx"
+        assert cli.main(["convert", family, "--config", str(SHARED / config), "--weights", str(SHARED / weights),
+                         "--frame", "400x600", "-o", str(path), "-q"]) == 0
+        out[family] = path
+    return out
 
 
 def match(got: Any, ref: dict[str, np.ndarray]) -> dict[str, float]:
@@ -118,12 +120,13 @@ def match(got: Any, ref: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 @needs_shared
-def test_detections_match_maskrcnn_benchmarks_own(case_a: tuple[str, Path],
+@pytest.mark.parametrize("family", list(FILES))
+def test_detections_match_maskrcnn_benchmarks_own(family: str, exported: dict[str, Path],
                                                   reference: tuple[np.ndarray, dict[str, np.ndarray]]) -> None:
     """The ONNX file on ONNX Runtime: every one of the 100 detections matched by class with box IoU
     >= 0.99, scores within 1e-3, mean mask IoU >= 0.98 (measured: identical to float precision)."""
     frame, ref = reference
-    got = edgeseg.load(case_a[1]).instances(frame)
+    got = edgeseg.load(exported[family]).instances(frame)
     assert len(got) == len(ref["boxes"]) == 100
     figures = match(got, ref)
     assert figures["min_box_iou"] >= 0.99, figures
@@ -155,13 +158,14 @@ def test_proposals_and_the_network_input_are_maskrcnn_benchmarks(
 
 
 @needs_shared
-def test_the_graphs_pass_lint_and_convert_to_fp16(case_a: tuple[str, Path]) -> None:
+@pytest.mark.parametrize("family", list(FILES))
+def test_the_graphs_pass_lint_and_convert_to_fp16(family: str, exported: dict[str, Path]) -> None:
     import onnx
 
     from edgeseg.converters.api import FAMILIES
     from edgeseg.precision.fp16 import to_fp16
 
-    family, path = case_a
+    path = exported[family]
     model = onnx.load(str(path))
     assert not lint_model(model)
     reduced = FAMILIES[family].precision_rules.reduced(model.graph)
@@ -180,11 +184,12 @@ def test_the_graphs_pass_lint_and_convert_to_fp16(case_a: tuple[str, Path]) -> N
 
 
 @needs_shared
-def test_compare_against_the_eager_rebuild(case_a: tuple[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    family, path = case_a
-    config, weights = FILES[family]
-    code = cli.main(["compare", str(path), "--config", str(SHARED / config), "--weights", str(SHARED / weights),
-                     "--source", str(SHARED / "input_caseA.png"), "--frames", "1"])
+def test_compare_against_the_eager_rebuild(exported: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """One file is enough (an eager Mask R-CNN costs 15-30 s here): the Detectron one holds the
+    same weights (test_the_detectron_pickle_holds_the_same_model) and passes the parity test."""
+    config, weights = FILES["maskrcnn-benchmark"]
+    code = cli.main(["compare", str(exported["maskrcnn-benchmark"]), "--config", str(SHARED / config),
+                     "--weights", str(SHARED / weights), "--source", str(SHARED / "input_caseA.png"), "--frames", "1"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "PASS: edgeseg vs PyTorch on 1 frame(s)" in out
@@ -248,7 +253,14 @@ def test_a_resized_frame_runs_and_matches_its_eager_graph(small: tuple[Path, Pat
     assert wrapper.resized_hw == (160, 213) and wrapper.padded_hw == (160, 224)
     assert wrapper.level_keep == [200, 200, 200, 105, 36]  # POST_NMS_TOP_N_TEST, or all of a small level
     frame = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    # the network input: Pillow's bilinear of the uint8 BGR frame, minus the mean, zero padding
+    from PIL import Image
+
+    resized = np.asarray(Image.fromarray(frame).resize((213, 160), Image.Resampling.BILINEAR), np.float32)
+    want = np.zeros((3, 160, 224), np.float32)
+    want[:, :, :213] = (resized - np.array([102.9801, 115.9465, 122.7717], np.float32)).transpose(2, 0, 1)
     with torch.no_grad():
+        assert np.array_equal(wrapper.preprocess(torch.from_numpy(frame))[0].numpy(), want)
         num, boxes, scores, labels, _ = wrapper(torch.from_numpy(frame))
     got = edgeseg.load(out).backend.run({"frame": frame}, ["num_detections", "boxes", "scores", "labels"])
     n = int(num[0])
@@ -280,6 +292,22 @@ def test_the_small_graph_passes_lint_at_fp32_fp16_and_int8(small: tuple[Path, Pa
         apply_precision(small[1], out, "int8", rules, Calibration(images=images))
     assert not lint_model(onnx.load(str(out)))
     assert edgeseg.load(out).metadata.precision == "int8"
+
+
+def test_resnext_bodies_take_groups_and_widths_from_the_config(tmp_path: Path) -> None:
+    """X-101-32x8d as maskrcnn-benchmark writes it (R-101-FPN with 32 groups), at toy widths."""
+    from edgeseg.converters.maskrcnn_benchmark.export import arch_name, read
+
+    x101 = _with(SMALL, {"MODEL.BACKBONE.CONV_BODY": "R-101-FPN", "MODEL.RESNETS.NUM_GROUPS": 32,
+                         "MODEL.RESNETS.WIDTH_PER_GROUP": 1, "MODEL.RESNETS.STRIDE_IN_1X1": False})
+    cfg, model = read("maskrcnn-benchmark", _write(tmp_path / "x.yaml", x101), None)
+    body = model.backbone.body
+    assert arch_name("maskrcnn-benchmark", cfg) == "mrb_r101_x32x1d_fpn"
+    assert [len(getattr(body, f"res{i}")) for i in range(2, 6)] == [3, 4, 23, 3]
+    first = body.res3[0]
+    assert first.conv2.groups == 32 and first.conv2.out_channels == 64 and first.conv3.out_channels == 64
+    assert (first.conv1.stride, first.conv2.stride) == ((1, 1), (2, 2))  # STRIDE_IN_1X1 False
+    assert body.stem.conv1.norm.eps == 0.0  # maskrcnn-benchmark's FrozenBatchNorm2d has no epsilon
 
 
 def test_config_keys_are_read_as_yacs_reads_them(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator as Torchvi
 from edgeseg import ops
 from edgeseg.converters.maskrcnn.ops import _level_of
 from edgeseg.converters.maskrcnn.strategies import (
+    ALIGNED_ROI_ALIGN,
     CENTRED_ANCHORS,
     CONTINUOUS_BOXES,
     DETECTRON2_RESIZE,
@@ -22,11 +23,15 @@ from edgeseg.converters.maskrcnn.strategies import (
     DETECTRON_LEVELS,
     DETECTRON_NMS,
     INCLUSIVE_BOXES,
+    LEGACY_ROI_ALIGN,
     MASKRCNN_BENCHMARK_RESIZE,
     TORCHVISION_ANCHORS,
     TORCHVISION_LEVELS,
     TORCHVISION_NMS,
     TORCHVISION_RESIZE,
+    AnchorGenerator,
+    BoxCoder,
+    LevelMapper,
     PixelInput,
     Resize,
 )
@@ -61,6 +66,17 @@ def test_resize_rules_of_the_other_families() -> None:
     assert TORCHVISION_RESIZE.output_hw((480, 641), 400, 667) == (400, 534)
     with pytest.raises(ValueError, match="resize rule 'nearest'"):
         Resize("x", "nearest", pillow=False)
+
+
+def test_strategies_name_what_they_are_and_refuse_what_the_graph_cannot_do() -> None:
+    with pytest.raises(ValueError, match="level rule 'matterport': MultiLevelRoIAlign has torchvision, detectron"):
+        LevelMapper("matterport")
+    with pytest.raises(ValueError, match="anchor generator 'ssd'"):
+        AnchorGenerator("ssd")
+    with pytest.raises(ValueError, match="box coder offset 2"):
+        BoxCoder("x", 2)
+    assert DETECTRON_LEVELS.op_attributes() == {"level_rule": 1}
+    assert ALIGNED_ROI_ALIGN.op_attributes() == {"aligned": 1} and LEGACY_ROI_ALIGN.op_attributes() == {"aligned": 0}
 
 
 # --------------------------------------------------------------------------------------------- pixels

@@ -135,10 +135,10 @@ def _roi_attrs(pooler: MultiScaleRoIAlign, scales: list[float], conventions: Con
         "output_width": ow,
         "spatial_scales": scales,
         "sampling_ratio": int(pooler.sampling_ratio),
-        "aligned": int(conventions.roi_align.aligned),
         "canonical_scale": float(pooler.canonical_scale),
         "canonical_level": int(pooler.canonical_level),
-        "level_rule": conventions.levels.rule,
+        **conventions.roi_align.op_attributes(),
+        **conventions.levels.op_attributes(),
     }
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from edgeseg.errors import ArgumentError
+from edgeseg.custom_ops import LEVEL_RULES
 
 # ---------------------------------------------------------------------------------------------
 # Pixel input
@@ -135,6 +135,10 @@ class AnchorGenerator:
 
     name: str
 
+    def __post_init__(self) -> None:
+        if self.name not in ("torchvision", "centred", "detectron"):
+            raise ValueError(f"anchor generator {self.name!r}: torchvision, centred or detectron")
+
     def cell_anchors(self, sizes: tuple[float, ...], ratios: tuple[float, ...], stride: int) -> Tensor:
         """[len(ratios) * len(sizes), 4] float32."""
         if self.name == "detectron":
@@ -195,6 +199,10 @@ class BoxCoder:
 
     name: str
     offset: int
+
+    def __post_init__(self) -> None:
+        if self.offset not in (0, 1):
+            raise ValueError(f"box coder offset {self.offset}: 0 or 1")
 
     def decode(self, weights: tuple[float, float, float, float], clamp: float, deltas: Tensor,
                boxes: Tensor) -> Tensor:
@@ -286,10 +294,15 @@ DETECTRON_NMS = NmsForm("detectron", offset=1, inclusive=True)
 class RoIAlignSampling:
     """How RoIAlign samples a box: ``aligned`` shifts by half a feature pixel and keeps RoIs under
     one feature pixel as they are (detectron2's ROIAlignV2); legacy otherwise (torchvision,
-    Detectron, maskrcnn-benchmark). The op's ``aligned`` attribute."""
+    Detectron, maskrcnn-benchmark). The sampling ratio is the model's pooler's."""
 
     name: str
     aligned: bool
+
+    def op_attributes(self) -> dict[str, int]:
+        """MultiLevelRoIAlign's attributes for this sampling (another sampling, e.g. TensorFlow's
+        crop_and_resize, would add its own attribute to the op and set it here)."""
+        return {"aligned": int(self.aligned)}
 
 
 LEGACY_ROI_ALIGN = RoIAlignSampling("legacy", aligned=False)
@@ -305,13 +318,18 @@ class LevelMapper:
 
     name: str
 
+    def __post_init__(self) -> None:
+        if self.name not in LEVEL_RULES:
+            raise ValueError(f"level rule {self.name!r}: MultiLevelRoIAlign has {', '.join(LEVEL_RULES)}")
+
     @property
     def rule(self) -> int:
-        from edgeseg.custom_ops import LEVEL_RULES
-
-        if self.name not in LEVEL_RULES:
-            raise ArgumentError(f"level rule {self.name!r}: MultiLevelRoIAlign has {', '.join(LEVEL_RULES)}")
+        """The op's ``level_rule`` value (a new rule is a new entry of ``LEVEL_RULES`` in the op)."""
         return LEVEL_RULES.index(self.name)
+
+    def op_attributes(self) -> dict[str, int]:
+        """MultiLevelRoIAlign's attributes for this rule."""
+        return {"level_rule": self.rule}
 
 
 TORCHVISION_LEVELS = LevelMapper("torchvision")
