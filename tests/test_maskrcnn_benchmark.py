@@ -57,6 +57,16 @@ SMALL: dict[str, Any] = {
     "SOLVER": {"BASE_LR": 0.02},
 }
 
+#: a Detectron FPN Mask R-CNN config as its 12_2017_baselines write one (the keys that differ)
+DETECTRON_SMALL: dict[str, Any] = {
+    "MODEL": {"TYPE": "generalized_rcnn", "CONV_BODY": "FPN.add_fpn_ResNet50_conv5_body", "NUM_CLASSES": 3,
+              "FASTER_RCNN": True, "MASK_ON": True},
+    "FPN": {"FPN_ON": True, "MULTILEVEL_ROIS": True, "MULTILEVEL_RPN": True},
+    "FAST_RCNN": {"ROI_BOX_HEAD": "fast_rcnn_heads.add_roi_2mlp_head", "ROI_XFORM_METHOD": "RoIAlign"},
+    "MRCNN": {"ROI_MASK_HEAD": "mask_rcnn_heads.mask_rcnn_fcn_head_v1up4convs", "DILATION": 1},
+    "TRAIN": {"WEIGHTS": "R-50.pkl"},
+}
+
 
 def _write(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
@@ -359,17 +369,30 @@ def test_settings_edgeseg_cannot_reproduce_are_refused_by_name(tmp_path: Path, o
      "results; remove it if it does not apply to inference"),
 ])
 def test_detectron_settings_are_refused_by_name(tmp_path: Path, override: dict, message: str) -> None:
-    base = {"MODEL": {"TYPE": "generalized_rcnn", "CONV_BODY": "FPN.add_fpn_ResNet50_conv5_body", "NUM_CLASSES": 3,
-                      "FASTER_RCNN": True, "MASK_ON": True},
-            "FPN": {"FPN_ON": True, "MULTILEVEL_ROIS": True, "MULTILEVEL_RPN": True},
-            "FAST_RCNN": {"ROI_BOX_HEAD": "fast_rcnn_heads.add_roi_2mlp_head", "ROI_XFORM_METHOD": "RoIAlign"},
-            "MRCNN": {"ROI_MASK_HEAD": "mask_rcnn_heads.mask_rcnn_fcn_head_v1up4convs", "DILATION": 1},
-            "TRAIN": {"WEIGHTS": "R-50.pkl"}}
+    base = DETECTRON_SMALL
     assert to_benchmark(read_detectron_config(_write(tmp_path / "ok.yaml", base)), None)["MODEL.RPN.ANCHOR_SIZES"] == (
         32, 64, 128, 256, 512)
     with pytest.raises(ArgumentError) as info:
         read_detectron_config(_write(tmp_path / "c.yaml", _with(base, override)))
     assert str(info.value) == f"c.yaml: {message}"
+
+
+def test_command_line_mistakes_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _write(tmp_path / "small.yaml", SMALL)
+    detectron = _write(tmp_path / "detectron.yaml", DETECTRON_SMALL)
+    (tmp_path / "model_final.pth").write_bytes(b"")
+    cases = [
+        (["convert", "maskrcnn-benchmark", "--config", str(tmp_path / "nope.yaml"), "--random-weights"],
+         f"{tmp_path / 'nope.yaml'}: no such config file"),
+        (["convert", "detectron", "--config", str(detectron), "--weights", str(tmp_path / "model_final.pth")],
+         "--weights model_final.pth: a Detectron checkpoint is a .pkl of Caffe2 blobs"),
+        (["convert", "detectron", "--config", str(config), "--random-weights"],  # a maskrcnn-benchmark YAML
+         "small.yaml: unknown setting MODEL.BACKBONE.CONV_BODY (and 29 more): edgeseg does not know what it does, so "
+         "it cannot promise Detectron's results; remove it if it does not apply to inference"),
+    ]
+    for argv, message in cases:
+        assert cli.main([*argv, "--frame", "64x64", "-o", str(tmp_path / "x.onnx"), "-q"]) == 2
+        assert capsys.readouterr().err == f"edgeseg: error: {message}\n"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -273,9 +273,9 @@ def reference_model(meta: ModelMetadata, weights: str | os.PathLike[str] | None,
         options = graph_options(cfg, meta.instance.score_thresh, meta.instance.max_detections,
                                 meta.instance.max_candidates, meta.instance.mask_threshold)
         return FrameToDetections(model, meta.frame_hw, options, d2model.conventions(cfg)).eval()
-    from edgeseg.converters.maskrcnn_benchmark.export import ARCH_PREFIX
+    from edgeseg.converters.maskrcnn_benchmark.export import SOURCES
 
-    family = next((f for f, prefix in ARCH_PREFIX.items() if meta.arch.startswith(prefix + "_")), None)
+    family = next((f for f, source in SOURCES.items() if meta.arch.startswith(source.arch_prefix + "_")), None)
     if meta.kind == "instance" and family is not None:
         from edgeseg.converters.maskrcnn.graph import FrameToDetections
         from edgeseg.converters.maskrcnn_benchmark import model as mrbmodel

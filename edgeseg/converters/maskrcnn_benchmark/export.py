@@ -10,11 +10,14 @@ and exported with maskrcnn-benchmark's inference conventions (``model.convention
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from torchvision.models.detection import MaskRCNN
 
 from edgeseg.classes import ClassSet
+from edgeseg.converters.checkpoint import StateDict
 from edgeseg.converters.maskrcnn.export import export_maskrcnn, maskrcnn_classes
 from edgeseg.converters.maskrcnn.graph import GraphOptions
 from edgeseg.converters.maskrcnn_benchmark import model as mrbmodel
@@ -25,32 +28,46 @@ from edgeseg.errors import ArgumentError
 from edgeseg.metadata import ModelMetadata
 from edgeseg.progress import Steps
 
-#: family name -> the arch label prefix its files carry (``edgeseg compare`` reads it back)
-ARCH_PREFIX = {"maskrcnn-benchmark": "mrb", "detectron": "detectron"}
+
+@dataclass(frozen=True)
+class Source:
+    """What differs between the two families here: the arch label prefix of their files (``edgeseg
+    compare`` reads it back), how their YAML becomes maskrcnn-benchmark settings (given the
+    checkpoint, which holds what a Detectron YAML cannot say), and the checkpoint kinds they take."""
+
+    arch_prefix: str
+    read_config: Callable[[str | os.PathLike[str], StateDict | None], MaskrcnnBenchmarkConfig]
+    #: accepted checkpoint suffixes and what to say otherwise; None: any
+    weights: tuple[tuple[str, ...], str] | None = None
+
+
+SOURCES = {
+    "maskrcnn-benchmark": Source("mrb", lambda path, sd: read_config(path)),
+    "detectron": Source("detectron", lambda path, sd: to_benchmark(read_detectron_config(path), sd),
+                        ((".pkl",), "a Detectron checkpoint is a .pkl of Caffe2 blobs")),
+}
 
 
 def arch_name(family: str, cfg: MaskrcnnBenchmarkConfig) -> str:
     body = str(cfg["MODEL.BACKBONE.CONV_BODY"]).split("-")[1]
     groups = int(cfg["MODEL.RESNETS.NUM_GROUPS"])
     x = f"_x{groups}x{int(cfg['MODEL.RESNETS.WIDTH_PER_GROUP'])}d" if groups > 1 else ""
-    return f"{ARCH_PREFIX[family]}_r{body}{x}_fpn"
+    return f"{SOURCES[family].arch_prefix}_r{body}{x}_fpn"
 
 
 def read(family: str, config: str | os.PathLike[str] | None, weights: str | os.PathLike[str] | None,
          trust: bool = False) -> tuple[MaskrcnnBenchmarkConfig, MaskRCNN]:
     """(the checked config as maskrcnn-benchmark settings, the torchvision ``MaskRCNN`` with the
     checkpoint's weights; seeded random when *weights* is None)."""
-    if family not in ARCH_PREFIX:
-        raise ArgumentError(f"unknown family {family!r}: {', '.join(ARCH_PREFIX)}")
+    source = SOURCES.get(family)
+    if source is None:
+        raise ArgumentError(f"unknown family {family!r}: {', '.join(SOURCES)}")
     if not config:
         raise ArgumentError(f"{family} needs its config: --config C.yaml (the YAML the model was trained with)")
+    if source.weights is not None and weights is not None and Path(weights).suffix.lower() not in source.weights[0]:
+        raise ArgumentError(f"--weights {Path(weights).name}: {source.weights[1]}")
     sd = read_weights(weights, trust) if weights is not None else None
-    if family == "detectron":
-        if weights is not None and Path(weights).suffix.lower() != ".pkl":
-            raise ArgumentError(f"--weights {Path(weights).name}: a Detectron checkpoint is a .pkl of Caffe2 blobs")
-        cfg = to_benchmark(read_detectron_config(config), sd)
-    else:
-        cfg = read_config(config)
+    cfg = source.read_config(config, sd)
     return cfg, mrbmodel.load(cfg, sd)
 
 
