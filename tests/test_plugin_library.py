@@ -176,6 +176,8 @@ def test_bad_fields_are_refused_with_the_reason(harness_output: str) -> None:
         "per int32), got 602")
     assert refused["MultiLevelRoIAlign refuses an unknown field"] == (
         "MultiLevelRoIAlign: cannot create layer 'bad': unknown field 'output_heigth'")
+    assert refused["MultiLevelRoIAlign refuses an unknown level rule"] == (
+        "MultiLevelRoIAlign: cannot create layer 'bad': level_rule must be 0 or 1, got 2")
 
 
 def test_library_is_not_loaded_into_another_tensorrt_major(library: Path, trt_include: Path,
