@@ -145,13 +145,15 @@ def test_detections_match_maskrcnn_benchmarks_own(family: str, exported: dict[st
 
 
 @needs_shared
-def test_proposals_and_the_network_input_are_maskrcnn_benchmarks(
+def test_the_eager_graph_is_maskrcnn_benchmark_bit_for_bit(
         reference: tuple[np.ndarray, dict[str, np.ndarray]]) -> None:
-    """The eager graph's intermediates: the padded network input bit for bit, the 1000 RPN
-    proposals as a set (neighbours with objectness 5e-7 apart may swap), the boxes exactly."""
+    """The eager graph (what ``edgeseg compare`` runs) reproduces maskrcnn-benchmark bit for bit:
+    the padded network input, the 1000 RPN proposals (as a set: neighbours with objectness 5e-7
+    apart could swap), and the 100 detections' boxes, scores, labels and pasted masks."""
     from edgeseg.converters.maskrcnn.graph import FrameToDetections
     from edgeseg.converters.maskrcnn_benchmark.export import graph_options, read
     from edgeseg.converters.maskrcnn_benchmark.model import conventions
+    from edgeseg.custom_ops import unpack_mask_bytes
 
     frame, ref = reference
     cfg, model = read("maskrcnn-benchmark", SHARED / "config_caseA.yaml", SHARED / "mrb_caseA.pth")
@@ -165,6 +167,16 @@ def test_proposals_and_the_network_input_are_maskrcnn_benchmarks(
     assert got.shape == want.shape == (1000, 4)
     as_set = {tuple(b) for b in got.tolist()}
     assert as_set == {tuple(b) for b in want.tolist()}
+    with torch.no_grad():
+        num, boxes, scores, labels, masks = wrapper(torch.from_numpy(frame))
+    assert int(num[0]) == 100
+    # rows in descending score here, class-major there: pair them by box
+    rows = [int(np.flatnonzero((boxes.numpy() == ref["boxes"][i]).all(1) & (labels.numpy() == ref["labels"][i]))[0])
+            for i in range(100)]
+    assert len(set(rows)) == 100
+    assert np.array_equal(scores.numpy()[rows], ref["scores"])
+    pasted = unpack_mask_bytes(masks.numpy()[rows], 600).astype(bool)
+    assert np.array_equal(pasted, np.unpackbits(ref["masks_packed"], axis=-1, count=600).astype(bool))
 
 
 @needs_shared
