@@ -61,9 +61,11 @@ SMALL: dict[str, Any] = {
 DETECTRON_SMALL: dict[str, Any] = {
     "MODEL": {"TYPE": "generalized_rcnn", "CONV_BODY": "FPN.add_fpn_ResNet50_conv5_body", "NUM_CLASSES": 3,
               "FASTER_RCNN": True, "MASK_ON": True},
-    "FPN": {"FPN_ON": True, "MULTILEVEL_ROIS": True, "MULTILEVEL_RPN": True},
-    "FAST_RCNN": {"ROI_BOX_HEAD": "fast_rcnn_heads.add_roi_2mlp_head", "ROI_XFORM_METHOD": "RoIAlign"},
-    "MRCNN": {"ROI_MASK_HEAD": "mask_rcnn_heads.mask_rcnn_fcn_head_v1up4convs", "DILATION": 1},
+    "RESNETS": {"WIDTH_PER_GROUP": 8},
+    "FPN": {"FPN_ON": True, "MULTILEVEL_ROIS": True, "MULTILEVEL_RPN": True, "DIM": 32},
+    "FAST_RCNN": {"ROI_BOX_HEAD": "fast_rcnn_heads.add_roi_2mlp_head", "ROI_XFORM_METHOD": "RoIAlign",
+                  "MLP_HEAD_DIM": 64},
+    "MRCNN": {"ROI_MASK_HEAD": "mask_rcnn_heads.mask_rcnn_fcn_head_v1up4convs", "DILATION": 1, "DIM_REDUCED": 16},
     "TRAIN": {"WEIGHTS": "R-50.pkl"},
 }
 
@@ -392,12 +394,17 @@ def test_detectron_settings_are_refused_by_name(tmp_path: Path, override: dict, 
 def test_command_line_mistakes_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = _write(tmp_path / "small.yaml", SMALL)
     detectron = _write(tmp_path / "detectron.yaml", DETECTRON_SMALL)
+    # Detectron's default 12000 proposals per level; the 64x64 frame resized to 160x160: 40 x 40 x 3 anchors on P2
+    limits = _write(tmp_path / "limits.yaml", _with(DETECTRON_SMALL, {"TEST.SCALE": 160, "TEST.MAX_SIZE": 160}))
     (tmp_path / "model_final.pth").write_bytes(b"")
     cases = [
         (["convert", "maskrcnn-benchmark", "--config", str(tmp_path / "nope.yaml"), "--random-weights"],
          f"{tmp_path / 'nope.yaml'}: no such config file"),
         (["convert", "detectron", "--config", str(detectron), "--weights", str(tmp_path / "model_final.pth")],
          "--weights model_final.pth: a Detectron checkpoint is a .pkl of Caffe2 blobs"),
+        (["convert", "detectron", "--config", str(limits), "--random-weights"],
+         "the RPN's per-level top-k of level 0 (TEST.RPN_PRE_NMS_TOP_N) is 4800: TensorRT's TopK takes at most 3840; "
+         "lower it"),
         (["convert", "detectron", "--config", str(config), "--random-weights"],  # a maskrcnn-benchmark YAML
          "small.yaml: unknown setting MODEL.BACKBONE.CONV_BODY (and 29 more): edgeseg does not know what it does, so "
          "it cannot promise Detectron's results; remove it if it does not apply to inference"),

@@ -55,6 +55,7 @@ def conventions(cfg: Detectron2Config) -> Conventions:
         rpn_min_size=float(cfg["MODEL.PROPOSAL_GENERATOR.MIN_SIZE"]),
         box_min_size=None,  # no small-box filter after the box head
         strict_min_size=True,  # Boxes.nonempty(threshold): side > threshold
+        rpn_setting_names=("MODEL.RPN.PRE_NMS_TOPK_TEST", "MODEL.RPN.POST_NMS_TOPK_TEST"),
     )
 
 

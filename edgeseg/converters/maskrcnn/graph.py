@@ -104,7 +104,9 @@ class Conventions:
     coder's convention) are smaller are dropped (``>`` when strict, else ``>=``; None: no filter;
     ``rpn_min_size`` None: the module's own ``rpn.min_size``); ``rpn_post_nms_per_level``: at most
     this many proposals per FPN level survive the RPN's NMS before the per-image top-N
-    (Detectron, maskrcnn-benchmark; None: no per-level cap, torchvision and detectron2)."""
+    (Detectron, maskrcnn-benchmark; None: no per-level cap, torchvision and detectron2);
+    ``rpn_setting_names``: what the family calls its RPN's per-level pre-NMS top-N and its
+    per-image proposal count (named in the errors about TensorRT's limits)."""
 
     pixels: PixelInput = TORCHVISION_PIXELS
     resize: Resize = TORCHVISION_RESIZE
@@ -117,6 +119,7 @@ class Conventions:
     box_min_size: float | None = 1e-2
     strict_min_size: bool = False
     rpn_post_nms_per_level: int | None = None
+    rpn_setting_names: tuple[str, str] = ("rpn.pre_nms_top_n_test", "rpn.post_nms_top_n_test")
 
 
 TORCHVISION = Conventions()
@@ -267,15 +270,15 @@ class FrameToDetections(nn.Module):
     def _check_tensorrt_limits(self) -> None:
         """Refuse, before anything is exported, a configuration whose TopK or NonMaxSuppression
         TensorRT cannot build (edgeseg.lint: the limits and where they come from)."""
-        topks = [(f"the RPN's per-level top-k of level {i} (rpn.pre_nms_top_n_test)", k)
-                 for i, k in enumerate(self.pre_nms)]
-        topks += [("the proposals kept (rpn.post_nms_top_n_test)", self.proposals),
+        pre, post = self.conventions.rpn_setting_names
+        topks = [(f"the RPN's per-level top-k of level {i} ({pre})", k) for i, k in enumerate(self.pre_nms)]
+        topks += [(f"the proposals kept ({post})", self.proposals),
                   ("the candidates of the final NMS (--max-candidates)", self.candidates),
                   ("the detections (--max-detections)", self.detections)]
         for what, k in topks:
             if k > TOPK_MAX_K:
                 raise ArgumentError(f"{what} is {k}: TensorRT's TopK takes at most {TOPK_MAX_K}; lower it")
-        nms = [("the RPN's NonMaxSuppression (rpn.pre_nms_top_n_test per level)", sum(self.pre_nms)),
+        nms = [(f"the RPN's NonMaxSuppression ({pre} per level)", sum(self.pre_nms)),
                ("the final NonMaxSuppression (--max-candidates)", self.candidates)]
         for what, n in nms:
             if n > NMS_MAX_CANDIDATES:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,12 @@ class MaskrcnnBenchmarkConfig:
     source: str
     #: the paste's threshold (value > it): maskrcnn-benchmark's Masker 0.5, Detectron's MRCNN.THRESH_BINARIZE
     mask_threshold: float = 0.5
+    #: the user's own key for a setting, where the file used other names (a Detectron YAML)
+    source_keys: Mapping[str, str] = field(default_factory=dict)
+
+    def name_of(self, key: str) -> str:
+        """The key to tell the user about for setting *key*."""
+        return self.source_keys.get(key, key)
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]

@@ -215,6 +215,11 @@ def _mean(value: Any) -> tuple[float, float, float]:
     return flat[0], flat[1], flat[2]
 
 
+#: the Detectron keys of the maskrcnn-benchmark settings that errors may name
+SOURCE_KEYS = {"MODEL.RPN.PRE_NMS_TOP_N_TEST": "TEST.RPN_PRE_NMS_TOP_N",
+               "MODEL.RPN.FPN_POST_NMS_TOP_N_TEST": "TEST.RPN_POST_NMS_TOP_N"}
+
+
 def to_benchmark(cfg: DetectronConfig, sd: StateDict | None) -> MaskrcnnBenchmarkConfig:
     """The maskrcnn-benchmark settings of the same model. The stem and stage widths come from
     the checkpoint *sd* (maskrcnn-benchmark names, :mod:`.checkpoint`): Detectron's YAML cannot
@@ -283,4 +288,5 @@ def to_benchmark(cfg: DetectronConfig, sd: StateDict | None) -> MaskrcnnBenchmar
     if values["MODEL.ROI_MASK_HEAD.RESOLUTION"] != 2 * values["MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION"]:
         raise ArgumentError(f"{cfg.source}: MRCNN.RESOLUTION must be twice MRCNN.ROI_XFORM_RESOLUTION (the mask head "
                             "upsamples once)")
-    return MaskrcnnBenchmarkConfig(values, cfg.source, mask_threshold=float(v["MRCNN.THRESH_BINARIZE"]))
+    return MaskrcnnBenchmarkConfig(values, cfg.source, mask_threshold=float(v["MRCNN.THRESH_BINARIZE"]),
+                                   source_keys=SOURCE_KEYS)

@@ -61,6 +61,8 @@ def conventions(cfg: MaskrcnnBenchmarkConfig) -> Conventions:
         box_min_size=None,
         strict_min_size=False,
         rpn_post_nms_per_level=int(cfg["MODEL.RPN.POST_NMS_TOP_N_TEST"]),
+        rpn_setting_names=(cfg.name_of("MODEL.RPN.PRE_NMS_TOP_N_TEST"),
+                           cfg.name_of("MODEL.RPN.FPN_POST_NMS_TOP_N_TEST")),
     )
 
 
