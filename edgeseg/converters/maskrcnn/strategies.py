@@ -5,7 +5,9 @@ maskrcnn-benchmark, ...) is a :class:`~edgeseg.converters.maskrcnn.graph.Convent
 picks one strategy of each kind below. Each strategy is a frozen record with a name (what it is
 in error messages and metadata) and the few methods the graph calls; each is tested on its own
 (``tests/test_maskrcnn_strategies.py``). A new family adds records here, never a branch in the
-graph.
+graph. The mask paste is the one decision made elsewhere: a PasteMasks mode by name
+(``GraphOptions.paste``, ``edgeseg.custom_ops.PASTE_MODES``), which each family's graph options set
+and ``--paste`` may override for torchvision models.
 
 Coordinates are image pixels, boxes ``(x1, y1, x2, y2)``. Two pixel conventions exist: the
 *continuous* one (torchvision, detectron2: a box's width is ``x2 - x1``) and the *inclusive* or
