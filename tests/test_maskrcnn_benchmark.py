@@ -418,43 +418,45 @@ def test_command_line_mistakes_are_clear_errors(tmp_path: Path, capsys: pytest.C
 # checkpoints
 
 
+#: torchvision module names -> maskrcnn-benchmark's (the renames of model.py, stated again)
+_BENCHMARK_NAMES = (
+    (r"backbone\.body\.stem\.conv1\.norm\.(.+)", r"backbone.body.stem.bn1.\1"),
+    (r"backbone\.body\.stem\.conv1\.weight", r"backbone.body.stem.conv1.weight"),
+    (r"backbone\.body\.res(\d)\.(\d+)\.shortcut\.norm\.(.+)", r"backbone.body.layer<\1>.\2.downsample.1.\3"),
+    (r"backbone\.body\.res(\d)\.(\d+)\.shortcut\.weight", r"backbone.body.layer<\1>.\2.downsample.0.weight"),
+    (r"backbone\.body\.res(\d)\.(\d+)\.conv(\d)\.norm\.(.+)", r"backbone.body.layer<\1>.\2.bn\3.\4"),
+    (r"backbone\.body\.res(\d)\.(\d+)\.conv(\d)\.weight", r"backbone.body.layer<\1>.\2.conv\3.weight"),
+    (r"backbone\.fpn\.inner_blocks\.(\d)\.0\.(.+)", r"backbone.fpn.fpn_inner[\1].\2"),
+    (r"backbone\.fpn\.layer_blocks\.(\d)\.0\.(.+)", r"backbone.fpn.fpn_layer[\1].\2"),
+    (r"rpn\.head\.conv\.0\.0\.(.+)", r"rpn.head.conv.\1"),
+    (r"rpn\.head\.(cls_logits|bbox_pred)\.(.+)", r"rpn.head.\1.\2"),
+    (r"roi_heads\.box_head\.(fc[67])\.(.+)", r"roi_heads.box.feature_extractor.\1.\2"),
+    (r"roi_heads\.box_predictor\.(.+)", r"roi_heads.box.predictor.\1"),
+    (r"roi_heads\.mask_head\.(\d)\.0\.(.+)", r"roi_heads.mask.feature_extractor.mask_fcn[\1].\2"),
+    (r"roi_heads\.mask_predictor\.(.+)", r"roi_heads.mask.predictor.\1"),
+)
+
+
+def _benchmark_name(key: str) -> str:
+    import re
+
+    for pattern, repl in _BENCHMARK_NAMES:
+        if re.fullmatch(pattern, key):
+            name = re.sub(pattern, repl, key)
+            # <k>: res stage k is layer k - 1; [i]: a 0-based index is maskrcnn-benchmark's i + 1
+            name = re.sub(r"<(\d)>", lambda m: str(int(m[1]) - 1), name)
+            return re.sub(r"\[(\d)\]", lambda m: str(int(m[1]) + 1), name)
+    raise AssertionError(key)
+
+
 def _small_state_dict(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
-    """The small model's weights under maskrcnn-benchmark's own names (inverting the renames)."""
+    """The small model's weights under maskrcnn-benchmark's own names, with its anchor buffers."""
+    from edgeseg.converters.maskrcnn.strategies import DETECTRON_ANCHORS
     from edgeseg.converters.maskrcnn_benchmark import model as mrbmodel
 
     config = _write(tmp_path / "small.yaml", SMALL)
-    cfg = read_config(config)
-    tv = mrbmodel.build(cfg).state_dict()
-    # the renames are a bijection on the model's keys: find each maskrcnn-benchmark name by search
-    names: dict[str, None] = {}
-    for layer in range(1, 5):
-        for block in range(24):
-            for i in (1, 2, 3):
-                for kind in ("weight", "bias", "running_mean", "running_var"):
-                    names[f"backbone.body.layer{layer}.{block}.bn{i}.{kind}"] = None
-                names[f"backbone.body.layer{layer}.{block}.conv{i}.weight"] = None
-            names[f"backbone.body.layer{layer}.{block}.downsample.0.weight"] = None
-            for kind in ("weight", "bias", "running_mean", "running_var"):
-                names[f"backbone.body.layer{layer}.{block}.downsample.1.{kind}"] = None
-    for kind in ("weight", "bias", "running_mean", "running_var"):
-        names[f"backbone.body.stem.bn1.{kind}"] = None
-    names["backbone.body.stem.conv1.weight"] = None
-    for kind in ("weight", "bias"):
-        for i in range(1, 5):
-            names[f"backbone.fpn.fpn_inner{i}.{kind}"] = names[f"backbone.fpn.fpn_layer{i}.{kind}"] = None
-        for m in ("rpn.head.conv", "rpn.head.cls_logits", "rpn.head.bbox_pred", "roi_heads.box.feature_extractor.fc6",
-                  "roi_heads.box.feature_extractor.fc7", "roi_heads.box.predictor.cls_score",
-                  "roi_heads.box.predictor.bbox_pred", "roi_heads.mask.feature_extractor.mask_fcn1",
-                  "roi_heads.mask.feature_extractor.mask_fcn2", "roi_heads.mask.predictor.conv5_mask",
-                  "roi_heads.mask.predictor.mask_fcn_logits"):
-            names[f"{m}.{kind}"] = None
-    probe = {k: torch.zeros(1) for k in names}
-    renamed = mrbmodel.convert_state_dict(probe, cfg)
-    back = {new: old for old, new in zip(probe, renamed, strict=True)}
-    sd = {back[k]: v.clone() for k, v in tv.items()}
+    sd = {_benchmark_name(k): v.clone() for k, v in mrbmodel.build(read_config(config)).state_dict().items()}
     for i, stride in enumerate((4, 8, 16, 32, 64)):
-        from edgeseg.converters.maskrcnn.strategies import DETECTRON_ANCHORS
-
         sd[f"rpn.anchor_generator.cell_anchors.{i}"] = DETECTRON_ANCHORS.cell_anchors((32.0 * 2 ** i,),
                                                                                        (0.5, 1.0, 2.0), stride)
     return config, sd
