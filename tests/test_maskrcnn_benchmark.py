@@ -9,6 +9,7 @@ anywhere: configs, checkpoints, a small random model through ONNX Runtime."""
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,30 @@ def test_compare_against_the_eager_rebuild(exported: dict[str, Path], capsys: py
     out = capsys.readouterr().out
     assert code == 0, out
     assert "PASS: edgeseg vs PyTorch on 1 frame(s)" in out
+
+
+@needs_shared
+def test_compare_rebuilds_a_detectron_file_from_its_own_config(exported: dict[str, Path]) -> None:
+    """What ``edgeseg compare`` runs against a Detectron file: the eager graph of the Detectron YAML
+    and .pkl, with the same conventions and settings as the maskrcnn-benchmark one."""
+    from edgeseg.converters.maskrcnn.graph import FrameToDetections
+    from edgeseg.converters.parity import reference_model
+
+    config, weights = FILES["detectron"]
+    meta = edgeseg.load(exported["detectron"]).metadata
+    got = reference_model(meta, SHARED / weights, config=SHARED / config)
+    config, weights = FILES["maskrcnn-benchmark"]
+    want = reference_model(edgeseg.load(exported["maskrcnn-benchmark"]).metadata, SHARED / weights,
+                           config=SHARED / config)
+    assert isinstance(got, FrameToDetections) and isinstance(want, FrameToDetections)
+    # the same inference; only the keys its errors name are Detectron's
+    detectron_keys = ("TEST.RPN_PRE_NMS_TOP_N", "TEST.RPN_POST_NMS_TOP_N")
+    assert got.conventions == replace(want.conventions, rpn_setting_names=detectron_keys)
+    assert got.box_roi == want.box_roi and got.mask_roi == want.mask_roi
+    assert (got.score_thresh, got.detections, got.proposals, got.level_keep) == (
+        want.score_thresh, want.detections, want.proposals, want.level_keep)
+    with pytest.raises(ArgumentError, match=r"^a detectron model is compared with its config: --config C\.yaml$"):
+        reference_model(meta, SHARED / weights)
 
 
 @needs_shared
