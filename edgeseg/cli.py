@@ -587,6 +587,30 @@ def build_parser() -> argparse.ArgumentParser:
     d2.add_argument("-q", "--quiet", action="store_true")
     d2.set_defaults(func=cmd_convert, arch="", num_classes=None)
 
+    for family, what, weights in (
+            ("maskrcnn-benchmark", "maskrcnn-benchmark Mask R-CNN (its YAML + model_final.pth)",
+             "model_final.pth ({'model': state_dict}; float32 or float16)"),
+            ("detectron", "Detectron (Caffe2) Mask R-CNN (its YAML + model_final.pkl)",
+             "model_final.pkl (a pickled dict of Caffe2 blobs)")):
+        fb = models.add_parser(family, help=f"{what}, without its code")
+        fb.add_argument("--config", required=True, help="the YAML the model was trained with")
+        fb.add_argument("--weights", type=Path, help=weights)
+        fb.add_argument("--random-weights", action="store_true", help="no checkpoint: untrained weights (tests)")
+        fb.add_argument("--classes", help="class names: a .txt (one per line, class 1 first) or a .json list")
+        fb.add_argument("--frame", type=_hw_type("--frame"), required=True, help="camera frame HEIGHTxWIDTH")
+        fb.add_argument("--score-thresh", type=float, default=None,
+                        help="keep detections scoring above this (default: the config's)")
+        fb.add_argument("--max-detections", dest="detections", type=int, default=None,
+                        help="K, the fixed number of output rows (default: the config's detections per image)")
+        fb.add_argument("--max-candidates", type=int, default=3000, help="class boxes entering the final NMS")
+        fb.add_argument("--mask-threshold", type=float, default=None,
+                        help="binarise pasted mask probabilities (>; default 0.5, Detectron: MRCNN.THRESH_BINARIZE)")
+        fb.add_argument("--trust-checkpoint", action="store_true", help="allow full pickle loading (runs code)")
+        _precision_arguments(fb)
+        fb.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
+        fb.add_argument("-q", "--quiet", action="store_true")
+        fb.set_defaults(func=cmd_convert, arch="", num_classes=None)
+
     r = sub.add_parser("run", help="run a model on a camera, stream, video, image or folder and write the overlay")
     r.add_argument("model", type=Path, help=".onnx written by `edgeseg convert` or .engine by `edgeseg build`")
     r.add_argument("--source", required=True, action="append",
@@ -641,8 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--random-weights", action="store_true",
                     help="the seeded random weights of `edgeseg convert --random-weights`")
     cp.add_argument("--trust-checkpoint", action="store_true", help="allow a pickled checkpoint (runs its code)")
-    cp.add_argument("--config", help="detectron2 models, and HRNet models converted with --config: the config "
-                                     "they were converted from")
+    cp.add_argument("--config", help="detectron2, maskrcnn-benchmark and Detectron models, and HRNet models "
+                                     "converted with --config: the YAML they were converted from")
     cp.add_argument("--source", help="frames to compare on (an `edgeseg run` source; default: scikit-image's photos)")
     cp.add_argument("--frames", type=_ranged("--frames", int, 1), default=5,
                     help="at most this many frames (default 5)")

@@ -113,11 +113,14 @@ def _roi_align_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) 
         canonical_scale=float(attrs["canonical_scale"]),
         canonical_level=int(attrs["canonical_level"]),
         threads=threads,
+        level_rule=int(attrs["level_rule"]),
     )
     return [out.astype(np.float16) if half else out]
 
 
 PASTE_MODES = ("torchvision", "continuous")
+#: MultiLevelRoIAlign's level_rule values, by index (plugins/multilevel_roi_align/op.json)
+LEVEL_RULES = ("torchvision", "detectron")
 
 #: Mask bytes per element of PasteMasks' output.  TensorRT plugins cannot have uint8 (or bool)
 #: inputs or outputs, so the op hands its uint8 planes over as int32 words of four consecutive
@@ -176,6 +179,7 @@ MULTILEVEL_ROI_ALIGN = CustomOp(
         Attribute("aligned", "int", 0, choices=(0, 1)),
         Attribute("canonical_scale", "float", 224.0, min=0, exclusive_min=True),
         Attribute("canonical_level", "int", 4),
+        Attribute("level_rule", "int", 0, choices=tuple(range(len(LEVEL_RULES)))),
     ),
     _roi_align_kernel,
     coordinate_inputs=(0,),

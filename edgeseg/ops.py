@@ -33,7 +33,7 @@ from edgeseg.errors import BackendUnavailableError
 __all__ = ["library_path", "multilevel_roi_align", "paste_masks", "roi_align", "roi_levels"]
 
 _LIB_STEM = "_ops_cpu"
-_ABI_VERSION = 1  # must equal edgeseg_ops_abi_version() in plugins/multilevel_roi_align/roi_align_cpu.cpp
+_ABI_VERSION = 2  # must equal edgeseg_ops_abi_version() in plugins/multilevel_roi_align/roi_align_cpu.cpp
 _BUILD_HINT = (
     "build it with `pip install -e .` from the edgeseg repository (needs a C++ compiler with "
     "OpenMP, e.g. g++), or `python setup.py build_ext --inplace`"
@@ -75,7 +75,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.edgeseg_ops_abi_version.argtypes = []
     lib.edgeseg_roi_levels.restype = ctypes.c_int32
     lib.edgeseg_roi_levels.argtypes = [
-        _F32_C, ctypes.c_int64, _F32_C, ctypes.c_int64, ctypes.c_float, ctypes.c_int64, _I64_C,
+        _F32_C, ctypes.c_int64, _F32_C, ctypes.c_int64, ctypes.c_float, ctypes.c_int64, ctypes.c_int32, _I64_C,
     ]
     lib.edgeseg_multilevel_roi_align_f32.restype = ctypes.c_int32
     lib.edgeseg_multilevel_roi_align_f32.argtypes = [
@@ -94,6 +94,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         ctypes.c_int32,  # aligned
         ctypes.c_float,  # canonical_scale
         ctypes.c_int64,  # canonical_level
+        ctypes.c_int32,  # level_rule
         ctypes.c_int32,  # threads
         _F32_C,  # output
     ]
@@ -258,11 +259,19 @@ def _check(status: int, op: str) -> None:
 # Ops
 
 
+def _level_rule(value: int) -> int:
+    rule = _int_arg(value, "level_rule")
+    if rule not in (0, 1):
+        raise ValueError(f"level_rule must be 0 (torchvision) or 1 (detectron); got {rule}")
+    return rule
+
+
 def roi_levels(
     rois: npt.ArrayLike,
     spatial_scales: Sequence[float] | npt.ArrayLike,
     canonical_scale: float = 224.0,
     canonical_level: int = 4,
+    level_rule: int = 0,
 ) -> npt.NDArray[np.int64]:
     """Feature level (0 = first, finest) :func:`multilevel_roi_align` pools each RoI from.
 
@@ -272,6 +281,10 @@ def roi_levels(
     ``k_min`` / ``k_max`` are ``round(-log2(scale))`` of the first / last spatial scale. A RoI
     with a negative area gets ``-1`` (no level; its pooled output is all zeros, as in
     torchvision). With a single level every RoI gets 0.
+
+    *level_rule* 1 is Detectron's and maskrcnn-benchmark's rule instead: ``k = floor(
+    canonical_level + log2(sqrt(area) / canonical_scale + 1e-6))`` with the +1 area
+    ``(x1 - x0 + 1) * (y1 - y0 + 1)``.
 
     *rois* is ``[R, 5]`` (batch index, x0, y0, x1, y1); the batch index is not used here.
     """
@@ -285,7 +298,8 @@ def roi_levels(
     cs = _positive_float(canonical_scale, "canonical_scale")
     cl = _int_arg(canonical_level, "canonical_level")
     levels = np.empty(arr.shape[0], dtype=np.int64)
-    status = _library().edgeseg_roi_levels(arr, arr.shape[0], scales_f32, scales_f32.size, cs, cl, levels)
+    rule = _level_rule(level_rule)
+    status = _library().edgeseg_roi_levels(arr, arr.shape[0], scales_f32, scales_f32.size, cs, cl, rule, levels)
     _check(status, "roi_levels")
     return levels
 
@@ -300,6 +314,7 @@ def multilevel_roi_align(
     canonical_scale: float = 224.0,
     canonical_level: int = 4,
     threads: int = 0,
+    level_rule: int = 0,
 ) -> npt.NDArray[np.float32]:
     """RoIAlign over an FPN pyramid: each RoI is pooled from the level :func:`roi_levels` picks.
 
@@ -319,7 +334,7 @@ def multilevel_roi_align(
             centred at ``j + 0.5`` and does not enlarge RoIs smaller than one feature pixel
             (Detectron2); ``False`` is the legacy convention (pixel ``j`` at ``j``, RoIs at least
             1 x 1 feature pixel).
-        canonical_scale, canonical_level: FPN level rule, see :func:`roi_levels`.
+        canonical_scale, canonical_level, level_rule: FPN level rule, see :func:`roi_levels`.
         threads: OpenMP threads; 0 = OpenMP's default.
 
     Returns:
@@ -339,7 +354,7 @@ def multilevel_roi_align(
             )
     return _roi_align_levels(
         feats, rois, output_size, spatial_scales, sampling_ratio, aligned,
-        canonical_scale, canonical_level, threads,
+        canonical_scale, canonical_level, threads, level_rule,
     )
 
 
@@ -370,7 +385,7 @@ def roi_align(
     """
     feats = [_features(features, "features")]
     scale = _positive_float(spatial_scale, "spatial_scale")
-    return _roi_align_levels(feats, rois, output_size, [scale], sampling_ratio, aligned, 224.0, 4, threads)
+    return _roi_align_levels(feats, rois, output_size, [scale], sampling_ratio, aligned, 224.0, 4, threads, 0)
 
 
 def _roi_align_levels(
@@ -383,6 +398,7 @@ def _roi_align_levels(
     canonical_scale: float,
     canonical_level: int,
     threads: int,
+    level_rule: int,
 ) -> npt.NDArray[np.float32]:
     n, c = feats[0].shape[:2]
     rois_f32 = _rois(rois, n)
@@ -391,6 +407,7 @@ def _roi_align_levels(
     ratio = _int_arg(sampling_ratio, "sampling_ratio")
     cs = _positive_float(canonical_scale, "canonical_scale")
     cl = _int_arg(canonical_level, "canonical_level")
+    rule = _level_rule(level_rule)
     nthreads = _threads(threads)
     lib = _library()
 
@@ -403,7 +420,7 @@ def _roi_align_levels(
     widths = np.array([f.shape[3] for f in feats], dtype=np.int64)
     status = lib.edgeseg_multilevel_roi_align_f32(
         pointers, heights, widths, scales, len(feats), n, c, rois_f32, r, out_h, out_w,
-        ratio, int(bool(aligned)), cs, cl, nthreads, out,
+        ratio, int(bool(aligned)), cs, cl, rule, nthreads, out,
     )
     _check(status, "multilevel_roi_align")
     return out

@@ -311,6 +311,13 @@ void test_roi_align(IPluginCreatorV3One* creator, Finder& finder) {
   Fields scales;
   scales.f("spatial_scales", {0.25f, -1.0f});
   check_refused(creator, scales, finder, "spatial_scales must be positive", tag + " refuses a negative scale");
+  Fields rule;
+  rule.i("level_rule", 2).identity();
+  check_refused(creator, rule, finder, "level_rule must be 0 or 1", tag + " refuses an unknown level rule");
+  Fields detectron;
+  detectron.i("level_rule", 1).identity();
+  PluginPtr legacy(creator->createPlugin("legacy", detectron.get(), TensorRTPhase::kBUILD));
+  check(legacy != nullptr, tag + " takes level_rule 1 (Detectron's level mapping)");
 }
 
 void test_paste_masks(IPluginCreatorV3One* creator, Finder& finder) {

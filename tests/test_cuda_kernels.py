@@ -111,21 +111,26 @@ def test_roi_align_matches_the_cpu_build(kernels: Any) -> None:
 
 
 def test_multilevel_roi_align_matches_the_cpu_build(kernels: Any) -> None:
-    """Four FPN levels, RoIs on and around the level boundaries, both alignments, FP32 and FP16."""
+    """Four FPN levels, RoIs on and around the level boundaries (of both level rules), both
+    alignments, FP32 and FP16."""
     import torch
 
     rng = np.random.default_rng(9)
     scales = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
     for image_hw, rois in (((1024, 1024), boundary_rois()), ((320, 256), random_rois(rng, 200, 2, 256, 320))):
         features = pyramid(rng, 2, 3, image_hw, [4, 8, 16, 32])
-        for ratio, aligned, out_hw in ((2, False, (7, 7)), (0, True, (14, 14)), (-1, False, (5, 3))):
-            want = ops.multilevel_roi_align(features, rois, out_hw, scales, ratio, aligned)
-            got = kernels.roi_align([gpu(f) for f in features], gpu(rois), out_hw, scales, ratio, aligned)
+        for ratio, aligned, out_hw, rule in ((2, False, (7, 7), 0), (0, True, (14, 14), 0), (-1, False, (5, 3), 0),
+                                             (2, False, (7, 7), 1), (2, False, (14, 14), 1)):
+            # rule 1: the same sides in the +1 convention too (its boundaries are one pixel lower)
+            r = rois if rule == 0 else np.concatenate([rois, rois - np.array([0, 0, 0, 1, 1], np.float32)])
+            want = ops.multilevel_roi_align(features, r, out_hw, scales, ratio, aligned, level_rule=rule)
+            got = kernels.roi_align([gpu(f) for f in features], gpu(r), out_hw, scales, ratio, aligned,
+                                    level_rule=rule)
             assert float(np.abs(got.cpu().numpy() - want).max()) <= ROI_TOL
-            want16 = ops.multilevel_roi_align([half_round(f) for f in features], rois, out_hw, scales, ratio,
-                                              aligned).astype(np.float16)
-            got16 = kernels.roi_align([gpu(f, torch.float16) for f in features], gpu(rois), out_hw, scales,
-                                      ratio, aligned)
+            want16 = ops.multilevel_roi_align([half_round(f) for f in features], r, out_hw, scales, ratio,
+                                              aligned, level_rule=rule).astype(np.float16)
+            got16 = kernels.roi_align([gpu(f, torch.float16) for f in features], gpu(r), out_hw, scales,
+                                      ratio, aligned, level_rule=rule)
             assert float(np.abs(got16.cpu().numpy().astype(np.float32) - want16.astype(np.float32)).max()) <= ROI_TOL
 
 

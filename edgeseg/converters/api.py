@@ -182,7 +182,62 @@ DETECTRON2 = Family(
     check_options=_d2_options,
 )
 
-FAMILIES = {f.name: f for f in (HRNET, MASKRCNN, DETECTRON2)}
+def _mrb_config(family: str, options: dict[str, Any]) -> Any:
+    """The config as maskrcnn-benchmark settings (a Detectron one translated; its widths, which
+    only the checkpoint knows, are not needed here)."""
+    from edgeseg.converters.maskrcnn_benchmark.export import read
+
+    return read(family, options.get("config"), None)[0]
+
+
+def _mrb_options(family: str, options: dict[str, Any]) -> Any:
+    from edgeseg.converters.maskrcnn_benchmark.export import graph_options
+
+    return graph_options(_mrb_config(family, options), options.get("score_thresh"), options.get("detections"),
+                         options.get("max_candidates") or 3000, options.get("mask_threshold"))
+
+
+def _mrb_family(name: str) -> Family:
+    """maskrcnn-benchmark (``.pth``) or Detectron (``.pkl``): one path, two config readers."""
+
+    def build(arch: str, n: int | None, weights: Path | None, pickle: bool, options: dict[str, Any]) -> Any:
+        from edgeseg.converters.maskrcnn_benchmark.export import read
+
+        cfg, model = read(name, options.get("config"), weights, pickle)
+        if n is not None and n != cfg.num_classes:
+            raise ArgumentError(f"--num-classes {n}: the config has {cfg.num_classes} (background included)")
+        return model
+
+    def write(model: Any, out: Path, hw: tuple[int, int], classes: ClassSet, arch: str, steps: Steps,
+              options: dict[str, Any]) -> ModelMetadata:
+        from edgeseg.converters.maskrcnn_benchmark.export import export as export_mrb
+
+        return export_mrb(name, _mrb_config(name, options), model, out, hw, _mrb_options(name, options), classes,
+                          steps)
+
+    def classes(spec: str | None, n: int) -> ClassSet:
+        from edgeseg.converters.maskrcnn_benchmark.export import classes as mrb_classes
+
+        return mrb_classes(spec, n)
+
+    return Family(
+        name=name,
+        arch=lambda arch: name,  # the architecture is the config's
+        build=build,
+        count_from_classes=lambda spec, weighted: None,
+        classes=classes,
+        num_classes=lambda model: int(model.roi_heads.box_predictor.cls_score.out_features),  # background included
+        write=write,
+        options=("config", "score_thresh", "detections", "max_candidates", "mask_threshold"),
+        precision_rules=maskrcnn.PRECISION_RULES,  # rebuilt as a torchvision MaskRCNN: the same node names
+        check_options=lambda o: _mrb_options(name, o),
+    )
+
+
+MASKRCNN_BENCHMARK = _mrb_family("maskrcnn-benchmark")
+DETECTRON = _mrb_family("detectron")
+
+FAMILIES = {f.name: f for f in (HRNET, MASKRCNN, DETECTRON2, MASKRCNN_BENCHMARK, DETECTRON)}
 
 
 def check_weights(weights: str | os.PathLike[str] | None, random_weights: bool) -> None:
@@ -211,7 +266,8 @@ def export(
     calibration: Calibration | None = None,
     **options: Any,
 ) -> ModelMetadata:
-    """Convert a checkpoint of *family* (``hrnet``, ``maskrcnn`` or ``detectron2``) to *output*;
+    """Convert a checkpoint of *family* (``hrnet``, ``maskrcnn``, ``detectron2``,
+    ``maskrcnn-benchmark`` or ``detectron``) to *output*;
     return the model's metadata.
 
     *frame_hw*: (height, width) in pixels of the uint8 BGR camera frames the graph takes.
@@ -227,8 +283,9 @@ def export(
     experiment .yaml, which gives the architecture (plain or OCR), classes and ``align_corners``, with
     *arch* empty; maskrcnn:
     ``score_thresh``, ``detections``, ``max_candidates``, ``paste``, ``mask_threshold``;
-    detectron2: ``config`` (its config.yaml; *arch* unused), ``score_thresh``, ``detections``,
-    ``max_candidates``, ``mask_threshold``, defaults from the config).
+    detectron2, maskrcnn-benchmark and detectron: ``config`` (the YAML; *arch* unused),
+    ``score_thresh``, ``detections``, ``max_candidates``, ``mask_threshold``, defaults from the
+    config).
     """
     spec = FAMILIES.get(family)
     if spec is None:

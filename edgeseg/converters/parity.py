@@ -259,8 +259,9 @@ def reference_model(meta: ModelMetadata, weights: str | os.PathLike[str] | None,
                     allow_pickle: bool = False, config: str | os.PathLike[str] | None = None) -> nn.Module:
     """The PyTorch model an edgeseg file was converted from, rebuilt from its metadata with
     *weights* (None: the seeded random weights of ``edgeseg convert --random-weights``); a
-    detectron2 model needs its *config* and is edgeseg's eager reimplementation of its inference; an
-    HRNet converted from an official experiment file (HRNet-OCR always) is rebuilt from that *config*."""
+    detectron2, maskrcnn-benchmark or Detectron model needs its *config* and is edgeseg's eager
+    reimplementation of its inference; an HRNet converted from an official experiment file
+    (HRNet-OCR always) is rebuilt from that *config*."""
     if meta.kind == "instance" and meta.arch.startswith("detectron2_"):
         from edgeseg.converters.detectron2 import model as d2model
         from edgeseg.converters.detectron2.export import build_detectron2, graph_options
@@ -281,6 +282,22 @@ def reference_model(meta: ModelMetadata, weights: str | os.PathLike[str] | None,
             raise ArgumentError("an HRNet model converted from its experiment config is compared with it: --config "
                                 "experiment.yaml")
         return build_hrnet_from_config(read_hrnet_config(config), weights, meta.num_classes, allow_pickle)
+    from edgeseg.converters.maskrcnn_benchmark.export import SOURCES
+
+    family = next((f for f, source in SOURCES.items() if meta.arch.startswith(source.arch_prefix + "_")), None)
+    if meta.kind == "instance" and family is not None:
+        from edgeseg.converters.maskrcnn.graph import FrameToDetections
+        from edgeseg.converters.maskrcnn_benchmark import model as mrbmodel
+        from edgeseg.converters.maskrcnn_benchmark.export import graph_options as mrb_options
+        from edgeseg.converters.maskrcnn_benchmark.export import read as mrb_read
+
+        if config is None:
+            raise ArgumentError(f"a {family} model is compared with its config: --config C.yaml")
+        assert meta.instance is not None
+        mrb_cfg, mrb_model = mrb_read(family, config, weights, allow_pickle)
+        mrb_graph = mrb_options(mrb_cfg, meta.instance.score_thresh, meta.instance.max_detections,
+                                meta.instance.max_candidates, meta.instance.mask_threshold)
+        return FrameToDetections(mrb_model, meta.frame_hw, mrb_graph, mrbmodel.conventions(mrb_cfg)).eval()
     if meta.kind == "semantic" and meta.arch.startswith("hrnetv2_"):
         from edgeseg.converters.hrnet.export import build_hrnet
 

@@ -1,16 +1,18 @@
 """Reading a training framework's YAML config without the framework: one mechanism for the
-detectron2 configs and the official HRNet experiment files.
+detectron2, maskrcnn-benchmark and Detectron configs and the official HRNet experiment files.
 
 A config is a nested YAML mapping merged over the framework's defaults. Readers flatten it to
 dotted keys (``MODEL.OCR.MID_CHANNELS``) and sort each key into one of three kinds: used (it has a
 default in the reader's table), ignored for a stated reason (training only, a part of the
 framework the model does not use), or unknown, which is refused by name: edgeseg cannot promise
-the framework's results for a setting it does not know.
+the framework's results for a setting it does not know. Values edgeseg cannot reproduce are
+refused by name too. Each framework keeps its own defaults and lists (one fact, one place); this
+module only applies them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,7 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"MODEL": {"NAME": x}}`` -> ``{"MODEL.NAME": x}`` (lists stay values)."""
+    """``{"MODEL": {"RPN": {"NMS_THRESH": 0.7}}}`` -> ``{"MODEL.RPN.NMS_THRESH": 0.7}`` (lists stay values)."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
@@ -68,10 +70,21 @@ def listed(key: str, table: Mapping[str, str]) -> bool:
     return key in table or any(k.endswith(".") and key.startswith(k) for k in table)
 
 
-def refuse_unknown(source: str, unknown: list[str], framework: str) -> None:
-    """:class:`ArgumentError` naming the first of *unknown* (sorted) keys, if any."""
+def refuse_unknown(flat: Mapping[str, Any], known: Collection[str], ignored: Mapping[str, str], source: str,
+                   project: str) -> None:
+    """:class:`ArgumentError` naming the first (sorted) key of *flat* that is neither *known* (used)
+    nor *ignored* (a reason for each), if any."""
+    unknown = sorted(k for k in flat if k not in known and not listed(k, ignored))
     if unknown:
         raise ArgumentError(f"{source}: unknown setting {unknown[0]}" + (
             f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "") +
-            f": edgeseg does not know what it does, so it cannot promise {framework}'s results; remove it if it "
+            f": edgeseg does not know what it does, so it cannot promise {project}'s results; remove it if it "
             "does not apply to inference")
+
+
+def refuse_unsupported(values: Mapping[str, Any], supported: Iterable[tuple[str, tuple[Any, ...], str]],
+                       source: str) -> None:
+    """:class:`ArgumentError` naming the first (key, allowed values, why) whose value is not allowed."""
+    for key, allowed, why in supported:
+        if values[key] not in allowed:
+            raise ArgumentError(f"{source}: {key} = {values[key]!r} is not supported: {why}")

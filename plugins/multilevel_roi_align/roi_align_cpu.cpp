@@ -130,13 +130,13 @@ void pool_block(const float* block, int64_t width, const ra::AxisTaps* y_taps,
 extern "C" {
 
 // Bumped whenever a signature below changes; edgeseg/ops.py refuses a library of another version.
-int32_t edgeseg_ops_abi_version(void) { return 1; }
+int32_t edgeseg_ops_abi_version(void) { return 2; }
 
 // Level index of every RoI (see edgeseg::roi_align::roi_level); -1 = no level (zero output).
 // k_min and k_max come from the first and last spatial scale.  Returns 0, or 1 on bad arguments.
 int32_t edgeseg_roi_levels(const float* rois, int64_t num_rois, const float* spatial_scales,
                            int64_t num_levels, float canonical_scale, int64_t canonical_level,
-                           int64_t* levels) {
+                           int32_t level_rule, int64_t* levels) {
   if (num_rois < 0 || num_levels < 1 || (num_rois > 0 && (rois == nullptr || levels == nullptr)) ||
       spatial_scales == nullptr) {
     return 1;
@@ -146,7 +146,7 @@ int32_t edgeseg_roi_levels(const float* rois, int64_t num_rois, const float* spa
   for (int64_t r = 0; r < num_rois; ++r) {
     levels[r] = edgeseg::roi_align::roi_level(rois + 5 * r, static_cast<int>(num_levels), k_min,
                                               k_max, canonical_scale,
-                                              static_cast<int>(canonical_level));
+                                              static_cast<int>(canonical_level), level_rule);
   }
   return 0;
 }
@@ -164,7 +164,7 @@ int32_t edgeseg_multilevel_roi_align_f32(const float* const* features, const int
                                          const float* rois, int64_t num_rois, int64_t out_h,
                                          int64_t out_w, int64_t sampling_ratio, int32_t aligned,
                                          float canonical_scale, int64_t canonical_level,
-                                         int32_t threads, float* output) {
+                                         int32_t level_rule, int32_t threads, float* output) {
   if (num_levels < 1 || batch_size < 0 || channels < 0 || num_rois < 0 || out_h < 1 ||
       out_w < 1 || features == nullptr || heights == nullptr || widths == nullptr ||
       spatial_scales == nullptr || (num_rois > 0 && (rois == nullptr || output == nullptr))) {
@@ -174,7 +174,7 @@ int32_t edgeseg_multilevel_roi_align_f32(const float* const* features, const int
 
   std::vector<int64_t> level(static_cast<size_t>(num_rois));
   if (edgeseg_roi_levels(rois, num_rois, spatial_scales, num_levels, canonical_scale,
-                         canonical_level, level.data()) != 0) {
+                         canonical_level, level_rule, level.data()) != 0) {
     return 1;
   }
 

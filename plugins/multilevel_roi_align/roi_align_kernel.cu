@@ -36,6 +36,7 @@ struct RoiAlignArgs {
   bool aligned;
   float canonical_scale;
   int canonical_level;
+  int level_rule;
   int k_min;  // FPN exponents of the first and last level (level_exponent)
   int k_max;
 };
@@ -59,7 +60,7 @@ EDGESEG_HD float pooled_element(const RoiAlignArgs<T>& a, Index index) {
   for (int i = 0; i < 5; ++i) roi[i] = src[i];
 
   const int level = roi_level(roi, a.pyramid.num_levels, a.k_min, a.k_max, a.canonical_scale,
-                              a.canonical_level);
+                              a.canonical_level, a.level_rule);
   if (level < 0) return 0.0f;
   // Select the level's fields with compile-time indices so the struct stays in registers /
   // parameter space instead of being copied to local memory for a dynamic index.
@@ -99,8 +100,8 @@ template <typename T>
 cudaError_t launch_multilevel_roi_align(const FeaturePyramid<T>& pyramid, int batch_size,
                                         int channels, const float* rois, int64_t num_rois, int out_h,
                                         int out_w, int sampling_ratio, bool aligned,
-                                        float canonical_scale, int canonical_level, T* output,
-                                        cudaStream_t stream) {
+                                        float canonical_scale, int canonical_level, int level_rule,
+                                        T* output, cudaStream_t stream) {
   const int num_levels = pyramid.num_levels;
   if (num_levels < 1 || num_levels > kMaxLevels || batch_size < 0 || channels < 0 ||
       num_rois < 0 || out_h < 1 || out_w < 1) {
@@ -140,6 +141,7 @@ cudaError_t launch_multilevel_roi_align(const FeaturePyramid<T>& pyramid, int ba
   args.aligned = aligned;
   args.canonical_scale = canonical_scale;
   args.canonical_level = canonical_level;
+  args.level_rule = level_rule;
   args.k_min = level_exponent(pyramid.spatial_scales[0]);
   args.k_max = level_exponent(pyramid.spatial_scales[num_levels - 1]);
 
@@ -157,10 +159,12 @@ cudaError_t launch_multilevel_roi_align(const FeaturePyramid<T>& pyramid, int ba
 
 template cudaError_t launch_multilevel_roi_align<float>(const FeaturePyramid<float>&, int, int,
                                                         const float*, int64_t, int, int, int,
-                                                        bool, float, int, float*, cudaStream_t);
+                                                        bool, float, int, int, float*,
+                                                        cudaStream_t);
 template cudaError_t launch_multilevel_roi_align<__half>(const FeaturePyramid<__half>&, int, int,
                                                          const float*, int64_t, int, int, int,
-                                                         bool, float, int, __half*, cudaStream_t);
+                                                         bool, float, int, int, __half*,
+                                                         cudaStream_t);
 
 }  // namespace roi_align
 }  // namespace edgeseg

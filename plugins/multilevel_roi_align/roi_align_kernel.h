@@ -41,7 +41,8 @@ struct FeaturePyramid {
 //   channels         C of every level
 //   rois             device float [num_rois, 5]: batch index, x0, y0, x1, y1 (image pixels)
 //   output           device [num_rois, channels, out_h, out_w], fully written
-//   out_h, out_w, sampling_ratio, aligned, canonical_scale, canonical_level: the op's attributes
+//   out_h, out_w, sampling_ratio, aligned, canonical_scale, canonical_level, level_rule: the op's
+//                    attributes
 //                    (plugins/multilevel_roi_align/README.md)
 // Returns cudaErrorInvalidValue without launching on bad arguments (num_levels not in
 // [1, kMaxLevels], negative sizes, out_h or out_w < 1, a spatial scale that is not a positive
@@ -52,16 +53,16 @@ template <typename T>
 cudaError_t launch_multilevel_roi_align(const FeaturePyramid<T>& pyramid, int batch_size,
                                         int channels, const float* rois, int64_t num_rois, int out_h,
                                         int out_w, int sampling_ratio, bool aligned,
-                                        float canonical_scale, int canonical_level, T* output,
-                                        cudaStream_t stream);
+                                        float canonical_scale, int canonical_level, int level_rule,
+                                        T* output, cudaStream_t stream);
 
 // Defined in roi_align_kernel.cu for these element types only.
 extern template cudaError_t launch_multilevel_roi_align<float>(
     const FeaturePyramid<float>&, int, int, const float*, int64_t, int, int, int, bool, float, int,
-    float*, cudaStream_t);
+    int, float*, cudaStream_t);
 extern template cudaError_t launch_multilevel_roi_align<__half>(
     const FeaturePyramid<__half>&, int, int, const float*, int64_t, int, int, int, bool, float,
-    int, __half*, cudaStream_t);
+    int, int, __half*, cudaStream_t);
 
 }  // namespace roi_align
 }  // namespace edgeseg

@@ -236,20 +236,36 @@ EDGESEG_HD int level_exponent(float spatial_scale) {
   return static_cast<int>(roundf(-log2f(spatial_scale)));
 }
 
-// Level index (0 = first, finest level) a RoI is pooled from, as torchvision's LevelMapper
-// decides it:
-//   k = floor(canonical_level + log2(sqrt(area) / canonical_scale) + 1e-6), clamped to
-//   [k_min, k_max], minus k_min, with area = (x1 - x0) * (y1 - y0) in image pixels.
-// Everything is float32 in torchvision's order.  Returns -1 (the RoI gets a zero output, as in
-// torchvision) when the area is negative or NaN, or when k - k_min has no level (scales that are
-// not consecutive powers of two).  With a single level every RoI uses it.
+// The op's level_rule attribute.
+enum LevelRule : int {
+  kLevelTorchvision = 0,
+  kLevelDetectron = 1,
+};
+
+// Level index (0 = first, finest level) a RoI is pooled from, by the level rule:
+//   kLevelTorchvision (torchvision's and detectron2's LevelMapper):
+//     k = floor(canonical_level + log2(sqrt(area) / canonical_scale) + 1e-6),
+//     area = (x1 - x0) * (y1 - y0);
+//   kLevelDetectron (Detectron's and maskrcnn-benchmark's LevelMapper, +1 pixel convention):
+//     k = floor(canonical_level + log2(sqrt(area) / canonical_scale + 1e-6)),
+//     area = (x1 - x0 + 1) * (y1 - y0 + 1);
+// then clamped to [k_min, k_max], minus k_min; image pixels.  Everything is float32 in the
+// reference's order.  Returns -1 (the RoI gets a zero output, as in torchvision) when the area is
+// negative or NaN, or when k - k_min has no level (scales that are not consecutive powers of
+// two).  With a single level every RoI uses it.
 EDGESEG_HD int roi_level(const float* roi, int num_levels, int k_min, int k_max,
-                         float canonical_scale, int canonical_level) {
+                         float canonical_scale, int canonical_level, int level_rule) {
   if (num_levels == 1) return 0;
-  const float area = (roi[3] - roi[1]) * (roi[4] - roi[2]);
-  const float side = sqrtf(area);
-  float k = floorf(static_cast<float>(canonical_level) +
-                   log2f(side / canonical_scale) + 1e-6f);
+  float k;
+  if (level_rule == kLevelDetectron) {
+    const float area = (roi[3] - roi[1] + 1.0f) * (roi[4] - roi[2] + 1.0f);
+    const float side = sqrtf(area);
+    k = floorf(static_cast<float>(canonical_level) + log2f(side / canonical_scale + 1e-6f));
+  } else {
+    const float area = (roi[3] - roi[1]) * (roi[4] - roi[2]);
+    const float side = sqrtf(area);
+    k = floorf(static_cast<float>(canonical_level) + log2f(side / canonical_scale) + 1e-6f);
+  }
   if (k != k) return -1;  // NaN
   k = hd_clamp(k, static_cast<float>(k_min), static_cast<float>(k_max));
   const int level = static_cast<int>(k) - k_min;

@@ -25,6 +25,8 @@ std::string RoiAlignAttrs::check() const {
     if (!(s > 0.0f) || !std::isfinite(s)) return "spatial_scales must be positive finite numbers";
   }
   if (aligned != 0 && aligned != 1) return "aligned must be 0 or 1, got " + std::to_string(aligned);
+  // roi_align_math.h's LevelRule: 0 torchvision, 1 detectron
+  if (level_rule != 0 && level_rule != 1) return "level_rule must be 0 or 1, got " + std::to_string(level_rule);
   if (!(canonical_scale > 0.0f) || !std::isfinite(canonical_scale)) {
     return "canonical_scale must be a positive finite number";
   }
@@ -93,7 +95,7 @@ cudaError_t launch(const RoiAlignAttrs& a, const nvinfer1::PluginTensorDesc* in,
   return roi_align::launch_multilevel_roi_align<T>(
       pyramid, static_cast<int>(in[1].dims.d[0]), static_cast<int>(in[1].dims.d[1]), static_cast<const float*>(inputs[0]),
       in[0].dims.d[0], a.output_height, a.output_width, a.sampling_ratio, a.aligned != 0, a.canonical_scale,
-      a.canonical_level, static_cast<T*>(output), stream);
+      a.canonical_level, a.level_rule, static_cast<T*>(output), stream);
 }
 
 }  // namespace

@@ -26,6 +26,7 @@ struct RoiAlignAttrs {
   int32_t aligned = 0;
   float canonical_scale = 224.0f;
   int32_t canonical_level = 4;
+  int32_t level_rule = 0;
 
   template <typename V>
   void visit(V& v) {
@@ -36,6 +37,7 @@ struct RoiAlignAttrs {
     v.int32("aligned", aligned);
     v.float32("canonical_scale", canonical_scale);
     v.int32("canonical_level", canonical_level);
+    v.int32("level_rule", level_rule);
   }
 
   // "" when the attributes are usable, else what is wrong with them.

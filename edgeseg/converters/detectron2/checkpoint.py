@@ -24,6 +24,8 @@ _ALLOWED = {
     ("numpy", "ndarray"), ("numpy", "dtype"),
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("collections", "OrderedDict"),
+    # Python 3 protocol-2 pickles wrap bytes as _codecs.encode(str, "latin1"): a pure conversion
+    ("_codecs", "encode"),
 }
 
 
@@ -34,15 +36,22 @@ class _ArraysOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} is not a numpy array or a plain container")
 
 
-def _from_pkl(path: Path, trust: bool) -> StateDict:
+def load_arrays_pickle(path: Path, trust: bool, what: str = "a detectron2 .pkl checkpoint") -> Any:
+    """The object pickled in *path*, built from numpy arrays and plain containers only (Python 2
+    strings read as latin1, as Detectron's and detectron2's loaders do); anything else needs
+    *trust* (full unpickling, which runs code)."""
     data = path.read_bytes()
     try:
-        obj = (pickle.loads(data, encoding="latin1") if trust
-               else _ArraysOnly(io.BytesIO(data), encoding="latin1").load())
+        return (pickle.loads(data, encoding="latin1") if trust
+                else _ArraysOnly(io.BytesIO(data), encoding="latin1").load())
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{path.name}: refused: it holds more than numpy arrays ({exc}); {TRUST_HINT}") from exc
     except Exception as exc:  # a truncated or foreign file
-        raise CheckpointError(f"{path.name}: not a detectron2 .pkl checkpoint ({exc})") from exc
+        raise CheckpointError(f"{path.name}: not {what} ({exc})") from exc
+
+
+def _from_pkl(path: Path, trust: bool) -> StateDict:
+    obj = load_arrays_pickle(path, trust)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not obj:

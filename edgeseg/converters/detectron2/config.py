@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeseg.converters.yaml_config import flatten, listed, load_mapping, merge, refuse_unknown
+from edgeseg.converters.yaml_config import flatten, load_mapping, merge, refuse_unknown, refuse_unsupported
 from edgeseg.errors import ArgumentError
 
 #: the inference settings edgeseg reads, with detectron2's defaults
@@ -199,12 +199,9 @@ def read_config(path: str | os.PathLike[str]) -> Detectron2Config:
     the first setting edgeseg does not know or cannot reproduce."""
     source = Path(path)
     flat = {k: v for k, v in flatten(_read(source)).items() if k.split(".")[0] in SECTIONS}
-    refuse_unknown(source.name, sorted(k for k in flat if k not in DEFAULTS and not listed(k, IGNORED)),
-                   "detectron2")
+    refuse_unknown(flat, DEFAULTS, IGNORED, source.name, "detectron2")
     values = {**DEFAULTS, **{k: v for k, v in flat.items() if k in DEFAULTS}}
-    for key, allowed, why in _SUPPORTED:
-        if values[key] not in allowed:
-            raise ArgumentError(f"{source.name}: {key} = {values[key]!r} is not supported: {why}")
+    refuse_unsupported(values, _SUPPORTED, source.name)
     if any(values["MODEL.RESNETS.DEFORM_ON_PER_STAGE"]):
         raise ArgumentError(f"{source.name}: MODEL.RESNETS.DEFORM_ON_PER_STAGE: deformable convolutions are not "
                             "supported")

@@ -31,6 +31,13 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from edgeseg.converters.checkpoint import StateDict, load_strict
 from edgeseg.converters.detectron2.config import Detectron2Config
 from edgeseg.converters.maskrcnn.graph import Conventions
+from edgeseg.converters.maskrcnn.strategies import (
+    ALIGNED_ROI_ALIGN,
+    CENTRED_ANCHORS,
+    DETECTRON2_RESIZE,
+    LEGACY_ROI_ALIGN,
+    PixelInput,
+)
 from edgeseg.errors import ArgumentError
 
 #: bottleneck blocks per stage (res2..res5) for each MODEL.RESNETS.DEPTH
@@ -40,36 +47,40 @@ BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 def conventions(cfg: Detectron2Config) -> Conventions:
     """What detectron2's inference does differently from torchvision's, for this config."""
     return Conventions(
-        resize="detectron2",
-        bgr=cfg["INPUT.FORMAT"] == "BGR",
-        pixel_divisor=1.0,  # detectron2 normalises 0..255 values
-        round_anchors=False,
+        # detectron2 normalises 0..255 values
+        pixels=PixelInput("detectron2", bgr=cfg["INPUT.FORMAT"] == "BGR", divisor=1.0),
+        resize=DETECTRON2_RESIZE,
+        anchors=CENTRED_ANCHORS,
+        roi_align=ALIGNED_ROI_ALIGN if cfg["MODEL.ROI_BOX_HEAD.POOLER_TYPE"] == "ROIAlignV2" else LEGACY_ROI_ALIGN,
         rpn_min_size=float(cfg["MODEL.PROPOSAL_GENERATOR.MIN_SIZE"]),
         box_min_size=None,  # no small-box filter after the box head
         strict_min_size=True,  # Boxes.nonempty(threshold): side > threshold
-        roi_aligned=cfg["MODEL.ROI_BOX_HEAD.POOLER_TYPE"] == "ROIAlignV2",
+        rpn_setting_names=("MODEL.RPN.PRE_NMS_TOPK_TEST", "MODEL.RPN.POST_NMS_TOPK_TEST"),
     )
 
 
 class ConvNorm(nn.Conv2d):
-    """detectron2's Conv2d with its norm as a child (keys ``conv.weight``, ``conv.norm.*``)."""
+    """detectron2's Conv2d with its norm as a child (keys ``conv.weight``, ``conv.norm.*``);
+    *eps*: the frozen norm's epsilon (maskrcnn-benchmark's FrozenBatchNorm2d has none)."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0, groups: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0, groups: int = 1,
+                 eps: float = 1e-5) -> None:
         super().__init__(cin, cout, kernel, stride=stride, padding=padding, groups=groups, bias=False)
-        self.norm = FrozenBatchNorm2d(cout, eps=1e-5)
+        self.norm = FrozenBatchNorm2d(cout, eps=eps)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.norm(super().forward(x))
 
 
 class Bottleneck(nn.Module):
-    def __init__(self, cin: int, bottleneck: int, cout: int, stride: int, groups: int, stride_in_1x1: bool) -> None:
+    def __init__(self, cin: int, bottleneck: int, cout: int, stride: int, groups: int, stride_in_1x1: bool,
+                 eps: float = 1e-5) -> None:
         super().__init__()
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.shortcut = ConvNorm(cin, cout, 1, stride=stride) if cin != cout else None
-        self.conv1 = ConvNorm(cin, bottleneck, 1, stride=s1)
-        self.conv2 = ConvNorm(bottleneck, bottleneck, 3, stride=s3, padding=1, groups=groups)
-        self.conv3 = ConvNorm(bottleneck, cout, 1)
+        self.shortcut = ConvNorm(cin, cout, 1, stride=stride, eps=eps) if cin != cout else None
+        self.conv1 = ConvNorm(cin, bottleneck, 1, stride=s1, eps=eps)
+        self.conv2 = ConvNorm(bottleneck, bottleneck, 3, stride=s3, padding=1, groups=groups, eps=eps)
+        self.conv3 = ConvNorm(bottleneck, cout, 1, eps=eps)
 
     def forward(self, x: Tensor) -> Tensor:
         out = torch.relu(self.conv1(x))
@@ -79,35 +90,31 @@ class Bottleneck(nn.Module):
 
 
 class Stem(nn.Module):
-    def __init__(self, cout: int) -> None:
+    def __init__(self, cout: int, eps: float = 1e-5) -> None:
         super().__init__()
-        self.conv1 = ConvNorm(3, cout, 7, stride=2, padding=3)
+        self.conv1 = ConvNorm(3, cout, 7, stride=2, padding=3, eps=eps)
 
     def forward(self, x: Tensor) -> Tensor:
         return nn.functional.max_pool2d(torch.relu(self.conv1(x)), kernel_size=3, stride=2, padding=1)
 
 
 class ResNet(nn.Module):
-    """detectron2's ResNet (bottlenecks) with children stem, res2..res5."""
+    """detectron2's ResNet (bottlenecks) with children stem, res2..res5 (maskrcnn-benchmark's and
+    Detectron's too, with their names mapped onto these and ``eps`` 0)."""
 
-    def __init__(self, cfg: Detectron2Config) -> None:
+    def __init__(self, blocks_per_stage: tuple[int, ...], groups: int, width_per_group: int, stem_out: int,
+                 res2_out: int, stride_in_1x1: bool, eps: float = 1e-5) -> None:
         super().__init__()
-        depth = int(cfg["MODEL.RESNETS.DEPTH"])
-        if depth not in BLOCKS:
-            raise ArgumentError(f"{cfg.source}: MODEL.RESNETS.DEPTH = {depth} is not supported: bottleneck ResNets "
-                                f"of depth {', '.join(map(str, BLOCKS))}")
-        groups = int(cfg["MODEL.RESNETS.NUM_GROUPS"])
-        bottleneck = groups * int(cfg["MODEL.RESNETS.WIDTH_PER_GROUP"])
-        cout = int(cfg["MODEL.RESNETS.RES2_OUT_CHANNELS"])
-        cin = int(cfg["MODEL.RESNETS.STEM_OUT_CHANNELS"])
-        self.stem = Stem(cin)
+        bottleneck = groups * width_per_group
+        cout = res2_out
+        cin = stem_out
+        self.stem = Stem(cin, eps)
         self.out_channels: list[int] = []
-        for i, n in enumerate(BLOCKS[depth]):
+        for i, n in enumerate(blocks_per_stage):
             stride = 1 if i == 0 else 2
             blocks = []
             for b in range(n):
-                blocks.append(Bottleneck(cin, bottleneck, cout, stride if b == 0 else 1, groups,
-                                         bool(cfg["MODEL.RESNETS.STRIDE_IN_1X1"])))
+                blocks.append(Bottleneck(cin, bottleneck, cout, stride if b == 0 else 1, groups, stride_in_1x1, eps))
                 cin = cout
             self.add_module(f"res{i + 2}", nn.Sequential(*blocks))
             self.out_channels.append(cout)
@@ -122,8 +129,18 @@ def build(cfg: Detectron2Config) -> MaskRCNN:
         return _build(cfg)
 
 
+def _resnet(cfg: Detectron2Config) -> ResNet:
+    depth = int(cfg["MODEL.RESNETS.DEPTH"])
+    if depth not in BLOCKS:
+        raise ArgumentError(f"{cfg.source}: MODEL.RESNETS.DEPTH = {depth} is not supported: bottleneck ResNets "
+                            f"of depth {', '.join(map(str, BLOCKS))}")
+    return ResNet(BLOCKS[depth], int(cfg["MODEL.RESNETS.NUM_GROUPS"]), int(cfg["MODEL.RESNETS.WIDTH_PER_GROUP"]),
+                  int(cfg["MODEL.RESNETS.STEM_OUT_CHANNELS"]), int(cfg["MODEL.RESNETS.RES2_OUT_CHANNELS"]),
+                  bool(cfg["MODEL.RESNETS.STRIDE_IN_1X1"]))
+
+
 def _build(cfg: Detectron2Config) -> MaskRCNN:
-    body = ResNet(cfg)
+    body = _resnet(cfg)
     fpn_channels = int(cfg["MODEL.FPN.OUT_CHANNELS"])
     backbone = BackboneWithFPN(body, {f"res{i}": str(i - 2) for i in range(2, 6)}, body.out_channels,
                                fpn_channels, extra_blocks=LastLevelMaxPool())

@@ -20,7 +20,7 @@ from typing import Any
 
 from edgeseg.converters.hrnet.archs import ARCHS, HRNetSpec, StageSpec
 from edgeseg.converters.hrnet.ocr import OUTPUTS, OCRSpec
-from edgeseg.converters.yaml_config import flatten, listed, load_mapping, refuse_unknown
+from edgeseg.converters.yaml_config import flatten, load_mapping, refuse_unknown
 from edgeseg.errors import ArgumentError
 from edgeseg.metadata import Preprocessing
 
@@ -176,8 +176,7 @@ def read_hrnet_config(path: str | os.PathLike[str]) -> HRNetConfig:
     name = source.name
     flat = flatten(load_mapping(source, "HRNet", "MODEL: ..., DATASET: ..."))
     stage_keys = {f"MODEL.EXTRA.STAGE{k}.{key}" for k in (1, 2, 3, 4) for key in STAGE_KEYS}
-    refuse_unknown(name, sorted(k for k in flat if k not in DEFAULTS and k not in stage_keys
-                                and not listed(k, IGNORED)), "the official code")
+    refuse_unknown(flat, DEFAULTS.keys() | stage_keys, IGNORED, name, "the official code")
     values = {**DEFAULTS, **{k: v for k, v in flat.items() if k in DEFAULTS}}
     model = values["MODEL.NAME"]
     if model not in NAMES:

@@ -131,10 +131,10 @@ def export_maskrcnn(
         palette=classes.palette,
         frame_hw=frame_hw,
         input_hw=wrapper.resized_hw,
-        preprocessing=Preprocessing(channel_order="bgr" if conventions.bgr else "rgb",
-                                    scale=1.0 / conventions.pixel_divisor,
+        preprocessing=Preprocessing(channel_order="bgr" if conventions.pixels.bgr else "rgb",
+                                    scale=conventions.pixels.effective_scale,
                                     mean=_triple(t.image_mean), std=_triple(t.image_std),
-                                    resize="pillow-bilinear" if conventions.resize == "detectron2" else "bilinear"),
+                                    resize=conventions.resize.metadata_name),
         input_name="frame",
         outputs={name: name for name in OUTPUT_NAMES},
         extra={

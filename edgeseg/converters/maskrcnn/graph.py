@@ -35,10 +35,25 @@ from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import concat_box_prediction_layers
-from torchvision.ops import boxes as box_ops
 from torchvision.ops.poolers import MultiScaleRoIAlign, _setup_scales
 
 from edgeseg.converters.maskrcnn.ops import multiclass_nms, multilevel_roi_align, paste_masks
+from edgeseg.converters.maskrcnn.strategies import (
+    CONTINUOUS_BOXES,
+    LEGACY_ROI_ALIGN,
+    TORCHVISION_ANCHORS,
+    TORCHVISION_LEVELS,
+    TORCHVISION_NMS,
+    TORCHVISION_PIXELS,
+    TORCHVISION_RESIZE,
+    AnchorGenerator,
+    BoxCoder,
+    LevelMapper,
+    NmsForm,
+    PixelInput,
+    Resize,
+    RoIAlignSampling,
+)
 from edgeseg.custom_ops import PASTE_MODES, packed_mask_width
 from edgeseg.errors import ArgumentError
 from edgeseg.lint import NMS_MAX_CANDIDATES, TOPK_MAX_K
@@ -81,26 +96,30 @@ class GraphOptions:
 
 @dataclass(frozen=True)
 class Conventions:
-    """Where a Mask R-CNN implementation's inference differs from torchvision's, as data (the
-    graph reproduces either). Defaults: torchvision's eval-mode ``MaskRCNN``.
+    """Where a Mask R-CNN implementation's inference differs from torchvision's, as data: one
+    named strategy of each kind (``strategies.py``) plus a few numbers. Defaults: torchvision's
+    eval-mode ``MaskRCNN``.
 
-    ``resize``: ``torchvision`` (float bilinear of the normalised image, floor of the scaled
-    sides) or ``detectron2`` (Pillow's bilinear of the uint8 image, ``int(side * scale + 0.5)``);
-    ``bgr``: the network takes BGR; ``pixel_divisor``: the frame is divided by it before the
-    mean and std (a division, as torchvision's ``/ 255``: a multiplication by 1/255 rounds
-    differently); ``round_anchors``: torchvision rounds the cell anchors, detectron2 does not;
-    ``rpn_min_size``/``box_min_size`` and ``strict_min_size``: boxes smaller are dropped (``>``
-    when strict, else ``>=``; None: no filter); ``roi_aligned``: RoIAlign's half-pixel shift
-    (detectron2's ROIAlignV2)."""
+    ``rpn_min_size``/``box_min_size`` and ``strict_min_size``: boxes whose sides (in the box
+    coder's convention) are smaller are dropped (``>`` when strict, else ``>=``; None: no filter;
+    ``rpn_min_size`` None: the module's own ``rpn.min_size``); ``rpn_post_nms_per_level``: at most
+    this many proposals per FPN level survive the RPN's NMS before the per-image top-N
+    (Detectron, maskrcnn-benchmark; None: no per-level cap, torchvision and detectron2);
+    ``rpn_setting_names``: what the family calls its RPN's per-level pre-NMS top-N and its
+    per-image proposal count (named in the errors about TensorRT's limits)."""
 
-    resize: str = "torchvision"
-    bgr: bool = False
-    pixel_divisor: float = 255.0
-    round_anchors: bool = True
-    rpn_min_size: float | None = None  # None: the module's own (torchvision: rpn.min_size)
+    pixels: PixelInput = TORCHVISION_PIXELS
+    resize: Resize = TORCHVISION_RESIZE
+    anchors: AnchorGenerator = TORCHVISION_ANCHORS
+    box_coder: BoxCoder = CONTINUOUS_BOXES
+    nms: NmsForm = TORCHVISION_NMS
+    roi_align: RoIAlignSampling = LEGACY_ROI_ALIGN
+    levels: LevelMapper = TORCHVISION_LEVELS
+    rpn_min_size: float | None = None
     box_min_size: float | None = 1e-2
     strict_min_size: bool = False
-    roi_aligned: bool = False
+    rpn_post_nms_per_level: int | None = None
+    rpn_setting_names: tuple[str, str] = ("rpn.pre_nms_top_n_test", "rpn.post_nms_top_n_test")
 
 
 TORCHVISION = Conventions()
@@ -108,12 +127,10 @@ TORCHVISION = Conventions()
 
 def resized_hw(frame_hw: tuple[int, int], min_size: int, max_size: int) -> tuple[int, int]:
     """The size GeneralizedRCNNTransform resizes a frame to (same float arithmetic)."""
-    h, w = frame_hw
-    scale = min(min_size / min(h, w), max_size / max(h, w))
-    return math.floor(h * scale), math.floor(w * scale)
+    return TORCHVISION_RESIZE.output_hw(frame_hw, min_size, max_size)
 
 
-def _roi_attrs(pooler: MultiScaleRoIAlign, scales: list[float], aligned: bool = False) -> dict[str, object]:
+def _roi_attrs(pooler: MultiScaleRoIAlign, scales: list[float], conventions: Conventions) -> dict[str, object]:
     size = pooler.output_size
     oh, ow = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     return {
@@ -121,9 +138,10 @@ def _roi_attrs(pooler: MultiScaleRoIAlign, scales: list[float], aligned: bool = 
         "output_width": ow,
         "spatial_scales": scales,
         "sampling_ratio": int(pooler.sampling_ratio),
-        "aligned": int(aligned),
         "canonical_scale": float(pooler.canonical_scale),
         "canonical_level": int(pooler.canonical_level),
+        **conventions.roi_align.op_attributes(),
+        **conventions.levels.op_attributes(),
     }
 
 
@@ -177,14 +195,12 @@ class FrameToDetections(nn.Module):
         self.box_coder = heads.box_coder
 
         self.frame_hw = frame_hw
-        if conventions.resize == "detectron2":
+        self.resized_hw = conventions.resize.output_hw(frame_hw, int(t.min_size[-1]), int(t.max_size))
+        self.pillow: nn.Module | None = None
+        if conventions.resize.pillow and self.resized_hw != frame_hw:
             from edgeseg.converters.detectron2.resize import PillowBilinear, pillow_pass_order
-            from edgeseg.converters.detectron2.resize import resized_hw as d2_resized_hw
 
-            self.resized_hw = d2_resized_hw(frame_hw, int(t.min_size[-1]), int(t.max_size))
             self.pillow = PillowBilinear(frame_hw, self.resized_hw, pillow_pass_order(frame_hw, self.resized_hw))
-        else:
-            self.resized_hw = resized_hw(frame_hw, int(t.min_size[-1]), int(t.max_size))
         d = int(t.size_divisible)
         self.padded_hw = (math.ceil(self.resized_hw[0] / d) * d, math.ceil(self.resized_hw[1] / d) * d)
         self.mean: Tensor
@@ -196,20 +212,23 @@ class FrameToDetections(nn.Module):
         with torch.no_grad():
             feats = self.backbone(torch.zeros((1, 3, *self.padded_hw)))
             images = ImageList(torch.zeros((1, 3, *self.padded_hw)), [self.resized_hw])
-            if not conventions.round_anchors:
-                # detectron2's DefaultAnchorGenerator: the same cell anchors, not rounded
-                gen = rpn.anchor_generator
-                gen.cell_anchors = [self._unrounded_cell_anchors(s, a)
-                                    for s, a in zip(gen.sizes, gen.aspect_ratios, strict=True)]
-            anchors = rpn.anchor_generator(images, list(feats.values()))[0]
+            gen = rpn.anchor_generator
+            if conventions.anchors != TORCHVISION_ANCHORS:
+                strides = [self.padded_hw[0] // int(f.shape[-2]) for f in feats.values()]
+                gen.cell_anchors = [conventions.anchors.cell_anchors(tuple(s), tuple(a), stride)
+                                    for s, a, stride in zip(gen.sizes, gen.aspect_ratios, strides, strict=True)]
+            anchors = gen(images, list(feats.values()))[0]
         self.anchors: Tensor
         self.register_buffer("anchors", anchors)
         per_level = [int(f.shape[-2] * f.shape[-1]) * rpn.anchor_generator.num_anchors_per_location()[0]
                      for f in feats.values()]
         self.level_sizes = per_level
         self.pre_nms = [min(int(rpn._pre_nms_top_n["testing"]), n) for n in per_level]
-        self.proposals = min(int(rpn._post_nms_top_n["testing"]), sum(self.pre_nms))
-        self.rpn_nms = float(rpn.nms_thresh)
+        # how many a level keeps after its NMS (NonMaxSuppression's max per class)
+        cap = conventions.rpn_post_nms_per_level
+        self.level_keep = [min(cap, k) for k in self.pre_nms] if cap is not None else None
+        self.proposals = min(int(rpn._post_nms_top_n["testing"]), sum(self.level_keep or self.pre_nms))
+        self.rpn_nms = conventions.nms.threshold(float(rpn.nms_thresh))
         self.rpn_min_size = float(rpn.min_size if conventions.rpn_min_size is None else conventions.rpn_min_size)
         self.rpn_score_thresh = float(rpn.score_thresh)
         levels = torch.cat([torch.full((k,), i, dtype=torch.int64) for i, k in enumerate(self.pre_nms)])
@@ -223,13 +242,13 @@ class FrameToDetections(nn.Module):
         self.mask_levels = [names.index(n) for n in self.mask_features]
         box_scales = self._level_scales(heads.box_roi_pool, feats)
         mask_scales = self._level_scales(heads.mask_roi_pool, feats)
-        self.box_roi = _roi_attrs(heads.box_roi_pool, box_scales, conventions.roi_aligned)
-        self.mask_roi = _roi_attrs(heads.mask_roi_pool, mask_scales, conventions.roi_aligned)
+        self.box_roi = _roi_attrs(heads.box_roi_pool, box_scales, conventions)
+        self.mask_roi = _roi_attrs(heads.mask_roi_pool, mask_scales, conventions)
 
         num_classes = int(heads.box_predictor.cls_score.out_features)
         self.num_classes = num_classes
         self.score_thresh = float(heads.score_thresh if opts.score_thresh is None else opts.score_thresh)
-        self.box_nms = float(heads.nms_thresh)
+        self.box_nms = conventions.nms.threshold(float(heads.nms_thresh))
         self.candidates = min(opts.max_candidates, self.proposals * (num_classes - 1))
         self.detections = min(int(heads.detections_per_img if opts.detections is None else opts.detections),
                               self.candidates)
@@ -251,32 +270,20 @@ class FrameToDetections(nn.Module):
     def _check_tensorrt_limits(self) -> None:
         """Refuse, before anything is exported, a configuration whose TopK or NonMaxSuppression
         TensorRT cannot build (edgeseg.lint: the limits and where they come from)."""
-        topks = [(f"the RPN's per-level top-k of level {i} (rpn.pre_nms_top_n_test)", k)
-                 for i, k in enumerate(self.pre_nms)]
-        topks += [("the proposals kept (rpn.post_nms_top_n_test)", self.proposals),
+        pre, post = self.conventions.rpn_setting_names
+        topks = [(f"the RPN's per-level top-k of level {i} ({pre})", k) for i, k in enumerate(self.pre_nms)]
+        topks += [(f"the proposals kept ({post})", self.proposals),
                   ("the candidates of the final NMS (--max-candidates)", self.candidates),
                   ("the detections (--max-detections)", self.detections)]
         for what, k in topks:
             if k > TOPK_MAX_K:
                 raise ArgumentError(f"{what} is {k}: TensorRT's TopK takes at most {TOPK_MAX_K}; lower it")
-        nms = [("the RPN's NonMaxSuppression (rpn.pre_nms_top_n_test per level)", sum(self.pre_nms)),
+        nms = [(f"the RPN's NonMaxSuppression ({pre} per level)", sum(self.pre_nms)),
                ("the final NonMaxSuppression (--max-candidates)", self.candidates)]
         for what, n in nms:
             if n > NMS_MAX_CANDIDATES:
                 raise ArgumentError(f"{what} would consider {n} boxes: TensorRT's NonMaxSuppression considers at "
                                     f"most {NMS_MAX_CANDIDATES} per image; lower it")
-
-    @staticmethod
-    def _unrounded_cell_anchors(sizes: tuple[int, ...], ratios: tuple[float, ...]) -> Tensor:
-        """torchvision's ``generate_anchors`` without its final rounding (detectron2's cell anchors:
-        w = size / sqrt(ratio), h = size * sqrt(ratio), centred on 0)."""
-        scales = torch.as_tensor(sizes, dtype=torch.float32)
-        r = torch.as_tensor(ratios, dtype=torch.float32)
-        h_ratios = torch.sqrt(r)
-        w_ratios = 1 / h_ratios
-        ws = (w_ratios[:, None] * scales[None, :]).view(-1)
-        hs = (h_ratios[:, None] * scales[None, :]).view(-1)
-        return torch.stack([-ws, -hs, ws, hs], dim=1) / 2
 
     def _level_scales(self, pooler: MultiScaleRoIAlign, feats: dict[str, Tensor]) -> list[float]:
         """The spatial scale of each level *pooler* reads, as torchvision infers it (any number
@@ -288,13 +295,16 @@ class FrameToDetections(nn.Module):
     def preprocess(self, frame: Tensor) -> Tensor:
         # Cast first: TensorRT's ONNX parser refuses UINT8 tensors between nodes.
         x = frame.to(torch.float32).permute(2, 0, 1).unsqueeze(0)
-        if not self.conventions.bgr:
+        pixels, resize = self.conventions.pixels, self.conventions.resize
+        if not pixels.bgr:
             x = x.flip(1)
-        if self.conventions.resize == "detectron2":
+        if resize.pillow:
             # Pillow's resize of the uint8 image, then the normalisation
-            x = (self.pillow(x) / self.conventions.pixel_divisor - self.mean) / self.std
+            if self.pillow is not None:
+                x = self.pillow(x)
+            x = (pixels.scale(x) - self.mean) / self.std
         else:
-            x = (x / self.conventions.pixel_divisor - self.mean) / self.std
+            x = (pixels.scale(x) - self.mean) / self.std
             x = F.interpolate(x, size=self.resized_hw, mode="bilinear", align_corners=False)
         pad_h = self.padded_hw[0] - self.resized_hw[0]
         pad_w = self.padded_hw[1] - self.resized_hw[1]
@@ -311,19 +321,22 @@ class FrameToDetections(nn.Module):
             picks.append(objectness[start : start + n].topk(k)[1] + start)
             start += n
         idx = torch.cat(picks)
-        boxes = self.rpn_coder.decode_single(deltas[idx], self.anchors[idx])
-        boxes = box_ops.clip_boxes_to_image(boxes, self.resized_hw)
+        coder = self.conventions.box_coder
+        boxes = coder.decode(self.rpn_coder.weights, self.rpn_coder.bbox_xform_clip, deltas[idx], self.anchors[idx])
+        boxes = coder.clip(boxes, self.resized_hw)
         prob = torch.sigmoid(objectness[idx])
         keep = self._large_enough(boxes, self.rpn_min_size) & (prob >= self.rpn_score_thresh)
         score = torch.where(keep, prob, torch.full_like(prob, REMOVED))
         removed = torch.full_like(score, REMOVED)[None, :]
         per_level = torch.where(self.level_mask, score[None, :], removed)
-        chosen = multiclass_nms(boxes, per_level, self.proposals, self.rpn_nms, SELECTABLE)[:, 2]
+        per_level_max = max(self.level_keep) if self.level_keep is not None else self.proposals
+        chosen = multiclass_nms(self.conventions.nms.boxes(boxes), per_level, per_level_max, self.rpn_nms,
+                                SELECTABLE)[:, 2]
         top, order = self._scatter_top(score, chosen, self.proposals)
         return boxes[order], top > SELECTABLE
 
     def _large_enough(self, boxes: Tensor, size: float) -> Tensor:
-        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        w, h = self.conventions.box_coder.sides(boxes)
         if self.conventions.strict_min_size:
             return (w > size) & (h > size)
         return (w >= size) & (h >= size)
@@ -343,8 +356,9 @@ class FrameToDetections(nn.Module):
         rois = torch.cat([torch.zeros_like(proposals[:, :1]), proposals], dim=1)
         pooled = multilevel_roi_align(rois, [features[i] for i in self.box_levels], **self.box_roi)
         class_logits, regression = self.roi_heads(pooled, "box")
-        boxes = self.box_coder.decode_single(regression, proposals).reshape(p, self.num_classes, 4)
-        boxes = box_ops.clip_boxes_to_image(boxes, self.resized_hw)[:, 1:].reshape(-1, 4)
+        coder = self.conventions.box_coder
+        boxes = coder.decode(self.box_coder.weights, self.box_coder.bbox_xform_clip, regression, proposals)
+        boxes = coder.clip(boxes.reshape(p, self.num_classes, 4), self.resized_hw)[:, 1:].reshape(-1, 4)
         scores = F.softmax(class_logits, -1)[:, 1:]
         keep = real[:, None] & (scores > self.score_thresh)
         keep = keep.reshape(-1)
@@ -356,7 +370,8 @@ class FrameToDetections(nn.Module):
         cand_labels = self.candidate_labels[cand]
         per_class = torch.where(self.class_ids == cand_labels[None, :], cand_scores[None, :],
                                 torch.full_like(cand_scores, REMOVED)[None, :])
-        chosen = multiclass_nms(cand_boxes, per_class, self.detections, self.box_nms, SELECTABLE)[:, 2]
+        chosen = multiclass_nms(self.conventions.nms.boxes(cand_boxes), per_class, self.detections, self.box_nms,
+                                SELECTABLE)[:, 2]
         top, order = self._scatter_top(cand_scores, chosen, self.detections)
         valid = top > SELECTABLE
         det_boxes = cand_boxes[order] * valid[:, None].to(torch.float32)

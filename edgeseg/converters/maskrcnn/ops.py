@@ -40,13 +40,19 @@ def _onnx_attributes(op: CustomOp, attrs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _level_of(rois: Tensor, scales: list[float], canonical_scale: float, canonical_level: int) -> Tensor:
-    """torchvision's LevelMapper, in the same float32 arithmetic."""
+def _level_of(rois: Tensor, scales: list[float], canonical_scale: float, canonical_level: int,
+              level_rule: int = 0) -> Tensor:
+    """torchvision's LevelMapper (level_rule 0) or Detectron's (1: +1 sides, epsilon inside the
+    log), in the same float32 arithmetic."""
     k_min = int(-torch.log2(torch.tensor(scales[0], dtype=torch.float32)).item())
     k_max = int(-torch.log2(torch.tensor(scales[-1], dtype=torch.float32)).item())
-    area = (rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2])
-    s = torch.sqrt(area)
-    lvl = torch.floor(canonical_level + torch.log2(s / canonical_scale) + torch.tensor(1e-6, dtype=s.dtype))
+    eps = torch.tensor(1e-6, dtype=rois.dtype)
+    if level_rule == 1:
+        area = (rois[:, 3] - rois[:, 1] + 1) * (rois[:, 4] - rois[:, 2] + 1)
+        lvl = torch.floor(canonical_level + torch.log2(torch.sqrt(area) / canonical_scale + eps))
+    else:
+        area = (rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2])
+        lvl = torch.floor(canonical_level + torch.log2(torch.sqrt(area) / canonical_scale) + eps)
     return (torch.clamp(lvl, min=k_min, max=k_max).to(torch.int64) - k_min).to(torch.int64)
 
 
@@ -55,7 +61,7 @@ class _MultiLevelRoIAlign(torch.autograd.Function):
     def forward(ctx: Any, attrs: dict[str, Any], shape: list[int], rois: Tensor, *features: Tensor) -> Tensor:
         scales = list(attrs["spatial_scales"])
         size = (attrs["output_height"], attrs["output_width"])
-        levels = _level_of(rois, scales, attrs["canonical_scale"], attrs["canonical_level"])
+        levels = _level_of(rois, scales, attrs["canonical_scale"], attrs["canonical_level"], attrs["level_rule"])
         out = rois.new_zeros((rois.shape[0], features[0].shape[1], *size))
         for k, (feat, scale) in enumerate(zip(features, scales, strict=True)):
             idx = torch.where(levels == k)[0]

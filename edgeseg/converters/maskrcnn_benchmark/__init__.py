@@ -1,0 +1,1 @@
+"""maskrcnn-benchmark and Detectron Mask R-CNN checkpoints (issue 22)."""
