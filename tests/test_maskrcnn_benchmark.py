@@ -133,6 +133,37 @@ def match(got: Any, ref: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 @needs_shared
+def test_every_levels_boxes_come_from_its_anchors_at_fixed_strides(
+        reference: tuple[np.ndarray, dict[str, np.ndarray]]) -> None:
+    """maskrcnn-benchmark's per-level post-NMS boxes are among the decoded anchors of that level,
+    to the bit: P6 too, whose grid (7x10, max-pooled from an odd 13x19 P5) is laid at its
+    configured stride 64, where dividing the padded 416x608 by the grid would give 59 and 60."""
+    from torchvision.models.detection.rpn import concat_box_prediction_layers
+
+    from edgeseg.converters.maskrcnn.graph import FrameToDetections
+    from edgeseg.converters.maskrcnn_benchmark.export import graph_options, read
+    from edgeseg.converters.maskrcnn_benchmark.model import conventions
+
+    frame, ref = reference
+    cfg, model = read("maskrcnn-benchmark", SHARED / "config_caseA.yaml", SHARED / "mrb_caseA.pth")
+    wrapper = FrameToDetections(model, (400, 600), graph_options(cfg), conventions(cfg)).eval()
+    with torch.no_grad():
+        objectness, deltas = wrapper.rpn(list(wrapper.backbone(wrapper.preprocess(torch.from_numpy(frame))).values()))
+        deltas = concat_box_prediction_layers(objectness, deltas)[1]
+        coder = wrapper.conventions.box_coder
+        boxes = coder.clip(coder.decode(wrapper.rpn_coder.weights, wrapper.rpn_coder.bbox_xform_clip, deltas,
+                                        wrapper.anchors), wrapper.resized_hw).numpy()
+    start = 0
+    for level, size in enumerate(wrapper.level_sizes):
+        decoded = boxes[start:start + size]
+        start += size
+        recorded = ref["rpn_level_post_nms_boxes"][ref["rpn_level_post_nms_level"] == level]
+        assert len(recorded) > 0
+        nearest = np.abs(recorded[:, None, :] - decoded[None, :, :]).max(-1).min(1)
+        assert float(nearest.max()) == 0.0, (level, float(nearest.max()))
+
+
+@needs_shared
 @pytest.mark.parametrize("family", list(FILES))
 def test_detections_match_maskrcnn_benchmarks_own(family: str, exported: dict[str, Path],
                                                   reference: tuple[np.ndarray, dict[str, np.ndarray]]) -> None:

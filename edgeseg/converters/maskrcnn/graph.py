@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator as GridAnchors
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import concat_box_prediction_layers
@@ -55,7 +56,7 @@ from edgeseg.converters.maskrcnn.strategies import (
     RoIAlignSampling,
 )
 from edgeseg.custom_ops import PASTE_MODES, packed_mask_width
-from edgeseg.errors import ArgumentError
+from edgeseg.errors import ArgumentError, ConversionError
 from edgeseg.lint import NMS_MAX_CANDIDATES, TOPK_MAX_K
 
 REMOVED = -1.0  # score given to elements torchvision would drop
@@ -214,10 +215,9 @@ class FrameToDetections(nn.Module):
             images = ImageList(torch.zeros((1, 3, *self.padded_hw)), [self.resized_hw])
             gen = rpn.anchor_generator
             if conventions.anchors != TORCHVISION_ANCHORS:
-                strides = [self.padded_hw[0] // int(f.shape[-2]) for f in feats.values()]
-                gen.cell_anchors = [conventions.anchors.cell_anchors(tuple(s), tuple(a), stride)
-                                    for s, a, stride in zip(gen.sizes, gen.aspect_ratios, strides, strict=True)]
-            anchors = gen(images, list(feats.values()))[0]
+                anchors = self._fixed_stride_anchors(gen, conventions.anchors, [f.shape[-2:] for f in feats.values()])
+            else:
+                anchors = gen(images, list(feats.values()))[0]
         self.anchors: Tensor
         self.register_buffer("anchors", anchors)
         per_level = [int(f.shape[-2] * f.shape[-1]) * rpn.anchor_generator.num_anchors_per_location()[0]
@@ -267,6 +267,22 @@ class FrameToDetections(nn.Module):
         self.mask_threshold = float(opts.mask_threshold)
         self._check_tensorrt_limits()
 
+
+    def _fixed_stride_anchors(self, gen: GridAnchors, strategy: AnchorGenerator, grids: list[torch.Size]) -> Tensor:
+        """Anchors on grids of fixed strides: 4, 8, 16, 32, 64 pixels for P2..P6, each level half
+        the one before (detectron2's feature strides, maskrcnn-benchmark's and Detectron's
+        ANCHOR_STRIDE). torchvision instead divides the padded size by each grid, which differs
+        from the stride where a grid's size was rounded up: P6, max-pooled from an odd P5
+        (416 / 7 = 59 instead of 64)."""
+        finest = self.padded_hw[0] // int(grids[0][0])
+        if finest * int(grids[0][0]) != self.padded_hw[0] or finest * int(grids[0][1]) != self.padded_hw[1]:
+            raise ConversionError(f"the finest feature map {tuple(grids[0])} does not divide the padded input "
+                                  f"{self.padded_hw}")
+        strides = [finest << level for level in range(len(grids))]
+        gen.cell_anchors = [strategy.cell_anchors(tuple(s), tuple(a), stride)
+                            for s, a, stride in zip(gen.sizes, gen.aspect_ratios, strides, strict=True)]
+        per_level = gen.grid_anchors(grids, [[torch.tensor(s), torch.tensor(s)] for s in strides])
+        return torch.cat(per_level)
     def _check_tensorrt_limits(self) -> None:
         """Refuse, before anything is exported, a configuration whose TopK or NonMaxSuppression
         TensorRT cannot build (edgeseg.lint: the limits and where they come from)."""
