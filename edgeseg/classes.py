@@ -95,11 +95,12 @@ ADE20K = _official(
     "bicycle|lake|dishwasher|screen|blanket|sculpture|hood|sconce|vase|traffic light|tray|ashcan|fan|pier|"
     "crt screen|plate|monitor|bulletin board|shower|radiator|glass|clock|flag", range(1, 151))
 
-# COCO-Stuff, 171 classes (lib/datasets/cocostuff.py:51-61): class id c is label id mapping[c] of
-# the official encode_label (80 things, then 91 stuff). The official list has a 172nd entry (182)
-# that no class id reaches (NUM_CLASSES is 171).
-_COCOSTUFF_IDS = (*range(12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70, *range(72, 83),
-                  *range(84, 91), *range(92, 182))
+# COCO-Stuff, 171 classes (lib/datasets/cocostuff.py:51-61): the official loader encodes a label
+# PNG through its 172-entry mapping, then reduce_zero_label subtracts 1, so class id c is label id
+# mapping[c + 1] (80 things, then 91 stuff); mapping[0], label 0 "unlabeled", becomes the ignored
+# 255 and no class reaches it.
+_COCOSTUFF_IDS = (*range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70, *range(72, 83),
+                  *range(84, 91), *range(92, 183))
 COCOSTUFF = _official(
     "person|bicycle|car|motorcycle|airplane|bus|train|truck|boat|traffic light|fire hydrant|stop sign|"
     "parking meter|bench|bird|cat|dog|horse|sheep|cow|elephant|bear|zebra|giraffe|backpack|umbrella|handbag|tie|"

@@ -261,12 +261,21 @@ def test_export_and_cli_take_a_config_and_refuse_mixed_flags(tmp_path: Path, cap
 
 @pytest.mark.parametrize(("name", "count", "first_ids"), [
     ("cityscapes", 19, (7, 8, 11)), ("lip", 20, (0, 1, 2)), ("pascal_context", 59, (1, 2, 3)),
-    ("cocostuff", 171, (0, 1, 2)), ("ade20k", 150, (1, 2, 3))])
+    ("cocostuff", 171, (1, 2, 3)), ("ade20k", 150, (1, 2, 3))])
 def test_the_official_data_sets_classes(name: str, count: int, first_ids: tuple[int, ...]) -> None:
     cs = resolve_classes(name, count)
     assert len(cs.names) == len(cs.palette) == len(cs.label_ids) == count == len(set(cs.names))
     assert cs.label_ids[:3] == first_ids and list(cs.label_ids) == sorted(set(cs.label_ids))
     assert NAMED_SETS[name] is cs
+
+
+def test_cocostuff_label_ids_are_the_official_mapping_after_reduce_zero_label() -> None:
+    """The official loader maps a label PNG through its 172 ids, then subtracts 1: class c is
+    mapping[c + 1]; label 0 (unlabeled) is no class, and the last stuff class is 182."""
+    cs = resolve_classes("cocostuff", 171)
+    named = dict(zip(cs.names, cs.label_ids, strict=True))
+    assert named["person"] == 1 and named["stop sign"] == 13 and named["toothbrush"] == 90
+    assert 0 not in cs.label_ids and cs.label_ids[-1] == 182
 
 
 def test_a_config_that_picks_the_aux_output_converts_at_fp16(tmp_path: Path) -> None:
