@@ -437,6 +437,8 @@ def test_settings_edgeseg_cannot_reproduce_are_refused_by_name(tmp_path: Path, o
     ({"MODEL.CASCADE_ON": True},
      "unknown setting MODEL.CASCADE_ON: edgeseg does not know what it does, so it cannot promise Detectron's "
      "results; remove it if it does not apply to inference"),
+    ({"TEST.SCALE": [400]}, "TEST.SCALE = [400]: expected a int like the default 600"),
+    ({"MODEL.NUM_CLASSES": [6]}, "MODEL.NUM_CLASSES = [6]: expected a int like the default -1"),
 ])
 def test_detectron_settings_are_refused_by_name(tmp_path: Path, override: dict, message: str) -> None:
     base = DETECTRON_SMALL

@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -589,3 +590,43 @@ def test_a_capture_gets_its_threads_errors_only(hrnet_small: ExportedHRNet, fake
     mine = [f"mine {i}" for i in range(5, KEPT_ERRORS + 5)]
     assert list(outer.errors) == list(inner.errors) == mine and inner.last_error() == mine[-1]
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == ["from a builder thread"]
+
+
+def test_threads_opening_plugin_engines_at_once_load_the_library_once(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    """One stream per camera opens its engine at once: the library is loaded by one thread, the
+    others wait and get its path (TensorRT refuses a second registration of the same plugins)."""
+    for name in _BOUND:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    engine = FakeEngine({}, lambda inputs: {}, FakeCudart(), plugins=("PasteMasks", "MultiLevelRoIAlign"))
+    trt = fake_tensorrt(engine)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(plugin_library, "_loaded", {})
+    monkeypatch.setattr(plugin_library, "find_library", lambda: tmp_path / plugin_library.LIBRARY_NAME)
+    monkeypatch.setattr(plugin_library, "library_tensorrt_version", lambda path: 100300)
+    real_load = trt.get_plugin_registry().load_library
+    calls = []
+
+    def slow_load(path: str) -> object | None:
+        calls.append(path)
+        time.sleep(0.05)  # long enough for every thread to reach the check while the first loads
+        return real_load(path)
+
+    monkeypatch.setattr(trt, "get_plugin_registry", lambda: types.SimpleNamespace(load_library=slow_load))
+    start = threading.Barrier(8)
+    results: list[object] = []
+
+    def open_engine() -> None:
+        start.wait()
+        try:
+            results.append(plugin_library.load_plugins(trt))
+        except Exception as exc:  # a refused second registration shows here
+            results.append(exc)
+
+    threads = [threading.Thread(target=open_engine) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert results == [tmp_path / plugin_library.LIBRARY_NAME] * 8
+    assert len(calls) == 1

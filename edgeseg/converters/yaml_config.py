@@ -88,3 +88,15 @@ def refuse_unsupported(values: Mapping[str, Any], supported: Iterable[tuple[str,
     for key, allowed, why in supported:
         if values[key] not in allowed:
             raise ArgumentError(f"{source}: {key} = {values[key]!r} is not supported: {why}")
+
+
+def refuse_mistyped(values: Mapping[str, Any], defaults: Mapping[str, Any], source: str) -> None:
+    """:class:`ArgumentError` naming the first value whose type is not its default's, as yacs (and
+    Detectron's config) refuse it: an int stands for a float, a list for a tuple and back."""
+    for key, value in values.items():
+        default = defaults[key]
+        numeric = isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)
+        sequence = isinstance(default, (list, tuple)) and isinstance(value, (list, tuple))
+        if not (numeric or sequence or type(value) is type(default)):
+            raise ArgumentError(f"{source}: {key} = {value!r}: expected a {type(default).__name__} like the default "
+                                f"{default!r}")

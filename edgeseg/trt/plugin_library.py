@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from pathlib import Path
 from types import ModuleType
 
@@ -28,6 +29,9 @@ BUILD_HINT = (
 )
 
 _loaded: dict[str, Path] = {}
+# One load at a time: TensorRT's registry refuses plugins already registered, so two threads opening
+# engines at once (one per camera) must not both load the library.
+_loading = threading.Lock()
 
 
 class PluginLibraryError(BackendUnavailableError):
@@ -83,6 +87,11 @@ def load_plugins(trt: ModuleType) -> Path:
     :class:`EngineMismatchError` when it was built for another TensorRT major version.
     """
     path = find_library()
+    with _loading:
+        return _load_once(trt, path)
+
+
+def _load_once(trt: ModuleType, path: Path) -> Path:
     key = str(path.resolve())
     if key in _loaded:
         return _loaded[key]

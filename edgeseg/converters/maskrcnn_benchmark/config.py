@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeseg.converters.yaml_config import flatten, load_mapping, refuse_unknown, refuse_unsupported
+from edgeseg.converters.yaml_config import flatten, load_mapping, refuse_mistyped, refuse_unknown, refuse_unsupported
 from edgeseg.errors import ArgumentError
 
 #: the inference settings edgeseg reads, with maskrcnn-benchmark's defaults
@@ -209,14 +209,7 @@ def read_config(path: str | os.PathLike[str]) -> MaskrcnnBenchmarkConfig:
     flat = {k: decode_value(v) for k, v in flatten(data).items() if k.split(".")[0] in SECTIONS}
     refuse_unknown(flat, DEFAULTS, IGNORED, source.name, "maskrcnn-benchmark")
     values = {**DEFAULTS, **{k: v for k, v in flat.items() if k in DEFAULTS}}
-    # yacs refuses a value of another type than the default's (lists and tuples are one)
-    for key, value in values.items():
-        default = DEFAULTS[key]
-        numeric = isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)
-        sequence = isinstance(default, (list, tuple)) and isinstance(value, (list, tuple))
-        if not (numeric or sequence or type(value) is type(default)):
-            raise ArgumentError(f"{source.name}: {key} = {value!r}: expected a {type(default).__name__} like "
-                                f"the default {default!r}")
+    refuse_mistyped(values, DEFAULTS, source.name)
     refuse_unsupported(values, _SUPPORTED, source.name)
     if any(values["MODEL.RESNETS.STAGE_WITH_DCN"]):
         raise ArgumentError(f"{source.name}: MODEL.RESNETS.STAGE_WITH_DCN: deformable convolutions are not supported")

@@ -26,7 +26,7 @@ from edgeseg.converters.maskrcnn_benchmark.config import (
     MaskrcnnBenchmarkConfig,
     decode_value,
 )
-from edgeseg.converters.yaml_config import flatten, load_mapping, refuse_unknown, refuse_unsupported
+from edgeseg.converters.yaml_config import flatten, load_mapping, refuse_mistyped, refuse_unknown, refuse_unsupported
 from edgeseg.errors import ArgumentError
 
 #: the keys edgeseg reads, with Detectron's defaults
@@ -190,6 +190,7 @@ def read_detectron_config(path: str | os.PathLike[str]) -> DetectronConfig:
     flat = {k: decode_value(v) for k, v in flatten(data).items() if k.split(".")[0] in SECTIONS}
     refuse_unknown(flat, DEFAULTS, IGNORED, source.name, "Detectron")
     values = {**DEFAULTS, **{k: v for k, v in flat.items() if k in DEFAULTS}}
+    refuse_mistyped(values, DEFAULTS, source.name)
     refuse_unsupported(values, _SUPPORTED, source.name)
     if int(values["MODEL.NUM_CLASSES"]) < 2:
         raise ArgumentError(f"{source.name}: MODEL.NUM_CLASSES = {values['MODEL.NUM_CLASSES']}: give the classes, "
