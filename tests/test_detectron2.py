@@ -23,9 +23,9 @@ from edgeseg.converters.detectron2.resize import (
     pillow_resize_numpy,
     resized_hw,
 )
-from edgeseg.converters.parity import box_iou
 from edgeseg.errors import ArgumentError, CheckpointError, CheckpointMismatchError
 from edgeseg.lint import lint_model
+from tests.detection_match import match_by_class, unpack_reference_masks
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "detectron2"
 needs_shared = pytest.mark.skipif(not (SHARED / "d2_caseA.pth").is_file(),
@@ -79,23 +79,11 @@ def test_detections_match_detectron2s_own(case_a: tuple[Path, np.ndarray, dict[s
     7.8e-6 apart at closest, so order may differ): IoU >= 0.99, scores within 1e-3, mask IoU."""
     path, frame, ref = case_a
     got = edgeseg.load(path).instances(frame)
-    masks = np.unpackbits(ref["masks_packed"], axis=-1, count=int(ref["masks_shape"][2])).astype(bool)
     assert len(got) == len(ref["boxes"]) == 100
-    used: set[int] = set()
-    box_ious, mask_ious, score_diffs = [], [], []
-    for i in range(len(ref["boxes"])):
-        same = [j for j in np.flatnonzero(got.labels == ref["classes"][i] + 1) if j not in used]
-        assert same, i
-        ious = box_iou(ref["boxes"][i:i + 1], got.boxes[same])
-        j = same[int(ious.argmax())]
-        used.add(int(j))
-        box_ious.append(float(ious.max()))
-        score_diffs.append(abs(float(got.scores[j]) - float(ref["scores"][i])))
-        a, b = masks[i], got.masks[j].astype(bool)
-        mask_ious.append(float((a & b).sum() / max((a | b).sum(), 1)))
-    assert min(box_ious) >= 0.99, min(box_ious)
-    assert max(score_diffs) <= 1e-3, max(score_diffs)
-    assert float(np.mean(mask_ious)) >= 0.98, np.mean(mask_ious)
+    figures = match_by_class(got, ref["boxes"], ref["classes"] + 1, ref["scores"], unpack_reference_masks(ref))
+    assert figures["min_box_iou"] >= 0.99, figures
+    assert figures["max_score_diff"] <= 1e-3, figures
+    assert figures["mean_mask_iou"] >= 0.98, figures
 
 
 @needs_shared

@@ -23,9 +23,9 @@ import edgeseg.cli as cli
 from edgeseg.converters.maskrcnn_benchmark.checkpoint import detectron_blobs_to_state_dict, read_weights
 from edgeseg.converters.maskrcnn_benchmark.config import read_config
 from edgeseg.converters.maskrcnn_benchmark.detectron_config import read_detectron_config, to_benchmark
-from edgeseg.converters.parity import box_iou
 from edgeseg.errors import ArgumentError, CheckpointError, CheckpointMismatchError
 from edgeseg.lint import lint_model
+from tests.detection_match import match_by_class, unpack_reference_masks
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "maskrcnn_benchmark"
 needs_shared = pytest.mark.skipif(not (SHARED / "mrb_caseA.pth").is_file(),
@@ -114,22 +114,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def match(got: Any, ref: dict[str, np.ndarray]) -> dict[str, float]:
-    """Each reference detection matched to an unused one of its class with the highest box IoU."""
-    masks = np.unpackbits(ref["masks_packed"], axis=-1, count=int(ref["masks_shape"][2])).astype(bool)
-    used: set[int] = set()
-    box_ious, mask_ious, score_diffs = [], [], []
-    for i in range(len(ref["boxes"])):
-        same = [j for j in np.flatnonzero(got.labels == ref["labels"][i]) if j not in used]
-        assert same, i
-        ious = box_iou(np.repeat(ref["boxes"][i:i + 1], len(same), 0), got.boxes[same])
-        j = same[int(ious.argmax())]
-        used.add(int(j))
-        box_ious.append(float(ious.max()))
-        score_diffs.append(abs(float(got.scores[j]) - float(ref["scores"][i])))
-        a, b = masks[i], got.masks[j].astype(bool)
-        mask_ious.append(float((a & b).sum() / max((a | b).sum(), 1)))
-    return {"min_box_iou": min(box_ious), "max_score_diff": max(score_diffs),
-            "mean_mask_iou": float(np.mean(mask_ious)), "min_mask_iou": min(mask_ious)}
+    """Each reference detection matched to an unused one of its class with the highest box IoU
+    (maskrcnn-benchmark's class k is edgeseg's label k)."""
+    return match_by_class(got, ref["boxes"], ref["labels"], ref["scores"], unpack_reference_masks(ref))
 
 
 @needs_shared
