@@ -192,19 +192,27 @@ def test_instance_outputs_are_copied_back_only_for_the_detections(maskrcnn_cli: 
 
 
 
-def test_close_while_another_thread_runs_frees_that_lane_after_its_run(hrnet_small: ExportedHRNet,
-                                                                       fake_gpu: FakeGpu) -> None:
-    path, engine, cudart = fake_gpu(hrnet_small.path, _fill_from_frame)
-    backend = edgeseg.load(path).backend
-    engine.hold = threading.Event()
+def _run_held(backend: Any, engine: FakeEngine, hrnet_small: ExportedHRNet
+              ) -> tuple[threading.Thread, list[int], threading.Event]:
+    """A worker thread whose run of *backend* is held inside the engine until the returned event
+    is set; also the list its label (pixel 0, 0 of frame 7) is appended to."""
+    engine.hold = release = threading.Event()
     got: list[int] = []
     worker = threading.Thread(target=lambda: got.append(int(
         backend.run({"frame": _frame(hrnet_small, 7)}, ["label_map"])["label_map"][0, 0])))
     worker.start()
     assert engine.running.wait(timeout=10)  # the worker's run is inside the engine
+    return worker, got, release
+
+
+def test_close_while_another_thread_runs_frees_that_lane_after_its_run(hrnet_small: ExportedHRNet,
+                                                                       fake_gpu: FakeGpu) -> None:
+    path, engine, cudart = fake_gpu(hrnet_small.path, _fill_from_frame)
+    backend = edgeseg.load(path).backend
+    worker, got, release = _run_held(backend, engine, hrnet_small)
     backend.close()
     assert cudart.memory != {}  # its lane is busy: not freed under it
-    engine.hold.set()
+    release.set()
     worker.join(timeout=10)
     assert got == [7]  # the run that was under way finished normally
     assert cudart.memory == {} and cudart.streams == set() and cudart.events == set()
@@ -364,15 +372,10 @@ def test_close_releases_the_engine_and_the_runtime(hrnet_small: ExportedHRNet, f
 def test_a_busy_lane_keeps_the_engine_until_its_run_ends(hrnet_small: ExportedHRNet, fake_gpu: FakeGpu) -> None:
     path, engine, _ = fake_gpu(hrnet_small.path, _fill_from_frame)
     backend = edgeseg.load(path).backend
-    engine.hold = threading.Event()
-    got: list[int] = []
-    worker = threading.Thread(target=lambda: got.append(int(
-        backend.run({"frame": _frame(hrnet_small, 7)}, ["label_map"])["label_map"][0, 0])))
-    worker.start()
-    assert engine.running.wait(timeout=10)
+    worker, got, release = _run_held(backend, engine, hrnet_small)
     backend.close()
     assert backend._engine is engine  # type: ignore[attr-defined]  # its context still runs on it
-    engine.hold.set()
+    release.set()
     worker.join(timeout=10)
     assert got == [7] and backend._engine is None  # type: ignore[attr-defined]
 
