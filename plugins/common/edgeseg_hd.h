@@ -5,8 +5,9 @@
 // and by a plain C++ compiler into the CPU build (edgeseg/_ops_cpu), so both give the same numbers.
 //
 // EDGESEG_HD marks such a function: `__host__ __device__ inline` when nvcc compiles the file,
-// plain `inline` otherwise.  Only <math.h> single precision functions (sqrtf, floorf, log2f, ...)
-// and the helpers below may be used inside them: no std:: containers, no exceptions, no I/O.
+// plain `inline` otherwise.  Only <math.h> functions (single precision: sqrtf, floorf, log2f, ...;
+// double only where a header says why, as zoom_taps.h does) and the helpers below may be used
+// inside them: no std:: containers, no exceptions, no I/O.
 #pragma once
 
 #include <math.h>
