@@ -242,7 +242,7 @@ BOXES = np.zeros((2, 4), np.float32)
         ),
         (
             lambda: ops.paste_masks(MASKS, BOXES, (10, 10), mode="nearest"),
-            "mode must be 'torchvision' or 'continuous'; got 'nearest'",
+            "mode must be one of 'torchvision', 'continuous', 'zoom'; got 'nearest'",
         ),
         (
             lambda: ops.paste_masks(MASKS, BOXES, (10, 10), threshold=float("nan")),
