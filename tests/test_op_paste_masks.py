@@ -451,3 +451,15 @@ def test_zoom_reproduces_matterports_pasted_masks_of_case_a() -> None:
     differ = [i for i in range(n) if not np.array_equal(got[i], want[i])]
     assert not differ, f"{len(differ)} of {n} masks differ: {differ}"
     np.testing.assert_array_equal(stand_in(ref["mrcnn_mask_det"], boxes, (h, w)), want)
+
+
+def test_zoom_non_finite_and_absurd_boxes() -> None:
+    """NaN / infinite boxes paste nothing; edges beyond +-2^29 are clamped there (sizes stay ints),
+    in the CPU build and the torch stand-in alike."""
+    masks = np.full((4, 28, 28), 0.7, np.float32)
+    boxes = np.array([[np.nan, 0, 10, 10], [0, 0, np.inf, 10], [-1e12, -1e12, 1e12, 1e12], [-3e9, 5, 40, 30]],
+                     np.float32)
+    out = ops.paste_masks(masks, boxes, (40, 52), mode="zoom")
+    assert not out[:2].any() and out[2].all()  # a constant mask clips to itself everywhere
+    assert int(out[3].sum()) == 40 * 25 and out[3, 5:30, :40].all()
+    np.testing.assert_array_equal(stand_in(masks, boxes, (40, 52)), out)
