@@ -15,6 +15,10 @@
 // from it.  The samples of a bin are added in roi_align_bin's order and each sample in
 // bilinear_tap's, so every output is the same float as roi_align_bin's.  Threads share out the
 // (group, channel block) pairs, split further into chunks of RoIs when channels are few.
+//
+// With sampling 1 (tf.image.crop_and_resize) a RoI is one bilinear sample per output cell: the
+// taps are worked out once per RoI and axis (crop_coord + crop_axis) and each output element is
+// crop_sample's float, RoIs shared out among the threads.
 #include <stdint.h>
 
 #include <algorithm>
@@ -125,18 +129,67 @@ void pool_block(const float* block, int64_t width, const ra::AxisTaps* y_taps,
   }
 }
 
+// sampling 1: out[r] for every RoI r, from the level level[r] (crop_and_resize_element's floats,
+// with the taps of each axis worked out once per RoI).
+void crop_and_resize_levels(const float* const* features, const int64_t* heights,
+                            const int64_t* widths, int64_t batch_size, int64_t channels,
+                            const float* rois, int64_t num_rois, int64_t out_h, int64_t out_w,
+                            const int64_t* level, int nt, float* output) {
+  const int64_t plane = out_h * out_w;
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<ra::CropTaps> y_taps(static_cast<size_t>(out_h));
+    std::vector<ra::CropTaps> x_taps(static_cast<size_t>(out_w));
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t r = 0; r < num_rois; ++r) {
+      const float* roi = rois + 5 * r;
+      float* out = output + r * channels * plane;
+      const int64_t l = level[r];
+      const int batch = ra::roi_batch(roi[0]);
+      if (l < 0 || batch < 0 || batch >= batch_size || heights[l] <= 0 || widths[l] <= 0) {
+        std::fill(out, out + channels * plane, 0.0f);
+        continue;
+      }
+      const int height = static_cast<int>(heights[l]);
+      const int width = static_cast<int>(widths[l]);
+      for (int64_t i = 0; i < out_h; ++i) {
+        y_taps[static_cast<size_t>(i)] = ra::crop_axis(
+            ra::crop_coord(roi[2], roi[4], height, static_cast<int>(out_h), static_cast<int>(i)), height);
+      }
+      for (int64_t j = 0; j < out_w; ++j) {
+        x_taps[static_cast<size_t>(j)] = ra::crop_axis(
+            ra::crop_coord(roi[1], roi[3], width, static_cast<int>(out_w), static_cast<int>(j)), width);
+      }
+      const int64_t pixels = heights[l] * widths[l];
+      const float* image = features[l] + batch * channels * pixels;
+      for (int64_t c = 0; c < channels; ++c) {
+        const float* src = image + c * pixels;
+        float* dst = out + c * plane;
+        for (int64_t i = 0; i < out_h; ++i) {
+          const ra::CropTaps& ty = y_taps[static_cast<size_t>(i)];
+          for (int64_t j = 0; j < out_w; ++j) {
+            const ra::CropTaps& tx = x_taps[static_cast<size_t>(j)];
+            dst[i * out_w + j] = (ty.inside && tx.inside) ? ra::crop_sample(src, width, ty, tx) : 0.0f;
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" {
 
 // Bumped whenever a signature below changes; edgeseg/ops.py refuses a library of another version.
-int32_t edgeseg_ops_abi_version(void) { return 2; }
+int32_t edgeseg_ops_abi_version(void) { return 3; }
 
 // Level index of every RoI (see edgeseg::roi_align::roi_level); -1 = no level (zero output).
-// k_min and k_max come from the first and last spatial scale.  Returns 0, or 1 on bad arguments.
+// k_min and k_max come from the first and last spatial scale; image_area is read by level rule 2.
+// Returns 0, or 1 on bad arguments.
 int32_t edgeseg_roi_levels(const float* rois, int64_t num_rois, const float* spatial_scales,
                            int64_t num_levels, float canonical_scale, int64_t canonical_level,
-                           int32_t level_rule, int64_t* levels) {
+                           int32_t level_rule, float image_area, int64_t* levels) {
   if (num_rois < 0 || num_levels < 1 || (num_rois > 0 && (rois == nullptr || levels == nullptr)) ||
       spatial_scales == nullptr) {
     return 1;
@@ -146,7 +199,8 @@ int32_t edgeseg_roi_levels(const float* rois, int64_t num_rois, const float* spa
   for (int64_t r = 0; r < num_rois; ++r) {
     levels[r] = edgeseg::roi_align::roi_level(rois + 5 * r, static_cast<int>(num_levels), k_min,
                                               k_max, canonical_scale,
-                                              static_cast<int>(canonical_level), level_rule);
+                                              static_cast<int>(canonical_level), level_rule,
+                                              image_area);
   }
   return 0;
 }
@@ -154,7 +208,9 @@ int32_t edgeseg_roi_levels(const float* rois, int64_t num_rois, const float* spa
 // output[r, c, ph, pw] for every RoI r, pooled from the level roi_level() picks for it.
 //   features[l]          level l, float32 [batch_size, channels, heights[l], widths[l]], C order
 //   spatial_scales[l]    feature pixels per image pixel of level l
-//   rois                 float32 [num_rois, 5]: batch index, x0, y0, x1, y1 (image pixels)
+//   rois                 float32 [num_rois, 5]: batch index, x0, y0, x1, y1 (image pixels;
+//                        normalised with sampling 1)
+//   sampling             0: RoIAlign bins (sampling_ratio, aligned read); 1: crop_and_resize
 //   output               float32 [num_rois, channels, out_h, out_w], fully written
 //   threads              OpenMP threads; 0 = OpenMP's default
 // Returns 0, or 1 on bad arguments (nothing written).
@@ -164,18 +220,25 @@ int32_t edgeseg_multilevel_roi_align_f32(const float* const* features, const int
                                          const float* rois, int64_t num_rois, int64_t out_h,
                                          int64_t out_w, int64_t sampling_ratio, int32_t aligned,
                                          float canonical_scale, int64_t canonical_level,
-                                         int32_t level_rule, int32_t threads, float* output) {
+                                         int32_t level_rule, float image_area, int32_t sampling,
+                                         int32_t threads, float* output) {
   if (num_levels < 1 || batch_size < 0 || channels < 0 || num_rois < 0 || out_h < 1 ||
       out_w < 1 || features == nullptr || heights == nullptr || widths == nullptr ||
-      spatial_scales == nullptr || (num_rois > 0 && (rois == nullptr || output == nullptr))) {
+      spatial_scales == nullptr || (num_rois > 0 && (rois == nullptr || output == nullptr)) ||
+      (sampling != ra::kSamplingRoiAlign && sampling != ra::kSamplingCropAndResize)) {
     return 1;
   }
   if (num_rois == 0 || channels == 0) return 0;
 
   std::vector<int64_t> level(static_cast<size_t>(num_rois));
   if (edgeseg_roi_levels(rois, num_rois, spatial_scales, num_levels, canonical_scale,
-                         canonical_level, level_rule, level.data()) != 0) {
+                         canonical_level, level_rule, image_area, level.data()) != 0) {
     return 1;
+  }
+  if (sampling == ra::kSamplingCropAndResize) {
+    crop_and_resize_levels(features, heights, widths, batch_size, channels, rois, num_rois, out_h,
+                           out_w, level.data(), edgeseg::cpu_thread_count(threads), output);
+    return 0;
   }
 
   // Geometry and mode of every RoI; tap tables of the kTaps ones (y taps, then x taps, from
