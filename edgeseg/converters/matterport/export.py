@@ -48,28 +48,33 @@ MASK_THRESHOLD = 0.5
 PASTE = "zoom"
 
 #: which layers an fp16 / int8 file computes in reduced precision (edgeseg.precision.rules): the
-#: convolutional and fully connected layers of MatterportNet, by its module names. The input
-#: resize (ZoomLinear), the RPN softmax, anchors, proposals, the level rule, refinement, NMS,
-#: the unmold and the paste are not network layers, so they stay FP32.
+#: convolutional and fully connected layers of MatterportNet and the activations between them,
+#: named by the scopes the graph calls them under (``/backbone``, ``/rpn``, ``/box_head``,
+#: ``/mask_head``) and MatterportNet's module names. The input resize (ZoomLinear, FP32 in every
+#: file), anchors, proposals, the level rule, refinement, NMS, the unmold and the paste are not
+#: network layers, so they stay FP32.
 PRECISION_RULES = PrecisionRules(
     "matterport",
     network=(
-        LayerRule("*/conv1/*", "ResNet stem conv (BatchNorm folded)"),
-        LayerRule("*/stages.*", "ResNet stages (bottleneck blocks)"),
-        LayerRule("*/lateral.*", "FPN lateral 1x1 convs"),
-        LayerRule("*/smooth.*", "FPN 3x3 output convs"),
-        LayerRule("*/rpn_conv/*", "the RPN's shared conv (its class logits and deltas stay FP32)"),
-        LayerRule("*/class_conv*", "box head: the 7x7 conv (an FC) and the 1x1 conv"),
-        LayerRule("*/mask_convs.*", "mask head convs"),
-        LayerRule("*/mask_deconv/*", "mask upsampling (transposed conv: FP32 in the INT8 file)"),
+        LayerRule("/backbone/*", "ResNet (BatchNorm folded) and FPN"),
+        LayerRule("/rpn/rpn_conv/*", "the RPN's shared conv (its class logits and deltas stay FP32)"),
+        LayerRule("/rpn/Pad*", "TF 'same' padding before it"),
+        LayerRule("/rpn/Relu*", "its activation"),
+        LayerRule("/MultiLevelRoIAlign*", "crop_and_resize sampling: the plugin reads FP16 features with FP32 "
+                  "normalised boxes (INT8 file: FP32, reading the INT8 features dequantized)"),
+        LayerRule("/box_head/class_conv*", "box head: the POOL_SIZE conv (an FC) and the 1x1 conv"),
+        LayerRule("/box_head/Relu*", "their activations"),
+        LayerRule("/mask_head/mask_convs*", "mask head convs"),
+        LayerRule("/mask_head/mask_deconv/*", "mask upsampling (transposed conv: FP32 in the INT8 file)"),
+        LayerRule("/mask_head/Relu*", "their activations"),
     ),
     # not among the layers above, so FP32 anyway: listed to say why
     keep_fp32=(
-        LayerRule("*/rpn_class/*", "RPN class logits: the two-class softmax feeds the top-k and NMS"),
-        LayerRule("*/rpn_bbox/*", "RPN deltas: exp and box decoding"),
-        LayerRule("*/class_logits/*", "class scores: softmax, the >= confidence filter, NMS"),
-        LayerRule("*/bbox_fc/*", "box deltas: refinement"),
-        LayerRule("*/mask_logits/*", "mask logits: the sigmoid probabilities the paste thresholds"),
+        LayerRule("/rpn/rpn_class/*", "RPN class logits: the two-class softmax feeds the top-k and NMS"),
+        LayerRule("/rpn/rpn_bbox/*", "RPN deltas: exp and box decoding"),
+        LayerRule("/box_head/class_logits/*", "class scores: softmax, the >= confidence filter, NMS"),
+        LayerRule("/box_head/bbox_fc/*", "box deltas: refinement"),
+        LayerRule("/mask_head/mask_logits/*", "mask logits: their sigmoid is what the paste thresholds at 0.5"),
     ),
 )
 
