@@ -586,3 +586,11 @@ def test_sampling_and_level_rule_names():
     feats = pyramid(np.random.default_rng(1), 1, 2, (32, 32), [4, 8])
     np.testing.assert_array_equal(ops.multilevel_roi_align(feats, rois, 7, [0.25, 0.125], sampling=1),
                                   ops.multilevel_roi_align(feats, rois, 7, [0.25, 0.125], sampling="crop_and_resize"))
+
+
+def test_torch_stand_in_refuses_the_matterport_rule_without_image_area():
+    feats = [torch.zeros((1, 1, 8, 8)), torch.zeros((1, 1, 4, 4))]
+    with pytest.raises(ValueError) as err:
+        torch_ops.multilevel_roi_align(torch.zeros((1, 5)), feats, spatial_scales=[0.25, 0.125], level_rule=2)
+    assert str(err.value) == ("MultiLevelRoIAlign: image_area must be > 0 with level_rule 2 (matterport): the molded "
+                              "image's height * width in pixels; got 0.0")
