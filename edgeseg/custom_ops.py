@@ -40,6 +40,10 @@ class Attribute:
     length: tuple[int, int] | None = None  # floats: fewest and most values
     multiple_of: int | None = None
     required: bool = False
+    #: written to an ONNX node only when not at its default (attributes added after files were
+    #: already written: those files stay byte-identical, and so do the nodes written now that do
+    #: not use them, which plugin libraries from before the attribute still load)
+    optional: bool = False
 
     def problem(self, value: Any) -> str | None:
         """What is wrong with *value* for this attribute, or None."""
@@ -99,6 +103,9 @@ class CustomOp:
 def _roi_align_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) -> list[np.ndarray]:
     from edgeseg import ops
 
+    # Nodes carry no optional attribute at its default, and files written before an attribute
+    # existed lack it: both mean the default.
+    attrs = {**MULTILEVEL_ROI_ALIGN.defaults, **attrs}
     rois, *features = inputs
     # FP16 features (an fp16 file): the kernels read half, sum in float and round the output to
     # nearest, which is what computing on exact float copies and rounding the result gives.
@@ -114,13 +121,18 @@ def _roi_align_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) 
         canonical_level=int(attrs["canonical_level"]),
         threads=threads,
         level_rule=int(attrs["level_rule"]),
+        sampling=ROI_SAMPLINGS[int(attrs["sampling"])],
+        image_area=float(attrs["image_area"]),
     )
     return [out.astype(np.float16) if half else out]
 
 
 PASTE_MODES = ("torchvision", "continuous")
 #: MultiLevelRoIAlign's level_rule values, by index (plugins/multilevel_roi_align/op.json)
-LEVEL_RULES = ("torchvision", "detectron")
+LEVEL_RULES = ("torchvision", "detectron", "matterport")
+#: MultiLevelRoIAlign's sampling values, by index: RoIAlign bins (rois in image pixels) or
+#: tf.image.crop_and_resize (rois normalised, matterport)
+ROI_SAMPLINGS = ("roi_align", "crop_and_resize")
 
 #: Mask bytes per element of PasteMasks' output.  TensorRT plugins cannot have uint8 (or bool)
 #: inputs or outputs, so the op hands its uint8 planes over as int32 words of four consecutive
@@ -167,7 +179,8 @@ def _paste_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) -> l
     return [pack_mask_bytes(out)]
 
 
-#: inputs: rois [R, 5] float (batch index, x0, y0, x1, y1 in image pixels), then L feature maps
+#: inputs: rois [R, 5] float (batch index, x0, y0, x1, y1 in image pixels; with sampling 1
+#: normalised, 0 and 1 the centres of the first and last pixel), then L feature maps
 #: [N, C, H_l, W_l]; output [R, C, output_height, output_width].
 MULTILEVEL_ROI_ALIGN = CustomOp(
     "MultiLevelRoIAlign",
@@ -180,6 +193,8 @@ MULTILEVEL_ROI_ALIGN = CustomOp(
         Attribute("canonical_scale", "float", 224.0, min=0, exclusive_min=True),
         Attribute("canonical_level", "int", 4),
         Attribute("level_rule", "int", 0, choices=tuple(range(len(LEVEL_RULES)))),
+        Attribute("sampling", "int", 0, choices=tuple(range(len(ROI_SAMPLINGS))), optional=True),
+        Attribute("image_area", "float", 0.0, min=0, optional=True),
     ),
     _roi_align_kernel,
     coordinate_inputs=(0,),

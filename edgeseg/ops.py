@@ -27,13 +27,13 @@ from typing import TypeGuard
 import numpy as np
 import numpy.typing as npt
 
-from edgeseg.custom_ops import PASTE_MODES
+from edgeseg.custom_ops import LEVEL_RULES, PASTE_MODES, ROI_SAMPLINGS
 from edgeseg.errors import BackendUnavailableError
 
 __all__ = ["library_path", "multilevel_roi_align", "paste_masks", "roi_align", "roi_levels"]
 
 _LIB_STEM = "_ops_cpu"
-_ABI_VERSION = 2  # must equal edgeseg_ops_abi_version() in plugins/multilevel_roi_align/roi_align_cpu.cpp
+_ABI_VERSION = 3  # must equal edgeseg_ops_abi_version() in plugins/multilevel_roi_align/roi_align_cpu.cpp
 _BUILD_HINT = (
     "build it with `pip install -e .` from the edgeseg repository (needs a C++ compiler with "
     "OpenMP, e.g. g++), or `python setup.py build_ext --inplace`"
@@ -75,7 +75,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.edgeseg_ops_abi_version.argtypes = []
     lib.edgeseg_roi_levels.restype = ctypes.c_int32
     lib.edgeseg_roi_levels.argtypes = [
-        _F32_C, ctypes.c_int64, _F32_C, ctypes.c_int64, ctypes.c_float, ctypes.c_int64, ctypes.c_int32, _I64_C,
+        _F32_C, ctypes.c_int64, _F32_C, ctypes.c_int64, ctypes.c_float, ctypes.c_int64, ctypes.c_int32,
+        ctypes.c_float, _I64_C,
     ]
     lib.edgeseg_multilevel_roi_align_f32.restype = ctypes.c_int32
     lib.edgeseg_multilevel_roi_align_f32.argtypes = [
@@ -95,6 +96,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         ctypes.c_float,  # canonical_scale
         ctypes.c_int64,  # canonical_level
         ctypes.c_int32,  # level_rule
+        ctypes.c_float,  # image_area
+        ctypes.c_int32,  # sampling
         ctypes.c_int32,  # threads
         _F32_C,  # output
     ]
@@ -261,9 +264,33 @@ def _check(status: int, op: str) -> None:
 
 def _level_rule(value: int) -> int:
     rule = _int_arg(value, "level_rule")
-    if rule not in (0, 1):
-        raise ValueError(f"level_rule must be 0 (torchvision) or 1 (detectron); got {rule}")
+    if not 0 <= rule < len(LEVEL_RULES):
+        names = [f"{i} ({name})" for i, name in enumerate(LEVEL_RULES)]
+        raise ValueError(f"level_rule must be {', '.join(names[:-1])} or {names[-1]}; got {rule}")
     return rule
+
+
+def _image_area(value: object, rule: int) -> float:
+    """image_area, checked: finite and >= 0, and > 0 where the matterport level rule reads it."""
+    if not _real(value) or not math.isfinite(float(value)) or float(value) < 0:
+        raise ValueError(f"image_area must be a finite number >= 0; got {value!r}")
+    if LEVEL_RULES[rule] == "matterport" and not float(value) > 0:
+        raise ValueError(
+            "image_area must be > 0 with level_rule 2 (matterport): the molded image's height * width in pixels; "
+            f"got {value!r}"
+        )
+    return float(value)
+
+
+def _sampling(value: object) -> int:
+    """The sampling's index in ROI_SAMPLINGS, from its name or its index."""
+    if isinstance(value, str) and value in ROI_SAMPLINGS:
+        return ROI_SAMPLINGS.index(value)
+    if _is_int(value) and 0 <= int(value) < len(ROI_SAMPLINGS):
+        return int(value)
+    raise ValueError(
+        f"sampling must be one of {', '.join(repr(n) for n in ROI_SAMPLINGS)} (or its index); got {value!r}"
+    )
 
 
 def roi_levels(
@@ -272,6 +299,7 @@ def roi_levels(
     canonical_scale: float = 224.0,
     canonical_level: int = 4,
     level_rule: int = 0,
+    image_area: float = 0.0,
 ) -> npt.NDArray[np.int64]:
     """Feature level (0 = first, finest) :func:`multilevel_roi_align` pools each RoI from.
 
@@ -286,6 +314,14 @@ def roi_levels(
     canonical_level + log2(sqrt(area) / canonical_scale + 1e-6))`` with the +1 area
     ``(x1 - x0 + 1) * (y1 - y0 + 1)``.
 
+    *level_rule* 2 is matterport's ``PyramidROIAlign`` (TF's ``log2_graph`` and ``tf.round``):
+    ``k = canonical_level + round_half_even(log(sqrt(h * w) / (canonical_scale /
+    sqrt(image_area))) / log(2))`` in float32, with ``h = y1 - y0``, ``w = x1 - x0`` in the rois'
+    own units (matterport: normalised, as ``sampling="crop_and_resize"`` takes them) and
+    *image_area* the molded image's height * width in pixels (> 0). A box whose ``h * w`` is not
+    > 0 (zero-padded rows) or whose term is NaN gets level 0, as in matterport (TF casts
+    ``log(0) = -inf`` to INT_MIN, which its ``max`` lifts to the first level).
+
     *rois* is ``[R, 5]`` (batch index, x0, y0, x1, y1); the batch index is not used here.
     """
     arr = _float32(rois, "rois")
@@ -299,7 +335,9 @@ def roi_levels(
     cl = _int_arg(canonical_level, "canonical_level")
     levels = np.empty(arr.shape[0], dtype=np.int64)
     rule = _level_rule(level_rule)
-    status = _library().edgeseg_roi_levels(arr, arr.shape[0], scales_f32, scales_f32.size, cs, cl, rule, levels)
+    area = _image_area(image_area, rule)
+    status = _library().edgeseg_roi_levels(arr, arr.shape[0], scales_f32, scales_f32.size, cs, cl, rule, area,
+                                           levels)
     _check(status, "roi_levels")
     return levels
 
@@ -315,6 +353,8 @@ def multilevel_roi_align(
     canonical_level: int = 4,
     threads: int = 0,
     level_rule: int = 0,
+    sampling: str | int = "roi_align",
+    image_area: float = 0.0,
 ) -> npt.NDArray[np.float32]:
     """RoIAlign over an FPN pyramid: each RoI is pooled from the level :func:`roi_levels` picks.
 
@@ -334,8 +374,19 @@ def multilevel_roi_align(
             centred at ``j + 0.5`` and does not enlarge RoIs smaller than one feature pixel
             (Detectron2); ``False`` is the legacy convention (pixel ``j`` at ``j``, RoIs at least
             1 x 1 feature pixel).
-        canonical_scale, canonical_level, level_rule: FPN level rule, see :func:`roi_levels`.
+        canonical_scale, canonical_level, level_rule, image_area: FPN level rule, see
+            :func:`roi_levels`.
         threads: OpenMP threads; 0 = OpenMP's default.
+        sampling: ``"roi_align"`` (0, the above) or ``"crop_and_resize"`` (1):
+            ``tf.image.crop_and_resize(..., method="bilinear", extrapolation_value=0)`` on the
+            chosen level, matterport's ``PyramidROIAlign``. The rois' x0, y0, x1, y1 are then
+            *normalised* (matterport's x1, y1, x2, y2 after ``norm_boxes``): 0 is the centre of
+            the first feature pixel and 1 the centre of the last, on every level. Output cell
+            (i, j) is one bilinear sample at ``y = y0 * (H - 1) + i * ((y1 - y0) * (H - 1) /
+            (out_h - 1))`` (float32, TF's order; the first and last samples on the box edges;
+            ``out_h == 1``: the centre, ``0.5 * (y0 + y1) * (H - 1)`` in double) and the same
+            along x; a sample outside ``[0, H - 1] x [0, W - 1]`` is 0. *sampling_ratio* and
+            *aligned* are not read.
 
     Returns:
         ``[R, C, out_h, out_w]`` float32.
@@ -354,7 +405,7 @@ def multilevel_roi_align(
             )
     return _roi_align_levels(
         feats, rois, output_size, spatial_scales, sampling_ratio, aligned,
-        canonical_scale, canonical_level, threads, level_rule,
+        canonical_scale, canonical_level, threads, level_rule, sampling, image_area,
     )
 
 
@@ -399,6 +450,8 @@ def _roi_align_levels(
     canonical_level: int,
     threads: int,
     level_rule: int,
+    sampling: str | int = "roi_align",
+    image_area: float = 0.0,
 ) -> npt.NDArray[np.float32]:
     n, c = feats[0].shape[:2]
     rois_f32 = _rois(rois, n)
@@ -408,6 +461,8 @@ def _roi_align_levels(
     cs = _positive_float(canonical_scale, "canonical_scale")
     cl = _int_arg(canonical_level, "canonical_level")
     rule = _level_rule(level_rule)
+    area = _image_area(image_area, rule)
+    mode = _sampling(sampling)
     nthreads = _threads(threads)
     lib = _library()
 
@@ -420,7 +475,7 @@ def _roi_align_levels(
     widths = np.array([f.shape[3] for f in feats], dtype=np.int64)
     status = lib.edgeseg_multilevel_roi_align_f32(
         pointers, heights, widths, scales, len(feats), n, c, rois_f32, r, out_h, out_w,
-        ratio, int(bool(aligned)), cs, cl, rule, nthreads, out,
+        ratio, int(bool(aligned)), cs, cl, rule, area, mode, nthreads, out,
     )
     _check(status, "multilevel_roi_align")
     return out

@@ -51,7 +51,7 @@ class Kernels:
         lib.edgeseg_test_roi_align.argtypes = [
             c.c_int32, c.POINTER(c.c_void_p), c.POINTER(c.c_int32), c.POINTER(c.c_int32), c.POINTER(c.c_float),
             c.c_int32, c.c_int32, c.c_int32, c.c_void_p, c.c_int64, c.c_int32, c.c_int32, c.c_int32, c.c_int32,
-            c.c_float, c.c_int32, c.c_int32, c.c_void_p,
+            c.c_float, c.c_int32, c.c_int32, c.c_float, c.c_int32, c.c_void_p,
         ]
         lib.edgeseg_test_paste_masks.restype = c.c_int32
         lib.edgeseg_test_paste_masks.argtypes = [
@@ -71,9 +71,11 @@ class Kernels:
 
     def roi_align(self, features: Sequence[Any], rois: Any, output_hw: tuple[int, int], scales: Sequence[float],
                   sampling_ratio: int = 2, aligned: bool = False, canonical_scale: float = 224.0,
-                  canonical_level: int = 4, sync: bool = True, level_rule: int = 0) -> Any:
+                  canonical_level: int = 4, sync: bool = True, level_rule: int = 0, image_area: float = 0.0,
+                  sampling: int = 0) -> Any:
         """MultiLevelRoIAlign: *features* CUDA float32 or float16 [N, C, H_l, W_l] (one dtype),
-        *rois* CUDA float32 [R, 5]; returns [R, C, out_h, out_w] in the features' dtype."""
+        *rois* CUDA float32 [R, 5]; returns [R, C, out_h, out_w] in the features' dtype. The
+        rest: the op's attributes (*sampling* 1 = crop_and_resize, rois normalised)."""
         import torch
 
         feats = [f.contiguous() for f in features]
@@ -89,7 +91,7 @@ class Kernels:
             (ctypes.c_int32 * levels)(*[int(f.shape[3]) for f in feats]),
             (ctypes.c_float * levels)(*[float(s) for s in scales]),
             levels, n, c, rois.data_ptr(), int(rois.shape[0]), output_hw[0], output_hw[1], sampling_ratio,
-            int(aligned), canonical_scale, canonical_level, level_rule, out.data_ptr(),
+            int(aligned), canonical_scale, canonical_level, level_rule, image_area, sampling, out.data_ptr(),
         )
         if sync:
             self._check(status, "roi_align")

@@ -135,3 +135,86 @@ def random_roi_align_cases(rng: np.random.Generator) -> list[tuple[np.ndarray, n
                     rois = random_rois(rng, int(rng.integers(1, 12)), n, w / scale, h / scale)
                     cases.append((features, rois, out_hw, scale, sampling_ratio, aligned))
     return cases
+
+
+# ----------------------------------------------------------------------------------------------
+# MultiLevelRoIAlign sampling 1 (tf.image.crop_and_resize) and level_rule 2 (matterport)
+
+#: matterport's molded image area of the crop_and_resize cases (IMAGE_MAX_DIM 512, case A)
+MATTERPORT_AREA = 512.0 * 512.0
+
+#: Normalised boxes (y1, x1, y2, x2) whose matterport level term log(sqrt(h * w) / (224 /
+#: sqrt(512 * 512))) / log(2) is exactly -1.5 in float32 (logf as glibc and torch compute it):
+#: round half to even gives 4 + -2 = level 2 where rounding half up would give 3.
+EXACT_HALF_BOXES = np.array(
+    [[0.0, 0.0, 0.09280776232481003, 0.257799357175827],
+     [0.0, 0.0, 0.09319543093442917, 0.2567269802093506],
+     [0.0, 0.0, 0.09358309954404831, 0.2556634843349457]],
+    dtype=np.float32,
+)
+
+
+def yx_to_rois(boxes: np.ndarray, batch: np.ndarray | None = None) -> np.ndarray:
+    """matterport boxes (y1, x1, y2, x2) -> the op's rois (batch index, x0, y0, x1, y1)."""
+    index = np.zeros(len(boxes), np.float32) if batch is None else batch.astype(np.float32)
+    return np.stack([index, boxes[:, 1], boxes[:, 0], boxes[:, 3], boxes[:, 2]], 1).astype(np.float32)
+
+
+def random_norm_boxes(rng: np.random.Generator, count: int) -> np.ndarray:
+    """[count, 4] normalised matterport boxes (y1, x1, y2, x2): ordinary, zero rows (the padded
+    proposals), zero-size, tiny, reversed, partly and wholly outside [0, 1], whole-image."""
+    rows = []
+    for _ in range(count):
+        kind = rng.integers(0, 8)
+        y1, x1 = rng.uniform(0, 0.9, 2)
+        h, w = rng.uniform(0.01, 1.0 - max(y1, x1) + 0.05, 2)
+        if kind == 1:  # padded row
+            y1 = x1 = h = w = 0.0
+        elif kind == 2:  # zero height and/or width
+            h, w = float(rng.choice([0.0, h])), float(rng.choice([0.0, w]))
+        elif kind == 3:  # tiny: well under a feature pixel
+            h, w = rng.uniform(0, 2e-3, 2)
+        elif kind == 4:  # reversed
+            y1, h = y1 + h, -h
+        elif kind == 5:  # straddling the borders
+            y1, x1 = rng.uniform(-0.4, 0.0, 2)
+            h, w = rng.uniform(0.3, 1.6, 2)
+        elif kind == 6:  # wholly outside
+            y1, x1 = rng.uniform(1.05, 1.5), rng.uniform(-1.5, -0.6)
+            h, w = rng.uniform(0.05, 0.5, 2)
+        elif kind == 7:  # large boxes (level 5)
+            y1, x1 = rng.uniform(0, 0.2, 2)
+            h, w = rng.uniform(0.6, 0.8, 2)
+        rows.append([y1, x1, y1 + h, x1 + w])
+    return np.asarray(rows, dtype=np.float32).reshape(count, 4)
+
+
+def matterport_boundary_boxes() -> np.ndarray:
+    """Normalised boxes at, just below and just above matterport's level boundaries (terms
+    k + 0.5, k = -3..2, image area 512 * 512), square and elongated, the exact -1.5 terms, zero
+    and negative-area boxes."""
+    d = 224.0 / 512.0
+    rows = [row for row in EXACT_HALF_BOXES]
+    for k in range(-3, 3):
+        side = d * 2.0 ** (k + 0.5)
+        for rel in (-1e-3, -1e-6, -2e-7, 0.0, 2e-7, 1e-6, 1e-3):
+            s = side * (1 + rel)
+            for aspect in (1.0, 2.5, 0.3):
+                h, w = s / math.sqrt(aspect), s * math.sqrt(aspect)
+                rows.append([0.05, 0.1, 0.05 + h, 0.1 + w])
+    rows += [[0, 0, 0, 0], [0.3, 0.3, 0.3, 0.6], [0.5, 0.5, 0.4, 0.7]]  # zero, empty, negative area
+    return np.asarray(rows, dtype=np.float32)
+
+
+def crop_and_resize_cases(rng: np.random.Generator) -> list[tuple[list[np.ndarray], np.ndarray, tuple[int, int]]]:
+    """(pyramid [2, C, H_l, W_l] for scales 1/4 .. 1/32, rois (normalised), output size) for
+    sampling 1 with level_rule 2: random and boundary boxes, square and other output sizes
+    (1 x 1 and 1-wide outputs take TF's centre branch), small and 1-pixel maps."""
+    cases = []
+    for image_hw in ((512, 512), (64, 96), (32, 4)):
+        for out_hw in ((7, 7), (14, 14), (1, 1), (1, 4), (5, 1), (3, 2)):
+            features = pyramid(rng, 2, int(rng.integers(1, 5)), image_hw, [4, 8, 16, 32])
+            boxes = np.concatenate([random_norm_boxes(rng, 60), matterport_boundary_boxes()])
+            rois = yx_to_rois(boxes, rng.integers(0, 2, len(boxes)))
+            cases.append((features, rois, out_hw))
+    return cases

@@ -312,12 +312,26 @@ void test_roi_align(IPluginCreatorV3One* creator, Finder& finder) {
   scales.f("spatial_scales", {0.25f, -1.0f});
   check_refused(creator, scales, finder, "spatial_scales must be positive", tag + " refuses a negative scale");
   Fields rule;
-  rule.i("level_rule", 2).identity();
-  check_refused(creator, rule, finder, "level_rule must be 0 or 1", tag + " refuses an unknown level rule");
+  rule.i("level_rule", 3).identity();
+  check_refused(creator, rule, finder, "level_rule must be 0, 1 or 2", tag + " refuses an unknown level rule");
   Fields detectron;
   detectron.i("level_rule", 1).identity();
   PluginPtr legacy(creator->createPlugin("legacy", detectron.get(), TensorRTPhase::kBUILD));
   check(legacy != nullptr, tag + " takes level_rule 1 (Detectron's level mapping)");
+  Fields sampling;
+  sampling.i("sampling", 2).identity();
+  check_refused(creator, sampling, finder, "sampling must be 0 or 1", tag + " refuses an unknown sampling");
+  Fields no_area;
+  no_area.i("level_rule", 2).i("sampling", 1).identity();
+  check_refused(creator, no_area, finder, "image_area must be > 0 with level_rule 2",
+                tag + " refuses level_rule 2 without image_area");
+  // matterport's PyramidROIAlign: crop_and_resize sampling, its level rule, the molded image's area
+  Fields matterport;
+  matterport.i("output_height", 7).i("output_width", 7).f("spatial_scales", {0.25f, 0.125f, 0.0625f, 0.03125f})
+      .i("level_rule", 2).i("sampling", 1).f("image_area", {262144.0f}).identity();
+  PluginPtr tf(creator->createPlugin("matterport", matterport.get(), TensorRTPhase::kBUILD));
+  check(tf != nullptr, tag + " takes sampling 1 and level_rule 2 (matterport)", finder.logger.last);
+  if (tf) check_round_trip(creator, tf.get(), tag + "/matterport");
 }
 
 void test_paste_masks(IPluginCreatorV3One* creator, Finder& finder) {

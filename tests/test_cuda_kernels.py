@@ -10,6 +10,9 @@ Bounds:
   expected). FP16 features: the kernel reads half features exactly and accumulates in float as the
   CPU build does on the same half-rounded features, then rounds the output to nearest half, as
   numpy's float16 cast does, so the bound there is also one that 0 meets: <= 1e-5 after rounding.
+- crop_and_resize sampling with matterport's level rule: FP32 and FP16 0 difference except for
+  RoIs whose level term lies within 1e-5 of a half, where the device logf may differ from the
+  host's by an ulp and pick the neighbouring level (skipped there, counted).
 - PasteMasks: 0 differing pixels, FP32 and FP16 masks (FP16 against the CPU build on the same
   half-rounded masks), at exact thresholds too. With ``logits`` the device expf may differ from the
   host's by one ulp, so pixels whose value sits within an ulp of the threshold may flip: counted,
@@ -28,7 +31,9 @@ from edgeseg import ops
 from tests.op_cases import (
     EDGE_ROIS,
     FRAMES,
+    MATTERPORT_AREA,
     boundary_rois,
+    crop_and_resize_cases,
     pyramid,
     random_boxes,
     random_roi_align_cases,
@@ -132,6 +137,36 @@ def test_multilevel_roi_align_matches_the_cpu_build(kernels: Any) -> None:
             got16 = kernels.roi_align([gpu(f, torch.float16) for f in features], gpu(r), out_hw, scales,
                                       ratio, aligned, level_rule=rule)
             assert float(np.abs(got16.cpu().numpy().astype(np.float32) - want16.astype(np.float32)).max()) <= ROI_TOL
+
+
+def near_matterport_half(rois: np.ndarray, area: float) -> np.ndarray:
+    """Rows whose matterport level term (float64) is within 1e-5 of a half: the device logf may
+    round them to the other level."""
+    with np.errstate(all="ignore"):
+        side = np.sqrt((rois[:, 4].astype(np.float64) - rois[:, 2]) * (rois[:, 3].astype(np.float64) - rois[:, 1]))
+        term = np.log2(side / (224.0 / np.sqrt(area)))
+        return np.abs(np.abs(term - np.floor(term)) - 0.5) < 1e-5
+
+
+def test_crop_and_resize_matches_the_cpu_build(kernels: Any) -> None:
+    """sampling 1 (tf.image.crop_and_resize) with level_rule 2 (matterport) over the CPU tests'
+    cases: random, boundary and outside boxes, 1-cell outputs, 1-pixel maps, FP32 and FP16."""
+    import torch
+
+    scales = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+    skipped = 0
+    for features, rois, out_hw in crop_and_resize_cases(np.random.default_rng(77)):
+        keep = ~near_matterport_half(rois, MATTERPORT_AREA)
+        skipped += int((~keep).sum())
+        args = {"level_rule": 2, "sampling": 1, "image_area": MATTERPORT_AREA}
+        want = ops.multilevel_roi_align(features, rois, out_hw, scales, **args)  # type: ignore[arg-type]
+        got = kernels.roi_align([gpu(f) for f in features], gpu(rois), out_hw, scales, **args).cpu().numpy()
+        np.testing.assert_array_equal(got[keep], want[keep])
+        want16 = ops.multilevel_roi_align([half_round(f) for f in features], rois, out_hw, scales,
+                                          **args).astype(np.float16)  # type: ignore[arg-type]
+        got16 = kernels.roi_align([gpu(f, torch.float16) for f in features], gpu(rois), out_hw, scales, **args)
+        np.testing.assert_array_equal(got16.cpu().numpy()[keep], want16[keep])
+    print(f"crop_and_resize: {skipped} RoIs within 1e-5 of a level boundary not compared")
 
 
 def test_roi_align_of_no_rois_launches_nothing(kernels: Any) -> None:

@@ -32,10 +32,12 @@ def test_python_description_is_the_spec(op_type: str) -> None:
     _, spec = SPECS[op_type]
     ours = [{"name": a.name, "type": a.type, "default": a.default, "min": a.min, "exclusive_min": a.exclusive_min,
              "choices": list(a.choices) if a.choices else None, "length": list(a.length) if a.length else None,
-             "multiple_of": a.multiple_of, "required": a.required} for a in CUSTOM_OPS[op_type].attributes]
+             "multiple_of": a.multiple_of, "required": a.required, "optional": a.optional}
+            for a in CUSTOM_OPS[op_type].attributes]
     theirs = [{"name": a["name"], "type": a["type"], "default": a["default"], "min": a.get("min"),
                "exclusive_min": a.get("exclusive_min", False), "choices": a.get("choices"), "length": a.get("length"),
-               "multiple_of": a.get("multiple_of"), "required": a.get("required", False)} for a in spec["attributes"]]
+               "multiple_of": a.get("multiple_of"), "required": a.get("required", False),
+               "optional": a.get("optional", False)} for a in spec["attributes"]]
     assert ours == theirs
     assert list(CUSTOM_OPS[op_type].coordinate_inputs) == spec["coordinate_inputs"]
 

@@ -164,7 +164,12 @@ def test_serialised_fields_are_the_attributes(harness_output: str) -> None:
     fields = dict(line.split(" ", 2)[1:] for line in harness_output.splitlines() if line.startswith("fields "))
     assert fields["MultiLevelRoIAlign"] == (
         "output_height:5:14,;output_width:5:14,;spatial_scales:1:0.250000,0.125000,0.062500,0.031250,;"
-        "sampling_ratio:5:2,;aligned:5:0,;canonical_scale:1:224.000000,;canonical_level:5:4,;level_rule:5:0,;")
+        "sampling_ratio:5:2,;aligned:5:0,;canonical_scale:1:224.000000,;canonical_level:5:4,;level_rule:5:0,;"
+        "sampling:5:0,;image_area:1:0.000000,;")
+    assert fields["MultiLevelRoIAlign/matterport"] == (
+        "output_height:5:7,;output_width:5:7,;spatial_scales:1:0.250000,0.125000,0.062500,0.031250,;"
+        "sampling_ratio:5:2,;aligned:5:0,;canonical_scale:1:224.000000,;canonical_level:5:4,;level_rule:5:2,;"
+        "sampling:5:1,;image_area:1:262144.000000,;")
     assert fields["PasteMasks"] == "height:5:400,;width:5:600,;threshold:1:0.500000,;mode:5:0,;logits:5:0,;"
 
 
@@ -177,7 +182,12 @@ def test_bad_fields_are_refused_with_the_reason(harness_output: str) -> None:
     assert refused["MultiLevelRoIAlign refuses an unknown field"] == (
         "MultiLevelRoIAlign: cannot create layer 'bad': unknown field 'output_heigth'")
     assert refused["MultiLevelRoIAlign refuses an unknown level rule"] == (
-        "MultiLevelRoIAlign: cannot create layer 'bad': level_rule must be 0 or 1, got 2")
+        "MultiLevelRoIAlign: cannot create layer 'bad': level_rule must be 0, 1 or 2, got 3")
+    assert refused["MultiLevelRoIAlign refuses an unknown sampling"] == (
+        "MultiLevelRoIAlign: cannot create layer 'bad': sampling must be 0 or 1, got 2")
+    assert refused["MultiLevelRoIAlign refuses level_rule 2 without image_area"] == (
+        "MultiLevelRoIAlign: cannot create layer 'bad': image_area must be > 0 with level_rule 2 (matterport): the "
+        "molded image's height * width in pixels")
 
 
 def test_library_is_not_loaded_into_another_tensorrt_major(library: Path, trt_include: Path,

@@ -4,7 +4,9 @@ Each is an autograd Function whose ``forward`` computes the op in eager PyTorch 
 torchvision's own kernels, so the export wrapper can be checked against torchvision before any
 ONNX is written) and whose ``symbolic`` emits the ONNX node:
 
-- :func:`multilevel_roi_align` -> custom node ``edgeseg.MultiLevelRoIAlign``
+- :func:`multilevel_roi_align` -> custom node ``edgeseg.MultiLevelRoIAlign`` (its
+  ``crop_and_resize`` sampling and ``matterport`` level rule computed in torch as
+  ``edgeseg.converters.matterport.conventions`` does, in the same float32 order)
 - :func:`paste_masks` -> custom node ``edgeseg.PasteMasks``
 - :func:`multiclass_nms` -> standard ``NonMaxSuppression`` with a class axis
 """
@@ -20,10 +22,12 @@ from torch import Tensor
 
 from edgeseg.custom_ops import (
     DOMAIN,
+    LEVEL_RULES,
     MASK_BYTES_PER_WORD,
     MULTILEVEL_ROI_ALIGN,
     PASTE_MASKS,
     PASTE_MODES,
+    ROI_SAMPLINGS,
     CustomOp,
 )
 
@@ -32,22 +36,26 @@ _KIND_SUFFIX = {"int": "i", "float": "f", "floats": "f"}  # the exporter's attri
 
 def _onnx_attributes(op: CustomOp, attrs: dict[str, Any]) -> dict[str, Any]:
     """The node's attributes as ``g.op`` keywords, typed from the op's description
-    (``edgeseg.custom_ops``), plugin identity included."""
+    (``edgeseg.custom_ops``), plugin identity included; an optional attribute only when it is
+    not at its default."""
     kwargs = {f"{a.name}_{_KIND_SUFFIX[a.type]}": list(attrs[a.name]) if a.type == "floats" else attrs[a.name]
-              for a in op.attributes}
+              for a in op.attributes if not (a.optional and attrs[a.name] == a.default)}
     kwargs["plugin_version_s"] = attrs["plugin_version"]
     kwargs["plugin_namespace_s"] = attrs["plugin_namespace"]
     return kwargs
 
 
 def _level_of(rois: Tensor, scales: list[float], canonical_scale: float, canonical_level: int,
-              level_rule: int = 0) -> Tensor:
-    """torchvision's LevelMapper (level_rule 0) or Detectron's (1: +1 sides, epsilon inside the
-    log), in the same float32 arithmetic."""
+              level_rule: int = 0, image_area: float = 0.0) -> Tensor:
+    """torchvision's LevelMapper (level_rule 0), Detectron's (1: +1 sides, epsilon inside the
+    log) or matterport's (2: ``PyramidROIAlign``, sides in the rois' units, normalised for
+    matterport), in the same float32 arithmetic."""
     k_min = int(-torch.log2(torch.tensor(scales[0], dtype=torch.float32)).item())
     k_max = int(-torch.log2(torch.tensor(scales[-1], dtype=torch.float32)).item())
     eps = torch.tensor(1e-6, dtype=rois.dtype)
-    if level_rule == 1:
+    if LEVEL_RULES[level_rule] == "matterport":
+        lvl = _matterport_level(rois, canonical_scale, canonical_level, image_area, k_min)
+    elif LEVEL_RULES[level_rule] == "detectron":
         area = (rois[:, 3] - rois[:, 1] + 1) * (rois[:, 4] - rois[:, 2] + 1)
         lvl = torch.floor(canonical_level + torch.log2(torch.sqrt(area) / canonical_scale + eps))
     else:
@@ -56,18 +64,80 @@ def _level_of(rois: Tensor, scales: list[float], canonical_scale: float, canonic
     return (torch.clamp(lvl, min=k_min, max=k_max).to(torch.int64) - k_min).to(torch.int64)
 
 
+def _matterport_level(rois: Tensor, canonical_scale: float, canonical_level: int, image_area: float,
+                      k_min: int) -> Tensor:
+    """``canonical_level + round(log(sqrt(h * w) / (canonical_scale / sqrt(image_area))) / log(2))``
+    (TF's ``log2_graph`` and ``tf.round``, halves to even), float32 as ``conventions.roi_levels``;
+    a box with no positive area (a zero-padded row: log(0) = -inf, which TF casts to INT_MIN) or
+    a NaN term gets *k_min*. Unclamped levels, as float."""
+    f32 = torch.float32
+    h = rois[:, 4] - rois[:, 2]
+    w = rois[:, 3] - rois[:, 1]
+    area = h * w
+    d = torch.tensor(canonical_scale, dtype=f32) / torch.sqrt(torch.tensor(image_area, dtype=f32))
+    term = torch.log(torch.sqrt(area) / d) / torch.log(torch.tensor(2.0, dtype=f32))
+    # far beyond any level; keeps the conversion of +-inf defined (it is clamped to a level anyway)
+    lvl = canonical_level + torch.round(term).clamp(-1e6, 1e6)
+    return torch.where((area > 0) & ~torch.isnan(term), lvl, torch.full_like(lvl, float(k_min)))
+
+
+def _crop_axis(a0: Tensor, a1: Tensor, size: int, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """tf.image.crop_and_resize's samples along one axis of *size* feature pixels for boxes from
+    *a0* to *a1* (normalised: 0 and 1 the centres of the first and last pixel): per box and
+    output index, (inside, lower pixel, upper pixel, weight of the upper one). TF's float32
+    order: ``a0 * (size - 1) + i * ((a1 - a0) * (size - 1) / (n - 1))``; for n == 1 the centre,
+    ``0.5 * (a0 + a1) * (size - 1)`` in double (TF's double literal) rounded to float."""
+    if n > 1:
+        step = (a1 - a0) * float(size - 1) / float(n - 1)
+        i = torch.arange(n, dtype=torch.float32)
+        v = a0[:, None] * float(size - 1) + i[None, :] * step[:, None]
+    else:
+        v = (0.5 * (a0 + a1).to(torch.float64) * float(size - 1)).to(torch.float32)[:, None]
+    inside = (v >= 0) & (v <= size - 1)
+    low = torch.floor(v)
+    lo = low.clamp(0, size - 1).nan_to_num(0).to(torch.int64)
+    hi = torch.ceil(v).clamp(0, size - 1).nan_to_num(0).to(torch.int64)
+    return inside, lo, hi, v - low
+
+
+def _crop_and_resize(features: Tensor, rois: Tensor, size: tuple[int, int]) -> Tensor:
+    """``tf.image.crop_and_resize(..., method='bilinear', extrapolation_value=0)`` of *features*
+    [N, C, H, W] at rois [R, 5] (batch index, x0, y0, x1, y1 normalised): [R, C, n, m], one
+    corner-aligned bilinear sample per cell, 0 off the map; TF's CPU float32 order
+    ``top = tl + (tr - tl) * lx``, ``bottom`` the same, ``top + (bottom - top) * ly``."""
+    fh, fw = features.shape[2], features.shape[3]
+    y_in, top, bottom, ly = _crop_axis(rois[:, 2], rois[:, 4], fh, size[0])
+    x_in, left, right, lx = _crop_axis(rois[:, 1], rois[:, 3], fw, size[1])
+    batch = rois[:, 0].to(torch.int64)
+
+    def at(yi: Tensor, xi: Tensor) -> Tensor:  # -> [R, C, n, m]
+        return features[batch[:, None, None], :, yi[:, :, None], xi[:, None, :]].permute(0, 3, 1, 2)
+
+    lx4 = lx[:, None, None, :]
+    t = at(top, left) + (at(top, right) - at(top, left)) * lx4
+    b = at(bottom, left) + (at(bottom, right) - at(bottom, left)) * lx4
+    out = t + (b - t) * ly[:, None, :, None]
+    inside = (y_in[:, :, None] & x_in[:, None, :])[:, None]
+    return torch.where(inside, out, torch.zeros_like(out))
+
+
 class _MultiLevelRoIAlign(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, attrs: dict[str, Any], shape: list[int], rois: Tensor, *features: Tensor) -> Tensor:
         scales = list(attrs["spatial_scales"])
         size = (attrs["output_height"], attrs["output_width"])
-        levels = _level_of(rois, scales, attrs["canonical_scale"], attrs["canonical_level"], attrs["level_rule"])
+        levels = _level_of(rois, scales, attrs["canonical_scale"], attrs["canonical_level"], attrs["level_rule"],
+                           attrs["image_area"])
+        crop = ROI_SAMPLINGS[attrs["sampling"]] == "crop_and_resize"
         out = rois.new_zeros((rois.shape[0], features[0].shape[1], *size))
         for k, (feat, scale) in enumerate(zip(features, scales, strict=True)):
             idx = torch.where(levels == k)[0]
-            out[idx] = torchvision.ops.roi_align(
-                feat, rois[idx], size, scale, attrs["sampling_ratio"], bool(attrs["aligned"])
-            )
+            if crop:
+                out[idx] = _crop_and_resize(feat.to(torch.float32), rois[idx], size).to(out.dtype)
+            else:
+                out[idx] = torchvision.ops.roi_align(
+                    feat, rois[idx], size, scale, attrs["sampling_ratio"], bool(attrs["aligned"])
+                )
         return out
 
     @staticmethod
@@ -80,8 +150,13 @@ class _MultiLevelRoIAlign(torch.autograd.Function):
 
 
 def multilevel_roi_align(rois: Tensor, features: list[Tensor], **attrs: Any) -> Tensor:
-    """RoIAlign of each RoI on the FPN level its size selects (torchvision's MultiScaleRoIAlign)."""
+    """RoIAlign of each RoI on the FPN level its size selects (torchvision's MultiScaleRoIAlign),
+    or with ``sampling=1`` tf.image.crop_and_resize on normalised rois (matterport's
+    PyramidROIAlign with ``level_rule=2``); attributes as ``plugins/multilevel_roi_align/op.json``."""
     full = MULTILEVEL_ROI_ALIGN.node_attributes(**attrs)
+    if LEVEL_RULES[full["level_rule"]] == "matterport" and not full["image_area"] > 0:
+        raise ValueError("MultiLevelRoIAlign: image_area must be > 0 with level_rule 2 (matterport): the molded "
+                         f"image's height * width in pixels; got {full['image_area']!r}")
     shape = [int(rois.shape[0]), int(features[0].shape[1]), full["output_height"], full["output_width"]]
     out: Tensor = _MultiLevelRoIAlign.apply(full, shape, rois, *features)
     return out
