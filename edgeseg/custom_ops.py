@@ -127,7 +127,7 @@ def _roi_align_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) 
     return [out.astype(np.float16) if half else out]
 
 
-PASTE_MODES = ("torchvision", "continuous")
+PASTE_MODES = ("torchvision", "continuous", "zoom")
 #: MultiLevelRoIAlign's level_rule values, by index (plugins/multilevel_roi_align/op.json)
 LEVEL_RULES = ("torchvision", "detectron", "matterport")
 #: MultiLevelRoIAlign's sampling values, by index: RoIAlign bins (rois in image pixels) or

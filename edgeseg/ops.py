@@ -509,9 +509,15 @@ def paste_masks(
               centre (x + 0.5, y + 0.5) of frame pixel (x, y) is mapped into the continuous box
               and the mask is read there with bilinear ``grid_sample`` (``align_corners=False``,
               zero padding), i.e. mask sample j covers [x0 + j w / M, x0 + (j + 1) w / M).
+            * ``"zoom"``: matterport's ``utils.unmold_mask`` then ``value >= threshold``: the
+              box edges are rounded to integers (they should already be; exclusive ends), the
+              mask is zoomed to the box's integer size as ``skimage.transform.resize(order=1,
+              mode="constant", anti_aliasing=False)`` does (scipy's half-pixel linear zoom with
+              a zero border, in float64), clipped to the mask's own [min, max] and placed at the
+              box's top-left pixel; boxes of zero width or height paste nothing.
 
         threshold: foreground when value > threshold (torchvision) or >= threshold
-            (continuous), compared in float32. Pixels outside a box's pasted area (or outside
+            (continuous, zoom), compared in float32. Pixels outside a box's pasted area (or outside
             the mask's bilinear support) are background whatever the threshold.
         logits: see *masks*.
         threads: OpenMP threads; 0 = OpenMP's default.
@@ -557,7 +563,7 @@ def _paste_masks(
         raise ValueError(f"frame_hw must be (height, width) with positive ints; got {frame_hw!r}")
     height, width = int(frame_hw[0]), int(frame_hw[1])
     if mode not in PASTE_MODES:
-        raise ValueError(f"mode must be 'torchvision' or 'continuous'; got {mode!r}")
+        raise ValueError(f"mode must be one of {', '.join(repr(m) for m in PASTE_MODES)}; got {mode!r}")
     thr = _finite_float(threshold, "threshold")
     nthreads = _threads(threads)
     if count is not None and not _is_int(count):

@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edgeseg.custom_ops import PASTE_MODES
 from tests.test_cuda_compile import NVCC_FLAGS, PLUGINS, ROOT, find_cuda_tool
 
 ENTRY = ROOT / "tests" / "cuda" / "kernel_entry.cu"
 SOURCES = (PLUGINS / "multilevel_roi_align" / "roi_align_kernel.cu", PLUGINS / "paste_masks" / "paste_masks_kernel.cu",
            ENTRY)
 LIBRARY = "libedgeseg_kernels_test.so"
-PASTE_MODES = {"torchvision": 0, "continuous": 1}
 
 
 def build_library(out_dir: Path, arch: int) -> Path:
@@ -117,7 +117,7 @@ class Kernels:
         status = self.lib.edgeseg_test_paste_masks(
             int(masks.dtype == torch.float16), masks.data_ptr(), boxes.data_ptr(),
             None if count is None else count.data_ptr(), k, m, frame_hw[0], frame_hw[1], threshold,
-            PASTE_MODES[mode], int(logits), out.data_ptr(),
+            PASTE_MODES.index(mode), int(logits), out.data_ptr(),
         )
         if sync:
             self._check(status, "paste_masks")

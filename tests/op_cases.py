@@ -92,6 +92,59 @@ def random_boxes(rng: np.random.Generator, k: int, frame_hw: tuple[int, int]) ->
 
 
 
+def zoom_boxes(rng: np.random.Generator, k: int, frame_hw: tuple[int, int]) -> np.ndarray:
+    """[k, 4] integer-valued boxes (x0, y0, x1, y1, exclusive ends) as PasteMasks mode 2 gets
+    them: larger than the mask (upsampling) and smaller (downsampling), one pixel wide and/or
+    high, empty (zero or negative size), partly and wholly outside the frame."""
+    fh, fw = frame_hw
+    rows = []
+    for _ in range(k):
+        kind = rng.integers(0, 7)
+        x0, y0 = int(rng.integers(-fw // 10 - 1, fw)), int(rng.integers(-fh // 10 - 1, fh))
+        w, h = int(rng.integers(1, max(2, fw))), int(rng.integers(1, max(2, fh)))
+        if kind == 1:  # small: fewer pixels than mask samples on most masks
+            w, h = int(rng.integers(1, 12)), int(rng.integers(1, 12))
+        elif kind == 2:  # one pixel wide, high or both
+            w, h = [(1, h), (w, 1), (1, 1)][rng.integers(0, 3)]
+        elif kind == 3:  # empty: zero or negative width and/or height
+            w, h = [(0, h), (w, 0), (-w, h), (0, -h)][rng.integers(0, 4)]
+        elif kind == 4:  # straddling the top-left corner
+            x0, y0 = -int(rng.integers(0, w)), -int(rng.integers(0, h))
+        elif kind == 5:  # straddling the bottom-right corner
+            x0, y0 = fw - int(rng.integers(0, w)), fh - int(rng.integers(0, h))
+        elif kind == 6:  # wholly outside, below-right or above-left
+            x0, y0 = (fw + int(rng.integers(0, 9)), 0) if rng.integers(0, 2) else (-w - int(rng.integers(0, 9)), y0)
+        rows.append([x0, y0, x0 + w, y0 + h])
+    return np.asarray(rows, dtype=np.float32).reshape(k, 4)
+
+
+def zoom_masks(rng: np.random.Generator, k: int, m: int) -> np.ndarray:
+    """[k, m, m] float32 probabilities for PasteMasks mode 2: uniform ones, ones all >= 0.5 (the
+    clip to the mask's range decides the box's edge pixels), constant 0.5 (every pasted value is
+    exactly the threshold), and ones rounded to float16 (exactly what an FP16 graph feeds)."""
+    masks = rng.random((k, m, m), dtype=np.float32)
+    for i in range(k):
+        kind = i % 4
+        if kind == 1:
+            masks[i] = 0.5 + 0.5 * masks[i]
+        elif kind == 2:
+            masks[i] = 0.5
+        elif kind == 3:
+            masks[i] = masks[i].astype(np.float16).astype(np.float32)
+    return masks
+
+
+def zoom_paste_cases(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray, tuple[int, int], float]]:
+    """(masks, boxes, frame, threshold) for PasteMasks mode 2 over the shared frames, mask sides
+    1 to 28, thresholds at and off 0.5, K from 0 up."""
+    cases = []
+    for frame_hw in FRAMES:
+        for threshold in (0.5, 0.3, 0.95):
+            k, m = int(rng.integers(0, 13)), int(rng.choice([1, 2, 5, 14, 28]))
+            cases.append((zoom_masks(rng, k, m), zoom_boxes(rng, k, frame_hw), frame_hw, threshold))
+    return cases
+
+
 def pyramid(rng: np.random.Generator, n: int, c: int, image_hw: tuple[int, int], strides: list[int]):
     """Features of an FPN pyramid for an image of image_hw (sizes rounded up, as convs do)."""
     return [

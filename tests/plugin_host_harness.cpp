@@ -394,8 +394,13 @@ void test_paste_masks(IPluginCreatorV3One* creator, Finder& finder) {
   check_refused(creator, missing, finder, "height and width (the frame size) must be >= 1",
                 tag + " refuses a missing frame size");
   Fields mode;
-  mode.i("height", 4).i("width", 4).i("mode", 2);
-  check_refused(creator, mode, finder, "mode must be 0 (torchvision) or 1 (continuous)", tag + " refuses mode 2");
+  mode.i("height", 4).i("width", 4).i("mode", 3);
+  check_refused(creator, mode, finder, "mode must be 0 (torchvision), 1 (continuous) or 2 (zoom), got 3",
+                tag + " refuses mode 3");
+  Fields zoom;
+  zoom.i("height", 4).i("width", 4).i("mode", 2).identity();
+  PluginPtr zoomed(creator->createPlugin("zoom", zoom.get(), TensorRTPhase::kBUILD));
+  check(zoomed != nullptr, tag + " takes mode 2 (zoom, matterport)", finder.logger.last);
 }
 
 }  // namespace

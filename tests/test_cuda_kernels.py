@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from edgeseg import ops
+from edgeseg.custom_ops import PASTE_MODES
 from tests.op_cases import (
     EDGE_ROIS,
     FRAMES,
@@ -38,6 +39,9 @@ from tests.op_cases import (
     random_boxes,
     random_roi_align_cases,
     random_rois,
+    zoom_boxes,
+    zoom_masks,
+    zoom_paste_cases,
 )
 
 pytestmark = pytest.mark.cuda
@@ -187,11 +191,15 @@ def paste_cases(rng: np.random.Generator) -> list[tuple[Any, ...]]:
     # values exactly at the threshold: > for torchvision, >= for continuous
     exact = np.full((3, 28, 28), 0.5, np.float32)
     exact[:, ::3] = 0.25
-    boxes = np.array([[3, 4, 60, 50], [10.5, 0.5, 40.25, 30.75], [-5, -5, 20, 20]], np.float32)
-    for mode in ("torchvision", "continuous"):
-        cases.append((exact, boxes, (64, 64), mode, 0.5))
+    exact_boxes = np.array([[3, 4, 60, 50], [10.5, 0.5, 40.25, 30.75], [-5, -5, 20, 20]], np.float32)
+    for mode in PASTE_MODES:
+        cases.append((exact, exact_boxes, (64, 64), mode, 0.5))
     masks = rng.random((100, 28, 28), dtype=np.float32)
     cases.append((masks, random_boxes(rng, 100, (1080, 1920)), (1080, 1920), "torchvision", 0.5))
+    # mode 2 (matterport): integer boxes, masks all >= 0.5 (the clip), constant at the threshold
+    for masks, boxes, frame_hw, threshold in zoom_paste_cases(rng):
+        cases.append((masks, boxes, frame_hw, "zoom", threshold))
+    cases.append((zoom_masks(rng, 100, 28), zoom_boxes(rng, 100, (1080, 1920)), (1080, 1920), "zoom", 0.5))
     return cases
 
 

@@ -85,7 +85,7 @@ def test_paste_modes_are_the_specs_mode_names() -> None:
     ({"width": 8}, "PasteMasks: attribute height is required"),
     ({"height": 0, "width": 8}, "PasteMasks: height must be >= 1, got 0"),
     ({"height": 4, "width": 6}, "PasteMasks: width must be a multiple of 4, got 6"),
-    ({"height": 4, "width": 8, "mode": 2}, "PasteMasks: mode must be one of 0, 1, got 2"),
+    ({"height": 4, "width": 8, "mode": 3}, "PasteMasks: mode must be one of 0, 1, 2, got 3"),
     ({"height": 4, "width": 8, "logits": 1.0}, "PasteMasks: logits must be an integer, got 1.0"),
     ({"height": 4, "width": 8, "sigma": 1}, "PasteMasks: unknown attribute(s) ['sigma']"),
 ])

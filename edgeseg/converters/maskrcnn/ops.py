@@ -162,8 +162,59 @@ def multilevel_roi_align(rois: Tensor, features: list[Tensor], **attrs: Any) -> 
     return out
 
 
+#: Box edges of PasteMasks mode 2 are clamped to +-2^29 before they become ints, as the op does,
+#: so that a box's size stays an int (only absurd boxes are affected).
+_ZOOM_EDGE_LIMIT = float(1 << 29)
+
+
+def _zoom_axis(first: int, stop: int, start: int, size: int, mask_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """scipy's grid-mode zoom taps (plugins/common/zoom_taps.h) of frame indices [first, stop)
+    of a box edge *start* and *size* pixels: lower bordered-mask index (sample index + 1, so the
+    zero border is index 0 and M + 1), its weight and the upper one's; float64, scipy's order."""
+    zoom = mask_size / size  # double division, like zoom_tap
+    u = (torch.arange(first - start, stop - start, dtype=torch.float64) + 0.5) * zoom - 0.5
+    lower = torch.floor(u)
+    t = u - lower
+    return lower.long() + 1, 1.0 - t, t
+
+
+def _paste_zoom(probs: Tensor, boxes: Tensor, h: int, w: int, threshold: float) -> Tensor:
+    """PasteMasks mode 2 (matterport's ``utils.unmold_mask``): each M x M mask zoomed to its
+    rounded box (x0, y0, x1, y1 frame pixels, exclusive ends) with skimage's zero-bordered
+    linear zoom in float64, clipped to the mask's own [min, max], ``>= threshold`` in float32."""
+    out = torch.zeros((probs.shape[0], h, w), dtype=torch.uint8)
+    m = int(probs.shape[1])
+    thr = torch.tensor(threshold, dtype=torch.float32)
+    edges = torch.round(boxes.to(torch.float32).clamp(-_ZOOM_EDGE_LIMIT, _ZOOM_EDGE_LIMIT))  # rintf: halves to even
+    for k in range(probs.shape[0]):
+        if not bool(torch.isfinite(boxes[k]).all()):
+            continue
+        x0, y0, x1, y1 = (int(v) for v in edges[k].tolist())
+        xb, xe, yb, ye = max(x0, 0), min(x1, w), max(y0, 0), min(y1, h)
+        if x1 <= x0 or y1 <= y0 or xe <= xb or ye <= yb:
+            continue
+        mask = probs[k].to(torch.float64)
+        bordered = torch.zeros((m + 2, m + 2), dtype=torch.float64)
+        bordered[1:-1, 1:-1] = mask
+        rows, wy0, wy1 = _zoom_axis(yb, ye, y0, y1 - y0, m)
+        cols, wx0, wx1 = _zoom_axis(xb, xe, x0, x1 - x0, m)
+
+        def tap(r: Tensor, c: Tensor, wy: Tensor, wx: Tensor, b: Tensor = bordered) -> Tensor:
+            return b[r[:, None], c[None, :]] * wy[:, None] * wx[None, :]
+
+        value = tap(rows, cols, wy0, wx0) + tap(rows, cols + 1, wy0, wx1)
+        value = value + tap(rows + 1, cols, wy1, wx0)
+        value = value + tap(rows + 1, cols + 1, wy1, wx1)
+        value = value.clamp(float(mask.min()), float(mask.max()))
+        out[k, yb:ye, xb:xe] = (value.to(torch.float32) >= thr).to(torch.uint8)
+    return out
+
+
 def _paste_eager(masks: Tensor, boxes: Tensor, attrs: dict[str, Any]) -> Tensor:
     h, w = attrs["height"], attrs["width"]
+    if PASTE_MODES[attrs["mode"]] == "zoom":  # FP16 masks widened to float first, as the op does
+        wide = masks.to(torch.float32)
+        return _paste_zoom(torch.sigmoid(wide) if attrs["logits"] else wide, boxes, h, w, float(attrs["threshold"]))
     probs = torch.sigmoid(masks) if attrs["logits"] else masks
     if PASTE_MODES[attrs["mode"]] == "torchvision":
         from torchvision.models.detection.roi_heads import paste_masks_in_image
