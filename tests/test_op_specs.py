@@ -38,6 +38,7 @@ def test_python_description_is_the_spec(op_type: str) -> None:
                "multiple_of": a.get("multiple_of"), "required": a.get("required", False)} for a in spec["attributes"]]
     assert ours == theirs
     assert list(CUSTOM_OPS[op_type].coordinate_inputs) == spec["coordinate_inputs"]
+    assert CUSTOM_OPS[op_type].fp32_only == spec.get("fp32_only", False)
 
 
 def cpp_attributes(header: Path) -> tuple[list[tuple[str, str, Any]], list[tuple[str, str]]]:

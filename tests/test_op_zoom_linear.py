@@ -1,0 +1,188 @@
+"""ZoomLinear (matterport's molded input) against ``conventions.mold_image`` and skimage, bit for
+bit: the torch stand-in of the converter, and matterport's own molded image of case A
+(``../shared/matterport``; skipped where it is absent)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from edgeseg.converters.maskrcnn.ops import zoom_linear as zoom_linear_torch
+from edgeseg.converters.matterport import conventions
+from edgeseg.custom_ops import ZOOM_LINEAR
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "matterport"
+MEAN = [123.7, 116.8, 103.9]  # matterport's MEAN_PIXEL
+
+#: (frame H, W, IMAGE_MIN_DIM, IMAGE_MAX_DIM): upsampling, downsampling, scale 1, odd paddings
+#: (D - h odd puts the odd row at the bottom), and a zoom factor that is not a short fraction.
+CASES = {
+    "upsample": (100, 150, 256, 256),
+    "downsample": (300, 200, 64, 128),
+    "scale_1": (96, 128, 64, 128),
+    "odd_padding": (50, 333, 100, 512),
+    "odd_both": (77, 131, 100, 193),
+}
+
+
+def frame(h: int, w: int, seed: int, lo: int = 0, hi: int = 256) -> np.ndarray:
+    return np.random.default_rng(seed).integers(lo, hi, (h, w, 3), dtype=np.uint8)
+
+
+def attrs_for(h: int, w: int, min_dim: int, max_dim: int, mean: list[float] = MEAN) -> dict[str, Any]:
+    """The op's attributes for matterport's "square" mode (as the converter computes them)."""
+    scale = conventions.square_scale(h, w, min_dim, max_dim, 0)
+    nh, nw = conventions.scaled_size(h, w, scale)
+    return {"height": nh, "width": nw, "canvas_height": max_dim, "canvas_width": max_dim,
+            "top": (max_dim - nh) // 2, "left": (max_dim - nw) // 2, "mean": mean}
+
+
+def run_torch(image: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
+    x = torch.from_numpy(image).to(torch.float32)
+    out = zoom_linear_torch(x, torch.stack([x.min(), x.max()]), **attrs)
+    assert out.dtype == torch.float32
+    return out.numpy()
+
+
+def bits(a: np.ndarray) -> np.ndarray:
+    """float32 values as their bit patterns: equal bits, not merely equal values."""
+    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+
+
+def skimage_reference(image: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
+    """skimage's resize as matterport calls it, astype(uint8), the zero canvas, minus the mean in
+    float64, cast to float32; [C, canvas_h, canvas_w]."""
+    from skimage.transform import resize
+
+    h, w = int(attrs["height"]), int(attrs["width"])
+    zoomed = image if (h, w) == image.shape[:2] else resize(
+        image, (h, w), order=1, mode="constant", cval=0, clip=True, preserve_range=True, anti_aliasing=False)
+    canvas = np.zeros((int(attrs["canvas_height"]), int(attrs["canvas_width"]), image.shape[2]),
+                      dtype=np.uint8)
+    top, left = int(attrs["top"]), int(attrs["left"])
+    canvas[top:top + h, left:left + w] = zoomed.astype(np.uint8)
+    molded = (canvas.astype(np.float64) - np.asarray(attrs["mean"], dtype=np.float64)).astype(np.float32)
+    return molded.transpose(2, 0, 1)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("pixels", [(0, 256), (7, 241)], ids=["full_range", "narrow_range"])
+def test_torch_stand_in_is_mold_image(case: str, pixels: tuple[int, int]) -> None:
+    h, w, min_dim, max_dim = CASES[case]
+    image = frame(h, w, seed=len(case), lo=pixels[0], hi=pixels[1])
+    molded, window, _ = conventions.mold_image(image, min_dim, max_dim, 0, MEAN)
+    attrs = attrs_for(h, w, min_dim, max_dim)
+    assert window == (attrs["top"], attrs["left"], int(attrs["top"]) + int(attrs["height"]),
+                      int(attrs["left"]) + int(attrs["width"]))
+    out = run_torch(image, attrs)
+    assert out.shape == (3, max_dim, max_dim)
+    assert np.array_equal(bits(out), bits(molded.transpose(2, 0, 1)))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_torch_stand_in_is_skimage_resize(case: str) -> None:
+    h, w, min_dim, max_dim = CASES[case]
+    image = frame(h, w, seed=100 + len(case), lo=3, hi=250)
+    attrs = attrs_for(h, w, min_dim, max_dim)
+    assert np.array_equal(bits(run_torch(image, attrs)), bits(skimage_reference(image, attrs)))
+
+
+def test_one_mean_serves_every_channel() -> None:
+    image = frame(20, 30, seed=5)
+    attrs = {"height": 31, "width": 17, "canvas_height": 40, "canvas_width": 20, "top": 9, "left": 3}
+    one = run_torch(image, {**attrs, "mean": [100.25]})
+    each = run_torch(image, {**attrs, "mean": [100.25] * 3})
+    assert np.array_equal(bits(one), bits(each))
+    assert np.array_equal(bits(one), bits(skimage_reference(image, {**attrs, "mean": [100.25]})))
+
+
+@pytest.mark.parametrize(("attrs", "message"), [
+    ({"width": 4, "canvas_height": 4, "canvas_width": 4}, "ZoomLinear: attribute height is required"),
+    ({"height": 0, "width": 4, "canvas_height": 4, "canvas_width": 4}, "ZoomLinear: height must be >= 1, got 0"),
+    ({"height": 4, "width": 4, "canvas_height": 4, "canvas_width": 4, "top": -1},
+     "ZoomLinear: top must be >= 0, got -1"),
+    ({"height": 4, "width": 4, "canvas_height": 4, "canvas_width": 4, "left": 2.0},
+     "ZoomLinear: left must be an integer, got 2.0"),
+    ({"height": 4, "width": 4, "canvas_height": 4, "canvas_width": 4, "mean": [0.0] * 9},
+     "ZoomLinear: mean must hold 1 to 8 values, got 9"),
+    ({"height": 4, "width": 4, "canvas_height": 6, "canvas_width": 4, "top": 3},
+     "ZoomLinear: top + height (3 + 4) exceeds canvas_height (6): the zoomed image must lie inside the canvas"),
+    ({"height": 4, "width": 5, "canvas_height": 4, "canvas_width": 4},
+     "ZoomLinear: left + width (0 + 5) exceeds canvas_width (4): the zoomed image must lie inside the canvas"),
+    ({"height": 4, "width": 4, "canvas_height": 4, "canvas_width": 4, "mean": [1.0, 2.0]},
+     "ZoomLinear: mean must hold 1 or C = 3 values, got 2"),
+])
+def test_attribute_errors_are_typed(attrs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        run_torch(frame(4, 4, seed=0), attrs)
+    assert str(err.value) == message
+
+
+def test_image_must_be_hwc() -> None:
+    x = torch.zeros((2, 4, 4, 3))
+    with pytest.raises(ValueError) as err:
+        zoom_linear_torch(x, torch.zeros(2), height=4, width=4, canvas_height=4, canvas_width=4)
+    assert str(err.value) == "ZoomLinear: image must be [H, W, C]; got shape [2, 4, 4, 3]"
+
+
+def test_export_writes_a_typed_zoom_linear_node(tmp_path: Path) -> None:
+    import onnx
+
+    class Mold(torch.nn.Module):
+        def forward(self, bgr: torch.Tensor) -> torch.Tensor:
+            rgb = bgr.flip(2).to(torch.float32)
+            return zoom_linear_torch(rgb, torch.stack([rgb.min(), rgb.max()]), height=20, width=30,
+                                     canvas_height=32, canvas_width=33, top=6, left=1, mean=MEAN)
+
+    path = tmp_path / "mold.onnx"
+    torch.onnx.export(Mold(), (torch.zeros((10, 15, 3), dtype=torch.uint8),), str(path), opset_version=17,
+                      dynamo=False, input_names=["frame"], output_names=["molded"])
+    model = onnx.load(str(path))
+    (node,) = [n for n in model.graph.node if n.domain == "edgeseg"]
+    assert node.op_type == ZOOM_LINEAR.op_type
+    got = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert got == {"height": 20, "width": 30, "canvas_height": 32, "canvas_width": 33, "top": 6, "left": 1,
+                   "mean": pytest.approx(MEAN), "plugin_version": b"1", "plugin_namespace": b"edgeseg"}
+    kinds = {a.name: a.type for a in node.attribute}
+    assert kinds["mean"] == onnx.AttributeProto.FLOATS and kinds["top"] == onnx.AttributeProto.INT
+    out = model.graph.output[0].type.tensor_type
+    assert out.elem_type == onnx.TensorProto.FLOAT
+    assert [d.dim_value for d in out.shape.dim] == [3, 32, 33]
+
+
+# ---------------------------------------------------------------------------------------------
+# matterport's own molded image (case A)
+
+needs_shared = pytest.mark.skipif(not (SHARED / "outputs_caseA.npz").is_file(),
+                                  reason=f"matterport reference data not found at {SHARED} (the shared "
+                                         "reference folder, ../shared from the checkout): case A needs it")
+
+
+@pytest.fixture(scope="module")
+def case_a() -> tuple[np.ndarray, dict[str, Any], np.ndarray]:
+    """(RGB frame, the op's attributes, matterport's molded_image as [C, D, D])."""
+    import cv2
+
+    cfg = json.loads((SHARED / "config_caseA.json").read_text())["all_values_as_instance_has_them"]
+    bgr = cv2.imread(str(SHARED / "input_caseA.png"), cv2.IMREAD_COLOR)
+    assert bgr is not None
+    rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+    outputs = np.load(SHARED / "outputs_caseA.npz")
+    attrs = attrs_for(rgb.shape[0], rgb.shape[1], cfg["IMAGE_MIN_DIM"], cfg["IMAGE_MAX_DIM"], cfg["MEAN_PIXEL"])
+    top, left = int(attrs["top"]), int(attrs["left"])
+    assert (top, left, top + int(attrs["height"]), left + int(attrs["width"])) == tuple(
+        outputs["window"].tolist())
+    molded = outputs["molded_image"].reshape(cfg["IMAGE_MAX_DIM"], cfg["IMAGE_MAX_DIM"], 3).transpose(2, 0, 1)
+    return rgb, attrs, molded
+
+
+@needs_shared
+def test_torch_stand_in_is_matterports_molded_image(case_a: tuple[np.ndarray, dict[str, Any], np.ndarray]) -> None:
+    rgb, attrs, molded = case_a
+    assert (attrs["height"], attrs["width"]) == (341, 512)
+    assert np.array_equal(bits(run_torch(rgb, attrs)), bits(molded))
