@@ -218,7 +218,41 @@ PASTE_MASKS = CustomOp(
 
 
 def _zoom_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) -> list[np.ndarray]:
-    raise NotImplementedError("ZoomLinear: the CPU build is not there yet (plugins/zoom_linear, in progress)")
+    from edgeseg import ops
+
+    image, value_range = inputs
+    names = ("height", "width", "canvas_height", "canvas_width", "top", "left")
+    out = ops.zoom_linear(image, value_range, **{n: int(attrs[n]) for n in names},
+                          mean=[float(m) for m in attrs["mean"]], threads=threads)
+    return [out]
+
+
+def attribute_decimal(value: float) -> float:
+    """The double a float32 ``floats`` attribute value stands for: the shortest decimal (1 to 9
+    significant digits, ``%.*g``) whose double rounds to the same float32, as a double.
+
+    ONNX float attributes and TensorRT plugin fields are float32, but matterport subtracts its
+    MEAN_PIXEL (123.7) as float64, and ``float32(v - 123.7)`` differs from ``float32(v -
+    float32(123.7))`` for 128 of 256 pixel values. ZoomLinear reads ``mean`` back this way
+    (plugins/zoom_linear/zoom_linear_mean.h, the same rule): the config's value whenever it has at
+    most 6 significant digits."""
+    f = np.float32(value)
+    if not np.isfinite(f):
+        return float(f)
+    for digits in range(1, 10):
+        decimal = float(f"{float(f):.{digits}g}")
+        if np.float32(decimal) == f:
+            return decimal
+    return float(f)  # unreachable: 9 digits round-trip every float32
+
+
+def zoom_means(mean: Sequence[float], channels: int) -> list[float]:
+    """The doubles ZoomLinear subtracts from the *channels* channels of an image, from its ``mean``
+    attribute (one value per channel, or one for all; :func:`attribute_decimal`); ValueError when
+    it holds another number of values."""
+    if len(mean) not in (1, channels):
+        raise ValueError(f"ZoomLinear: mean must hold 1 or C = {channels} values, got {len(mean)}")
+    return [attribute_decimal(m) for m in mean] * (channels if len(mean) == 1 else 1)
 
 
 def _zoom_window(attrs: Attrs) -> str | None:

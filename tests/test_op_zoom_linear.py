@@ -1,6 +1,7 @@
 """ZoomLinear (matterport's molded input) against ``conventions.mold_image`` and skimage, bit for
-bit: the torch stand-in of the converter, and matterport's own molded image of case A
-(``../shared/matterport``; skipped where it is absent)."""
+bit: the CPU build (``edgeseg.ops.zoom_linear``, its fast path and the kernel's per-element
+path), the torch stand-in of the converter, the node run by the ONNX Runtime backend, and
+matterport's own molded image of case A (``../shared/matterport``; skipped where it is absent)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from edgeseg import ops
 from edgeseg.converters.maskrcnn.ops import zoom_linear as zoom_linear_torch
 from edgeseg.converters.matterport import conventions
-from edgeseg.custom_ops import ZOOM_LINEAR
+from edgeseg.custom_ops import ZOOM_LINEAR, attribute_decimal
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "matterport"
 MEAN = [123.7, 116.8, 103.9]  # matterport's MEAN_PIXEL
@@ -47,6 +49,14 @@ def run_torch(image: np.ndarray, attrs: dict[str, Any]) -> np.ndarray:
     out = zoom_linear_torch(x, torch.stack([x.min(), x.max()]), **attrs)
     assert out.dtype == torch.float32
     return out.numpy()
+
+
+def run_cpu(image: np.ndarray, attrs: dict[str, Any], per_element: bool = False) -> np.ndarray:
+    x = image.astype(np.float32)
+    value_range = np.array([x.min(), x.max()], dtype=np.float32)
+    if per_element:
+        return ops._zoom_linear(x, value_range, threads=0, per_element=True, **attrs)
+    return ops.zoom_linear(x, value_range, **attrs)
 
 
 def bits(a: np.ndarray) -> np.ndarray:
@@ -92,6 +102,79 @@ def test_torch_stand_in_is_skimage_resize(case: str) -> None:
     assert np.array_equal(bits(run_torch(image, attrs)), bits(skimage_reference(image, attrs)))
 
 
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("pixels", [(0, 256), (7, 241)], ids=["full_range", "narrow_range"])
+def test_cpu_build_is_mold_image(case: str, pixels: tuple[int, int]) -> None:
+    h, w, min_dim, max_dim = CASES[case]
+    image = frame(h, w, seed=len(case), lo=pixels[0], hi=pixels[1])
+    molded, _, _ = conventions.mold_image(image, min_dim, max_dim, 0, MEAN)
+    attrs = attrs_for(h, w, min_dim, max_dim)
+    expected = bits(molded.transpose(2, 0, 1))
+    fast, per_element = run_cpu(image, attrs), run_cpu(image, attrs, per_element=True)
+    assert fast.shape == per_element.shape == (3, max_dim, max_dim) and fast.dtype == np.float32
+    assert np.array_equal(bits(fast), expected)
+    assert np.array_equal(bits(per_element), expected)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cpu_build_is_skimage_resize_and_the_torch_stand_in(case: str) -> None:
+    h, w, min_dim, max_dim = CASES[case]
+    image = frame(h, w, seed=100 + len(case), lo=3, hi=250)
+    attrs = attrs_for(h, w, min_dim, max_dim)
+    out = bits(run_cpu(image, attrs))
+    assert np.array_equal(out, bits(skimage_reference(image, attrs)))
+    assert np.array_equal(out, bits(run_torch(image, attrs)))
+
+
+@pytest.mark.parametrize(("size", "canvas", "offset"), [
+    ((1, 1), (3, 2), (1, 1)),      # everything from one sample
+    ((40, 3), (41, 5), (0, 2)),    # strongly anisotropic: up along y, down along x
+    ((5, 9), (5, 9), (0, 0)),      # no padding at all
+])
+def test_cpu_build_on_other_geometries(size: tuple[int, int], canvas: tuple[int, int],
+                                       offset: tuple[int, int]) -> None:
+    image = frame(7, 11, seed=3)
+    attrs = {"height": size[0], "width": size[1], "canvas_height": canvas[0], "canvas_width": canvas[1],
+             "top": offset[0], "left": offset[1], "mean": [0.5, -2.25, 1e-3]}
+    expected = bits(skimage_reference(image, attrs))
+    assert np.array_equal(bits(run_cpu(image, attrs)), expected)
+    assert np.array_equal(bits(run_cpu(image, attrs, per_element=True)), expected)
+    assert np.array_equal(bits(run_torch(image, attrs)), expected)
+
+
+def test_value_range_is_the_ops_input_not_recomputed() -> None:
+    """The clip range comes from the graph (ReduceMin / ReduceMax): a narrower one clips more."""
+    image = frame(10, 10, seed=9)
+    attrs: dict[str, Any] = {"height": 15, "width": 15, "canvas_height": 15, "canvas_width": 15}
+    out = ops.zoom_linear(image, np.array([50.0, 60.0], np.float32), **attrs)
+    assert out.min() == 50.0 and out.max() == 60.0
+    x = torch.from_numpy(image).to(torch.float32)
+    assert np.array_equal(bits(out), bits(zoom_linear_torch(x, torch.tensor([50.0, 60.0]), **attrs).numpy()))
+
+
+def test_mean_attribute_is_read_as_the_decimal_it_was_written_from() -> None:
+    """ONNX carries ``mean`` as float32; the op subtracts the decimal it came from (123.7, not
+    123.69999695), as matterport's float64 MEAN_PIXEL. The CPU build (zoom_linear_mean.h) and the
+    Python rule (``attribute_decimal``, used by the stand-in) agree on every value tried."""
+    assert attribute_decimal(123.7) == 123.7 and attribute_decimal(float(np.float32(123.7))) == 123.7
+    assert attribute_decimal(0.1) == 0.1 and attribute_decimal(-2.5e-7) == -2.5e-7
+    assert attribute_decimal(1 / 3) == 0.33333334  # more digits than float32 holds: its shortest decimal
+    rng = np.random.default_rng(11)
+    written = [123.7, 116.8, 103.9, 0.0, -0.0, 1e-30, 3.4e38, 0.5, 255.0, 127.5]
+    written += list(rng.uniform(-300, 300, 40)) + list(np.round(rng.uniform(0, 256, 40), 3))
+    written += [float(v) for v in rng.integers(0, 2**31, 40).astype(np.uint32).view(np.float32)
+                if np.isfinite(v)]
+    pixels = np.arange(256, dtype=np.float32).reshape(1, 256, 1)
+    for start in range(0, len(written), 8):
+        means = written[start:start + 8]
+        image = np.ascontiguousarray(np.repeat(pixels, len(means), axis=2))
+        out = ops.zoom_linear(image, np.array([0, 255], np.float32), height=1, width=256, canvas_height=1,
+                              canvas_width=256, mean=means)
+        expected = np.stack([(pixels[0, :, 0].astype(np.float64) - attribute_decimal(m)).astype(np.float32)
+                             for m in means])
+        assert np.array_equal(bits(out[:, 0, :]), bits(expected)), means
+
+
 def test_one_mean_serves_every_channel() -> None:
     image = frame(20, 30, seed=5)
     attrs = {"height": 31, "width": 17, "canvas_height": 40, "canvas_width": 20, "top": 9, "left": 3}
@@ -99,6 +182,7 @@ def test_one_mean_serves_every_channel() -> None:
     each = run_torch(image, {**attrs, "mean": [100.25] * 3})
     assert np.array_equal(bits(one), bits(each))
     assert np.array_equal(bits(one), bits(skimage_reference(image, {**attrs, "mean": [100.25]})))
+    assert np.array_equal(bits(run_cpu(image, {**attrs, "mean": [100.25]})), bits(one))
 
 
 @pytest.mark.parametrize(("attrs", "message"), [
@@ -118,9 +202,29 @@ def test_one_mean_serves_every_channel() -> None:
      "ZoomLinear: mean must hold 1 or C = 3 values, got 2"),
 ])
 def test_attribute_errors_are_typed(attrs: dict[str, Any], message: str) -> None:
+    # the numpy API's attributes are keyword parameters: a missing one is Python's TypeError there
+    for run in (run_torch, run_cpu) if "height" in attrs else (run_torch,):
+        with pytest.raises(ValueError) as err:
+            run(frame(4, 4, seed=0), attrs)
+        assert str(err.value) == message
+
+
+@pytest.mark.parametrize(("image", "value_range", "message"), [
+    (np.zeros((4, 4)), None, "image must have shape [H, W, C] with H, W, C >= 1; got shape (4, 4)"),
+    (np.zeros((4, 0, 3)), None, "image must have shape [H, W, C] with H, W, C >= 1; got shape (4, 0, 3)"),
+    (np.zeros((4, 4, 3), dtype=bool), None,
+     "image must be a float32 array (integer and float dtypes are converted); got dtype bool"),
+    (np.zeros((4, 4, 3)), [1.0, 2.0, 3.0], "value_range must be (min, max), finite, min <= max; got [1.0, 2.0, 3.0]"),
+    (np.zeros((4, 4, 3)), [5.0, 2.0], "value_range must be (min, max), finite, min <= max; got [5.0, 2.0]"),
+    (np.zeros((4, 4, 3)), [0.0, np.inf], "value_range must be (min, max), finite, min <= max; got [0.0, inf]"),
+])
+def test_cpu_argument_errors_are_typed(image: np.ndarray, value_range: Any, message: str) -> None:
     with pytest.raises(ValueError) as err:
-        run_torch(frame(4, 4, seed=0), attrs)
+        ops.zoom_linear(image, value_range, height=4, width=4, canvas_height=4, canvas_width=4)
     assert str(err.value) == message
+    with pytest.raises(ValueError, match=r"^mean must be finite; got \[nan\]$"):
+        ops.zoom_linear(np.zeros((4, 4, 3)), None, height=4, width=4, canvas_height=4, canvas_width=4,
+                        mean=[float("nan")])
 
 
 def test_image_must_be_hwc() -> None:
@@ -155,6 +259,39 @@ def test_export_writes_a_typed_zoom_linear_node(tmp_path: Path) -> None:
     assert [d.dim_value for d in out.shape.dim] == [3, 32, 33]
 
 
+@pytest.mark.parametrize("first", ["graph_input", "after_cast"])
+def test_onnx_runtime_backend_runs_the_node(tmp_path: Path, first: str) -> None:
+    """The CPU backend's split graph runs ZoomLinear with the CPU build, also as the graph's first
+    node (reading the graph input), and gives mold_image's bits."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgeseg.backends.split_graph import SplitGraph
+
+    h, w, min_dim, max_dim = CASES["odd_both"]
+    attrs = attrs_for(h, w, min_dim, max_dim)
+
+    class Mold(torch.nn.Module):
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            x = pixels if first == "graph_input" else pixels.to(torch.float32)
+            return zoom_linear_torch(x, torch.stack([x.min(), x.max()]), **attrs) * 2.0
+
+    dtype = torch.float32 if first == "graph_input" else torch.uint8
+    path = tmp_path / "mold.onnx"
+    torch.onnx.export(Mold(), (torch.zeros((h, w, 3), dtype=dtype),), str(path), opset_version=17, dynamo=False,
+                      input_names=["pixels"], output_names=["molded"])
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))  # as the converters write it
+    if first == "graph_input":
+        assert model.graph.node[0].op_type != "Cast"
+        assert any(n.op_type == "ZoomLinear" and n.input[0] == "pixels" for n in model.graph.node)
+    split = SplitGraph(model, lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"]))
+    image = frame(h, w, seed=21)
+    feed = image.astype(np.float32) if first == "graph_input" else image
+    (out,) = split.run({"pixels": feed}, ["molded"]).values()
+    molded, _, _ = conventions.mold_image(image, min_dim, max_dim, 0, MEAN)
+    assert np.array_equal(bits(out), bits(molded.transpose(2, 0, 1) * np.float32(2.0)))
+
+
 # ---------------------------------------------------------------------------------------------
 # matterport's own molded image (case A)
 
@@ -182,7 +319,14 @@ def case_a() -> tuple[np.ndarray, dict[str, Any], np.ndarray]:
 
 
 @needs_shared
-def test_torch_stand_in_is_matterports_molded_image(case_a: tuple[np.ndarray, dict[str, Any], np.ndarray]) -> None:
+def test_cpu_build_is_matterports_molded_image(case_a: tuple[np.ndarray, dict[str, Any], np.ndarray]) -> None:
     rgb, attrs, molded = case_a
     assert (attrs["height"], attrs["width"]) == (341, 512)
+    assert np.array_equal(bits(run_cpu(rgb, attrs)), bits(molded))
+    assert np.array_equal(bits(run_cpu(rgb, attrs, per_element=True)), bits(molded))
+
+
+@needs_shared
+def test_torch_stand_in_is_matterports_molded_image(case_a: tuple[np.ndarray, dict[str, Any], np.ndarray]) -> None:
+    rgb, attrs, molded = case_a
     assert np.array_equal(bits(run_torch(rgb, attrs)), bits(molded))

@@ -28,6 +28,7 @@ from edgeseg.custom_ops import (
     PASTE_MODES,
     ZOOM_LINEAR,
     CustomOp,
+    zoom_means,
 )
 
 _KIND_SUFFIX = {"int": "i", "float": "f", "floats": "f"}  # the exporter's attribute-type suffixes
@@ -159,10 +160,10 @@ def _zoom_taps(n_in: int, n_out: int) -> tuple[Tensor, Tensor, Tensor]:
     return lo.to(torch.int64), 1.0 - t, t
 
 
-def _zoom_eager(image: Tensor, value_range: Tensor, attrs: dict[str, Any]) -> Tensor:
+def _zoom_eager(image: Tensor, value_range: Tensor, attrs: dict[str, Any], channels: int) -> Tensor:
     """ZoomLinear in float64 torch, operation for operation as zoom_linear_math.h."""
     x = image.to(torch.float64)
-    rows, cols, channels = x.shape
+    rows, cols = x.shape[0], x.shape[1]
     padded = torch.zeros((rows + 2, cols + 2, channels), dtype=torch.float64)  # samples outside are 0
     padded[1:-1, 1:-1] = x
     ry, wy0, wy1 = _zoom_taps(rows, attrs["height"])
@@ -182,20 +183,18 @@ def _zoom_eager(image: Tensor, value_range: Tensor, attrs: dict[str, Any]) -> Te
     canvas = torch.zeros((channels, attrs["canvas_height"], attrs["canvas_width"]), dtype=torch.float64)
     top, left = attrs["top"], attrs["left"]
     canvas[:, top:top + attrs["height"], left:left + attrs["width"]] = v.permute(2, 0, 1)
-    means = list(attrs["mean"]) * (channels if len(attrs["mean"]) == 1 else 1)
     # a Python float minus a float64 tensor: a double subtraction, then one rounding to float32
-    return torch.stack([canvas[c] - float(m) for c, m in enumerate(means)]).to(torch.float32)
+    return torch.stack([canvas[c] - m for c, m in enumerate(zoom_means(attrs["mean"], channels))]).to(torch.float32)
 
 
 class _ZoomLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, attrs: dict[str, Any], image: Tensor, value_range: Tensor) -> Tensor:
-        return _zoom_eager(image, value_range, attrs)
+    def forward(ctx: Any, attrs: dict[str, Any], channels: int, image: Tensor, value_range: Tensor) -> Tensor:
+        return _zoom_eager(image, value_range, attrs, channels)
 
     @staticmethod
-    def symbolic(g: Any, attrs: dict[str, Any], image: Any, value_range: Any) -> Any:
+    def symbolic(g: Any, attrs: dict[str, Any], channels: int, image: Any, value_range: Any) -> Any:
         out = g.op(f"{DOMAIN}::{ZOOM_LINEAR.op_type}", image, value_range, **_onnx_attributes(ZOOM_LINEAR, attrs))
-        channels = image.type().sizes()[2]
         out.setType(image.type().with_dtype(torch.float32).with_sizes(
             [channels, attrs["canvas_height"], attrs["canvas_width"]]))
         return out
@@ -214,9 +213,8 @@ def zoom_linear(image: Tensor, value_range: Tensor, **attrs: Any) -> Tensor:
     if image.dim() != 3:
         raise ValueError(f"ZoomLinear: image must be [H, W, C]; got shape {list(image.shape)}")
     channels = int(image.shape[2])
-    if len(full["mean"]) not in (1, channels):
-        raise ValueError(f"ZoomLinear: mean must hold 1 or C = {channels} values, got {len(full['mean'])}")
-    out: Tensor = _ZoomLinear.apply(full, image, value_range)
+    zoom_means(full["mean"], channels)
+    out: Tensor = _ZoomLinear.apply(full, channels, image, value_range)
     return out
 
 
