@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/plugin_base.h"
+#include "zoom_linear/zoom_linear_mean.h"
 
 namespace edgeseg {
 namespace plugin {
@@ -45,7 +46,9 @@ class ZoomLinearPlugin final : public PluginBase<ZoomLinearPlugin, ZoomLinearAtt
  public:
   static constexpr const char* kName = "ZoomLinear";
 
-  explicit ZoomLinearPlugin(const ZoomLinearAttrs& attrs) : PluginBase(attrs) {}
+  // The means are read as doubles once, here (zoom_linear_mean.h), not at every enqueue.
+  explicit ZoomLinearPlugin(const ZoomLinearAttrs& attrs)
+      : PluginBase(attrs), means_(zoom_linear::read_means(attrs.mean.data(), static_cast<int>(attrs.mean.size()))) {}
 
   int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs, const nvinfer1::DataType* inputTypes,
                              int32_t nbInputs) const noexcept override;
@@ -59,6 +62,9 @@ class ZoomLinearPlugin final : public PluginBase<ZoomLinearPlugin, ZoomLinearAtt
   int32_t enqueue(const nvinfer1::PluginTensorDesc* inputDesc, const nvinfer1::PluginTensorDesc* outputDesc,
                   const void* const* inputs, void* const* outputs, void* workspace,
                   cudaStream_t stream) noexcept override;
+
+ private:
+  zoom_linear::ZoomMeans means_;
 };
 
 using ZoomLinearCreator = CreatorBase<ZoomLinearPlugin, ZoomLinearAttrs>;
