@@ -330,3 +330,115 @@ def test_cpu_build_is_matterports_molded_image(case_a: tuple[np.ndarray, dict[st
 def test_torch_stand_in_is_matterports_molded_image(case_a: tuple[np.ndarray, dict[str, Any], np.ndarray]) -> None:
     rgb, attrs, molded = case_a
     assert np.array_equal(bits(run_torch(rgb, attrs)), bits(molded))
+
+
+# ---------------------------------------------------------------------------------------------
+# precision: ZoomLinear is FP32 in, FP32 out, in FP16 and INT8 files
+
+
+@pytest.fixture(scope="module")
+def mold_then_conv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An FP32 file: uint8 frame -> RGB float -> ZoomLinear -> a 3x3 conv (a network layer)."""
+    import onnx
+
+    h, w, min_dim, max_dim = CASES["odd_both"]
+    attrs = attrs_for(h, w, min_dim, max_dim)
+
+    class MoldConv(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, frame: torch.Tensor) -> torch.Tensor:
+            rgb = frame.flip(2).to(torch.float32)
+            molded = zoom_linear_torch(rgb, torch.stack([rgb.min(), rgb.max()]), **attrs)
+            return torch.as_tensor(self.conv(molded[None]))
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("precision") / "mold_conv.onnx"
+    torch.onnx.export(MoldConv(), (torch.zeros((h, w, 3), dtype=torch.uint8),), str(path), opset_version=17,
+                      dynamo=False, input_names=["frame"], output_names=["features"])
+    onnx.save(onnx.shape_inference.infer_shapes(onnx.load(str(path))), str(path))
+    return path
+
+
+def _zoom_node(model: Any) -> Any:
+    (node,) = [n for n in model.graph.node if n.op_type == "ZoomLinear"]
+    return node
+
+
+def _types(model: Any) -> dict[str, int]:
+    graph = model.graph
+    return {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input, *graph.output)}
+
+
+def test_fp16_file_keeps_zoom_linear_fp32_even_when_a_rule_names_it(mold_then_conv: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from edgeseg.backends.split_graph import SplitGraph
+    from edgeseg.lint import lint_model
+    from edgeseg.precision.fp16 import to_fp16
+
+    fp32 = onnx.load(str(mold_then_conv))
+    every_node = {n.name for n in fp32.graph.node}
+    half = to_fp16(fp32, every_node)  # a rule list that names every node, ZoomLinear included
+    zoom, types = _zoom_node(half), _types(half)
+    assert [types[name] for name in (*zoom.input, *zoom.output)] == [onnx.TensorProto.FLOAT] * 3
+    (conv,) = [n for n in half.graph.node if n.op_type == "Conv"]
+    assert types[conv.input[0]] == onnx.TensorProto.FLOAT16  # the network layer did go FP16, after a Cast
+    assert not [v for v in lint_model(half) if v.rule == "plugin-types"]
+
+    h, w, _, _ = CASES["odd_both"]
+    image = frame(h, w, seed=4)
+    runs = {}
+    for name, model in (("fp32", fp32), ("fp16", half)):
+        split = SplitGraph(model, lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"]))
+        runs[name] = split.run({"frame": image[:, :, ::-1].copy()}, [zoom.output[0]])[zoom.output[0]]
+    assert runs["fp16"].dtype == np.float32 and np.array_equal(bits(runs["fp16"]), bits(runs["fp32"]))
+
+
+def test_lint_refuses_an_fp16_zoom_linear(mold_then_conv: Path) -> None:
+    import onnx
+
+    from edgeseg.lint import lint_model
+
+    model = onnx.load(str(mold_then_conv))
+    zoom = _zoom_node(model)
+    for value in model.graph.value_info:
+        if value.name in (zoom.input[0], zoom.output[0]):
+            value.type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
+    found = [v for v in lint_model(model) if v.rule == "plugin-types"]
+    details = " | ".join(str(v) for v in found)
+    assert f"input 0 ({zoom.input[0]!r}) holds coordinates and must be FP32" in details
+    assert f"output 0 ({zoom.output[0]!r}) is FP16: ZoomLinear computes in FP32 only" in details
+
+
+def test_int8_file_quantizes_around_zoom_linear_not_into_it(mold_then_conv: Path, tmp_path: Path) -> None:
+    """Custom nodes are never quantized (rules.quantized keeps the ONNX domain only), even when a
+    rule names one: the conv after ZoomLinear is, ZoomLinear stays FP32 in and out."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, TensorData, TensorsData, save_tensors_data
+
+    from edgeseg.lint import lint_model
+    from edgeseg.precision import int8
+    from edgeseg.precision.rules import LayerRule, PrecisionRules
+
+    fp32 = onnx.load(str(mold_then_conv))
+    zoom = _zoom_node(fp32)
+    (conv,) = [n for n in fp32.graph.node if n.op_type == "Conv"]
+    rules = PrecisionRules("test", (LayerRule(zoom.name, "named, to show it is left out"), LayerRule(conv.name, "")))
+    nodes = rules.quantized(fp32.graph)
+    assert nodes == [conv.name]
+    cache = tmp_path / "ranges.json"
+    ranges = {conv.input[0]: TensorData(lowest=np.float32(-124.0), highest=np.float32(152.0)),
+              conv.output[0]: TensorData(lowest=np.float32(-200.0), highest=np.float32(200.0))}
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, ranges), cache)
+    int8.quantize(mold_then_conv, fp32.graph, tmp_path / "int8.onnx", nodes, "minmax", cache)
+    q = onnx.shape_inference.infer_shapes(onnx.load(str(tmp_path / "int8.onnx")))
+    zoom, types = _zoom_node(q), _types(q)
+    assert [types[name] for name in (*zoom.input, *zoom.output)] == [onnx.TensorProto.FLOAT] * 3
+    producers = {out: n for n in q.graph.node for out in n.output}
+    (qconv,) = [n for n in q.graph.node if n.op_type == "Conv"]
+    assert producers[qconv.input[0]].op_type == "DequantizeLinear"  # the conv was quantized
+    assert not [v for v in lint_model(q) if v.rule == "plugin-types"]
