@@ -206,8 +206,10 @@ def zoom_linear(image: Tensor, value_range: Tensor, **attrs: Any) -> Tensor:
     values) to ``height`` x ``width`` in float64, clipped to *value_range* float32 [2] (the
     image's (min, max) over all channels), truncated to an integer (``astype(uint8)``), placed at
     (``top``, ``left``) of a zero ``canvas_height`` x ``canvas_width`` canvas, minus ``mean`` in
-    float64, cast to float32. Returns [C, canvas_height, canvas_width] float32. ValueError for
-    attributes out of range, a window outside the canvas, or a ``mean`` of neither 1 nor C values.
+    float64, cast to float32. Returns [C, canvas_height, canvas_width] float32. ``mean`` is
+    subtracted as the op reads its float32 attribute (``custom_ops.attribute_decimal``: 123.7
+    exactly), so this equals the plugin and the CPU build bit for bit. ValueError for attributes
+    out of range, a window outside the canvas, or a ``mean`` of neither 1 nor C values.
     """
     full = ZOOM_LINEAR.node_attributes(**attrs)
     if image.dim() != 3:
