@@ -292,6 +292,29 @@ def test_onnx_runtime_backend_runs_the_node(tmp_path: Path, first: str) -> None:
     assert np.array_equal(bits(out), bits(molded.transpose(2, 0, 1) * np.float32(2.0)))
 
 
+def test_onnx_runtime_backend_runs_a_graph_that_is_only_the_node() -> None:
+    """Both inputs straight from the graph's inputs, no ONNX Runtime segment at all."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgeseg.backends.split_graph import SplitGraph
+
+    attrs = {"height": 9, "width": 20, "canvas_height": 12, "canvas_width": 21, "top": 2, "left": 1, "mean": MEAN}
+    node = helper.make_node("ZoomLinear", ["image", "value_range"], ["molded"], domain="edgeseg",
+                            **ZOOM_LINEAR.node_attributes(**attrs))
+    graph = helper.make_graph(
+        [node], "zoom", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [6, 13, 3]),
+                         helper.make_tensor_value_info("value_range", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("molded", TensorProto.FLOAT, [3, 12, 21])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("edgeseg", 1)])
+    onnx.checker.check_model(model)
+    split = SplitGraph(model, lambda m: pytest.fail("no ONNX Runtime segment expected"))
+    image = frame(6, 13, seed=8)
+    x = image.astype(np.float32)
+    out = split.run({"image": x, "value_range": np.array([x.min(), x.max()], np.float32)}, ["molded"])["molded"]
+    assert np.array_equal(bits(out), bits(skimage_reference(image, attrs)))
+
+
 # ---------------------------------------------------------------------------------------------
 # matterport's own molded image (case A)
 
