@@ -118,6 +118,31 @@ def test_tf_iou_matrix_is_tensorflows_iou() -> None:
     assert (got[:, :5] == 0).all() and (got[torch.arange(5, 10), torch.arange(5, 10)] == 1).all()
 
 
+def test_equal_values_in_index_order_whatever_topk_did() -> None:
+    """A TopK that sorts correctly but lists equal values in any order (TensorRT promises no
+    order) is put right: runs of equal values in index order, in eager and in onnxruntime."""
+    g = torch.Generator().manual_seed(10)
+    x = torch.round(torch.rand(3000, generator=g) * 200) / 200  # runs of ~15 equal values
+    x[:40] = 1.0
+    ref_values, ref_index = torch.sort(x, descending=True, stable=True)
+    shuffled = torch.argsort(ref_values * 1e4 + torch.rand(3000, generator=g), descending=True)  # ties shuffled
+    values, index = ref_values[shuffled], ref_index[shuffled]
+    assert torch.equal(values, ref_values) and not torch.equal(index, ref_index)
+    got = gs._in_tie_order(values, index)
+    assert torch.equal(got[0], ref_values) and torch.equal(got[1], ref_index)
+    onnx_got = _run_onnx(gs._in_tie_order, [values, index], ["values", "index"], ["v", "i"])
+    assert np.array_equal(onnx_got[1], ref_index.numpy())
+
+
+def test_first_argmax_is_numpys_on_ties() -> None:
+    g = torch.Generator().manual_seed(11)
+    probs = torch.round(torch.rand((5000, 6), generator=g) * 4) / 4
+    probs[:10] = 0.5
+    ref = np.argmax(probs.numpy(), axis=1)
+    assert np.array_equal(gs._first_argmax(probs).numpy(), ref)
+    assert np.array_equal(_run_onnx(lambda p: (gs._first_argmax(p),), [probs], ["p"], ["c"])[0], ref)
+
+
 # ---------------------------------------------------------------------------------------------
 # proposals
 
@@ -157,6 +182,7 @@ def test_select_proposals_is_one_greedy_pass_when_round_one_is_short() -> None:
     n_first = int(first.any(dim=1).sum())
     assert 0 < n_first < 1000 and int(real.sum()) == 1000  # round 2 filled the rest
     assert torch.equal(real, ref.any(dim=1))
+    assert torch.equal(gs.select_proposals(fg, boxes, 6000, 1000, 0.7, exact_ties=False)[0], ref)
 
 
 def test_select_proposals_in_three_rounds_and_short_of_proposals() -> None:
@@ -174,6 +200,29 @@ def test_select_proposals_in_one_round_and_with_fewer_anchors_than_proposals() -
     got, real = gs.select_proposals(fg[:300], boxes[:300], 6000, 1000, 0.7)
     ref = _greedy_proposals(fg[:300], boxes[:300], 6000, 1000, 0.7)
     assert torch.equal(got, ref) and int(real.sum()) == int(ref.any(dim=1).sum()) < 300
+
+
+@pytest.mark.parametrize("iou", [0.3, 0.7])  # float32(0.3) is above 0.3, float32(0.7) below 0.7
+def test_nms_suppresses_only_above_the_float32_threshold(iou: float) -> None:
+    """Pairs whose TF IoU is exactly the float32 threshold (kept, as TensorFlow keeps them) or
+    one step either side, in eager and in onnxruntime's NonMaxSuppression."""
+    t = np.float32(iou)
+    base = np.float32(t * np.float32(0.8))  # a box of height 0.8 and one of about t * 0.8 inside it
+    heights = base + np.arange(-40, 41, dtype=np.float32) * np.spacing(base)
+    pairs = len(heights)
+    x0 = 2.0 * torch.arange(pairs, dtype=torch.float32)
+    big = torch.stack([x0, torch.zeros(pairs), x0 + 1, torch.full((pairs,), 0.8)], dim=1)
+    small = torch.stack([x0, torch.zeros(pairs), x0 + 1, torch.from_numpy(heights)], dim=1)
+    boxes = torch.cat([big, small])
+    fg = torch.cat([torch.full((pairs,), 0.9), torch.full((pairs,), 0.8)])
+    ious = torch.stack([cv.tf_iou(big[i, XY], small[i:i + 1, XY])[0] for i in range(pairs)])
+    assert int((ious == torch.tensor(t)).sum()) > 0 and int((ious > torch.tensor(t)).sum()) > 0
+    expect = torch.cat([big, small[ious <= torch.tensor(t)]])
+    got, real = gs.select_proposals(fg, boxes, 1000, 2 * pairs, iou)
+    assert torch.equal(got[real], expect)
+    onnx_got, onnx_real = _run_onnx(lambda f, b: gs.select_proposals(f, b, 1000, 2 * pairs, iou), [fg, boxes],
+                                    ["fg", "boxes"], ["proposals", "real"])
+    assert np.array_equal(onnx_got[onnx_real], expect.numpy())
 
 
 def test_select_proposals_refuses_what_tensorrt_cannot_run() -> None:
@@ -212,10 +261,10 @@ def test_proposals_of_case_a(case_a: dict[str, np.ndarray], cfg_a: MatterportCon
 
 
 def _refine(rois: Tensor, real: Tensor, probs: Tensor, deltas: Tensor, cfg: dict[str, Any],
-            window: np.ndarray) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            window: np.ndarray, exact_ties: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return gs.refine_top_class(rois[:, XY], real, probs, deltas[..., XY], [cfg["BBOX_STD_DEV"][i] for i in XY],
                                window[XY].tolist(), cfg["DETECTION_MIN_CONFIDENCE"], cfg["DETECTION_NMS_THRESHOLD"],
-                               cfg["DETECTION_MAX_INSTANCES"])
+                               cfg["DETECTION_MAX_INSTANCES"], exact_ties=exact_ties)
 
 
 def _check_refine(got: tuple[Tensor, Tensor, Tensor, Tensor], ref: Tensor, rows: int) -> None:
@@ -252,6 +301,8 @@ def test_refine_top_class_is_refine_detections(min_confidence: float) -> None:
     ref = refine_detections(rois, probs, deltas, window, cast(Any, cfg))
     assert 0 < ref.shape[0] <= 100
     _check_refine(_refine(rois, torch.ones(600, dtype=torch.bool), probs, deltas, cfg, window), ref, 100)
+    _check_refine(_refine(rois, torch.ones(600, dtype=torch.bool), probs, deltas, cfg, window, exact_ties=False),
+                  ref, 100)
     # fewer than max_instances survive
     cfg["DETECTION_MAX_INSTANCES"] = 3000
     ref = refine_detections(rois, probs, deltas, window, cast(Any, cfg))

@@ -38,8 +38,10 @@ XY = (1, 0, 3, 2)
 # between them takes the rest out whether the runtime filters with > or >=.
 _SCORE_MIN = 0.5
 
-# Veltkamp's splitter for float32 (2^12 + 1): the high part keeps 12 of the 24 significand bits.
-_SPLITTER = 4097.0
+# Veltkamp's splitter for float32 is 2^12 + 1 (the high part keeps 12 of the 24 significand
+# bits); b * 2^12 + b is that product with the only rounding in the addition, so a runtime that
+# fuses a multiply and an add (TensorRT's kernels may) computes the same value.
+_SPLIT_SHIFT = 4096.0
 #: Largest frame side minus one that :func:`unmold_boxes_xy` scales by exactly in float32 (a
 #: 12-bit integer times a 12-bit half of a float32 is exact).
 UNMOLD_MAX_SCALE = 4095
@@ -74,6 +76,38 @@ def stable_topk(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
         raise ArgumentError(f"a top-k of {k} over {x.shape[0]} values")
     values, indices = _StableTopK.apply(x, k)
     return values, indices
+
+
+def _rank_descending(values: Tensor, index: Tensor) -> Tensor:
+    """Each element's place (int64) in the order of descending *values*, equal values by
+    ascending *index*, counted over every pair ([n, n] comparisons), so it does not depend on how
+    a runtime's TopK orders equal values (ONNX's promises index order; TensorRT's does not)."""
+    above = values[None, :] > values[:, None]
+    level = (values[None, :] == values[:, None]) & (index[None, :] < index[:, None])
+    ahead = above | level
+    return ahead.to(torch.float32).sum(dim=1).to(torch.int64)  # counts < 2^24: exact in float32
+
+
+def _by_rank(rank: Tensor) -> Tensor:
+    """The permutation that lists positions by *rank* (a permutation of 0..n-1 itself)."""
+    n = rank.shape[0]
+    return torch.zeros(n, dtype=torch.int64).scatter(0, rank, torch.arange(n, dtype=torch.int64))
+
+
+def _in_tie_order(values: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
+    """A TopK's output (*values* descending, their *index*) with each run of equal values put in
+    index order, whatever order the runtime gave it."""
+    order = _by_rank(_rank_descending(values, index))
+    return values[order], index[order]
+
+
+def _first_argmax(x: Tensor) -> Tensor:
+    """The first index of each row's maximum of [R, K] (``tf.argmax``/``np.argmax``), int64,
+    by comparisons (TensorRT's ArgMax does not say which of equal maxima it returns)."""
+    k = x.shape[1]
+    at_max = x == x.amax(dim=1, keepdim=True)
+    cols = torch.arange(k, dtype=torch.float32)[None, :]
+    return torch.where(at_max, cols, torch.full_like(cols, float(k))).amin(dim=1).to(torch.int64)
 
 
 def _compact(keep: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -176,7 +210,7 @@ def tf_iou_matrix(a: Tensor, b: Tensor) -> Tensor:
 
 
 def select_proposals(fg: Tensor, boxes: Tensor, pre_nms_limit: int, proposals: int,
-                     iou: float) -> tuple[Tensor, Tensor]:
+                     iou: float, exact_ties: bool = True) -> tuple[Tensor, Tensor]:
     """``ProposalLayer``'s selection: the top *pre_nms_limit* of the fg scores *fg* [N] over all
     anchors (equal scores: lower anchor index first), then greedy NMS over them in that order
     (a box is suppressed when its TF IoU with a kept one is > *iou*) up to *proposals* boxes.
@@ -191,7 +225,12 @@ def select_proposals(fg: Tensor, boxes: Tensor, pre_nms_limit: int, proposals: i
     > *iou*, and NMS over the survivors continues the greedy pass exactly. Every round is computed
     (the graph is static) and the first *proposals* kept in rank order are the result.
     NonMaxSuppression gets the strictly decreasing score ``pre_nms_limit - rank``, so ties keep the
-    lower rank whatever the runtime does with equal scores."""
+    lower rank whatever the runtime does with equal scores.
+
+    *exact_ties* (default): each round's candidates are put in index order among equal scores by
+    [k, k] comparisons (:func:`_rank_descending`, 15 M for k = 3840) instead of trusting TopK's
+    tie order. Not covered either way: a run of equal scores that straddles a round's last rank
+    or PRE_NMS_LIMIT, where the runtime's TopK chooses which of them are in."""
     n = int(fg.shape[0])
     if not 0 < proposals <= TOPK_MAX_K:
         raise ArgumentError(f"POST_NMS_ROIS_INFERENCE = {proposals}: must be 1..{TOPK_MAX_K} (TensorRT's TopK "
@@ -209,7 +248,9 @@ def select_proposals(fg: Tensor, boxes: Tensor, pre_nms_limit: int, proposals: i
         k = min(TOPK_MAX_K, total - start)
         if start:  # the ranks of the rounds before out of this round's TopK
             masked = masked.scatter(0, idx, torch.full(idx.shape, float("-inf"), dtype=fg.dtype))
-        _, idx = stable_topk(masked, k)
+        values, idx = stable_topk(masked, k)
+        if exact_ties:
+            _, idx = _in_tie_order(values, idx)
         cand = boxes[idx]
         surrogate = (float(total - start) - torch.arange(k, dtype=torch.float32))
         if kept_boxes is not None and kept_real is not None:
@@ -232,7 +273,7 @@ def select_proposals(fg: Tensor, boxes: Tensor, pre_nms_limit: int, proposals: i
 
 def refine_top_class(rois: Tensor, real: Tensor, probs: Tensor, deltas: Tensor, bbox_std: Sequence[float] | Tensor,
                      window_xy: Sequence[float] | Tensor, min_confidence: float, nms_iou: float,
-                     max_instances: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                     max_instances: int, exact_ties: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``refine_detections_graph`` (:func:`.detect.refine_detections`) with fixed shapes.
 
     *rois* [R, 4] x-first normalised, *real* [R] bool (padded RoIs are not), *probs* [R, K],
@@ -250,6 +291,9 @@ def refine_top_class(rois: Tensor, real: Tensor, probs: Tensor, deltas: Tensor, 
     places). To reproduce ``detect()``, pass *real* all True; *real* is there for a graph that
     chooses to drop them.
 
+    *exact_ties* (default): the argmax and the score order by comparisons ([R, R] for the order),
+    not by ArgMax/TopK, whose order on equal values TensorRT does not promise.
+
     Returns boxes [max_instances, 4] (x-first normalised), scores [max_instances] float32, labels
     int32 (matterport class ids) and valid bool; the rows after the detections are zero/False."""
     r, k = int(probs.shape[0]), int(probs.shape[1])
@@ -258,7 +302,7 @@ def refine_top_class(rois: Tensor, real: Tensor, probs: Tensor, deltas: Tensor, 
     if not 0 < max_instances <= TOPK_MAX_K:
         raise ArgumentError(f"DETECTION_MAX_INSTANCES = {max_instances}: must be 1..{TOPK_MAX_K} (TensorRT's TopK "
                             "limit)")
-    class_ids = torch.argmax(probs, dim=1)
+    class_ids = _first_argmax(probs) if exact_ties else torch.argmax(probs, dim=1)
     score = probs.gather(1, class_ids[:, None])[:, 0]
     d = deltas.gather(1, class_ids[:, None, None].expand(r, 1, 4))[:, 0]
     refined = clip_xy(apply_box_deltas_xy(rois, d * torch.as_tensor(bbox_std, dtype=torch.float32)), window_xy)
@@ -267,7 +311,11 @@ def refine_top_class(rois: Tensor, real: Tensor, probs: Tensor, deltas: Tensor, 
         keep = keep & (score >= torch.tensor(min_confidence, dtype=torch.float32))
     # everything in score order (ties: lower RoI index first); NMS then sees strictly decreasing
     # surrogate scores, and that order is also the final one
-    score_s, order = stable_topk(score, r)
+    if exact_ties:
+        order = _by_rank(_rank_descending(score, torch.arange(r, dtype=torch.int64)))
+        score_s = score[order]
+    else:
+        score_s, order = stable_topk(score, r)
     boxes_s, class_s, keep_s = refined[order], class_ids[order], keep[order]
     surrogate = float(r) - torch.arange(r, dtype=torch.float32)
     classes = torch.arange(k, dtype=torch.int64)[:, None]
@@ -292,8 +340,11 @@ def _round_times(b: Tensor, n: int, offset: int = 0) -> Tensor:
     gives their sum s and its rounding error e exactly. Away from a half-integer s, round(s) +
     offset is the answer (e cannot cross one); at a half-integer s the sign of e decides, and
     e == 0 is a tie, to the even of the two neighbours of s + offset (the offset is added before
-    the rounding in matterport, so it changes which one is even). Valid for |b * n| < 2^22."""
-    c = b * _SPLITTER
+    the rounding in matterport, so it changes which one is even). Valid for |b * n| < 2^22.
+
+    Every product here is exact (or, for the splitter, followed by the only rounding), so fusing
+    a multiply with the next addition into one FMA gives the same bits; only additions round."""
+    c = b * _SPLIT_SHIFT + b
     hi = c - (c - b)
     lo = b - hi
     p = hi * float(n)
