@@ -134,6 +134,18 @@ def test_equal_values_in_index_order_whatever_topk_did() -> None:
     assert np.array_equal(onnx_got[1], ref_index.numpy())
 
 
+def test_a_topk_cut_through_equal_values_takes_the_lowest_indices() -> None:
+    x = torch.tensor([0.5, 0.9, 0.5, 0.7, 0.5, 0.9, 0.5, 0.1])
+    values = torch.tensor([0.9, 0.9, 0.7, 0.5, 0.5])
+    wrong = torch.tensor([5, 1, 3, 6, 4])  # a TopK that took two of the four 0.5s, not the first two
+    got = gs._boundary_in_index_order(x, values, wrong)
+    assert got.tolist() == [5, 1, 3, 0, 2]
+    assert gs._in_tie_order(values, got)[1].tolist() == [1, 5, 3, 0, 2]
+    onnx_got = _run_onnx(lambda a, v, i: (gs._boundary_in_index_order(a, v, i),), [x, values, wrong],
+                         ["x", "values", "index"], ["fixed"])
+    assert onnx_got[0].tolist() == [5, 1, 3, 0, 2]
+
+
 def test_first_argmax_is_numpys_on_ties() -> None:
     g = torch.Generator().manual_seed(11)
     probs = torch.round(torch.rand((5000, 6), generator=g) * 4) / 4

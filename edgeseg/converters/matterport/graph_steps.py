@@ -72,8 +72,8 @@ def stable_topk(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The *k* largest of the 1-D *x* (values, int64 indices), equal values lower index first."""
     if not 0 < k <= TOPK_MAX_K:
         raise ArgumentError(f"a top-k of {k}: TensorRT's TopK takes 1..{TOPK_MAX_K}")
-    if k > x.shape[0]:
-        raise ArgumentError(f"a top-k of {k} over {x.shape[0]} values")
+    if k > int(x.shape[0]):
+        raise ArgumentError(f"a top-k of {k} over {int(x.shape[0])} values")
     values, indices = _StableTopK.apply(x, k)
     return values, indices
 
@@ -90,7 +90,7 @@ def _rank_descending(values: Tensor, index: Tensor) -> Tensor:
 
 def _by_rank(rank: Tensor) -> Tensor:
     """The permutation that lists positions by *rank* (a permutation of 0..n-1 itself)."""
-    n = rank.shape[0]
+    n = int(rank.shape[0])
     return torch.zeros(n, dtype=torch.int64).scatter(0, rank, torch.arange(n, dtype=torch.int64))
 
 
@@ -101,10 +101,24 @@ def _in_tie_order(values: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
     return values[order], index[order]
 
 
+def _boundary_in_index_order(x: Tensor, values: Tensor, index: Tensor) -> Tensor:
+    """A TopK of the 1-D *x* (*values* descending, their *index*) with the values equal to the
+    last one chosen as ``np.argsort(-x, kind='stable')`` chooses them: the lowest indices. A
+    TopK that breaks the tie otherwise took others; a second TopK over distinct keys (the tied
+    elements by index) gives the right ones."""
+    n, k = int(x.shape[0]), int(values.shape[0])  # static: the graph has fixed shapes
+    last = values[k - 1]
+    above = (values > last).to(torch.float32).sum().to(torch.int64)  # these are right whatever the tie order
+    key = torch.where(x == last, float(n) - torch.arange(n, dtype=torch.float32), torch.full_like(x, -1.0))
+    _, tied = stable_topk(key, k)
+    j = torch.arange(k, dtype=torch.int64)
+    return torch.where(j < above, index, tied[torch.clamp(j - above, min=0)])
+
+
 def _first_argmax(x: Tensor) -> Tensor:
     """The first index of each row's maximum of [R, K] (``tf.argmax``/``np.argmax``), int64,
     by comparisons (TensorRT's ArgMax does not say which of equal maxima it returns)."""
-    k = x.shape[1]
+    k = int(x.shape[1])
     at_max = x == x.amax(dim=1, keepdim=True)
     cols = torch.arange(k, dtype=torch.float32)[None, :]
     return torch.where(at_max, cols, torch.full_like(cols, float(k))).amin(dim=1).to(torch.int64)
@@ -113,7 +127,7 @@ def _first_argmax(x: Tensor) -> Tensor:
 def _compact(keep: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The positions of the first *k* True of the 1-D bool *keep* in order, then the False ones in
     order (a stable compaction by TopK over distinct float32 keys); and whether each is True."""
-    n = keep.shape[0]
+    n = int(keep.shape[0])
     if k > n:  # fewer rows than asked for: pad with rows that are never kept
         keep = torch.cat([keep, torch.zeros(k - n, dtype=torch.bool)])
         n = k
@@ -127,9 +141,9 @@ def _compact(keep: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 def _gather_rows(x: Tensor, order: Tensor, real: Tensor) -> Tensor:
     """Rows *order* of *x* ([N, ...]; an index >= N gives a zero row), zero where not *real*."""
-    n = x.shape[0]
-    if int(order.shape[0]) > 0 and n < order.shape[0]:
-        x = torch.cat([x, x.new_zeros((order.shape[0] - n, *x.shape[1:]))])
+    n, m = int(x.shape[0]), int(order.shape[0])
+    if n < m:
+        x = torch.cat([x, x.new_zeros((m - n, *x.shape[1:]))])
     rows = x[order]
     mask = real.reshape(-1, *([1] * (x.dim() - 1)))
     return torch.where(mask, rows, torch.zeros_like(rows))
@@ -138,12 +152,12 @@ def _gather_rows(x: Tensor, order: Tensor, real: Tensor) -> Tensor:
 def _selected(boxes: Tensor, scores: Tensor, max_per_class: int, iou: float) -> Tensor:
     """NonMaxSuppression of *boxes* [N, 4] with per-class *scores* [C, N] (0 = not a candidate),
     as a bool [N]: which boxes some class selected."""
-    if boxes.shape[0] > NMS_MAX_CANDIDATES:
-        raise ArgumentError(f"NonMaxSuppression over {boxes.shape[0]} boxes: TensorRT takes at most "
+    n = int(boxes.shape[0])
+    if n > NMS_MAX_CANDIDATES:
+        raise ArgumentError(f"NonMaxSuppression over {n} boxes: TensorRT takes at most "
                             f"{NMS_MAX_CANDIDATES}")
     chosen = multiclass_nms(boxes, scores, max_per_class, _float32(iou), _SCORE_MIN)[:, 2]
-    hit = torch.zeros(boxes.shape[0], dtype=torch.float32).scatter(0, chosen, torch.ones_like(chosen,
-                                                                                           dtype=torch.float32))
+    hit = torch.zeros(n, dtype=torch.float32).scatter(0, chosen, torch.ones_like(chosen, dtype=torch.float32))
     return hit > 0
 
 
@@ -227,10 +241,12 @@ def select_proposals(fg: Tensor, boxes: Tensor, pre_nms_limit: int, proposals: i
     NonMaxSuppression gets the strictly decreasing score ``pre_nms_limit - rank``, so ties keep the
     lower rank whatever the runtime does with equal scores.
 
-    *exact_ties* (default): each round's candidates are put in index order among equal scores by
-    [k, k] comparisons (:func:`_rank_descending`, 15 M for k = 3840) instead of trusting TopK's
-    tie order. Not covered either way: a run of equal scores that straddles a round's last rank
-    or PRE_NMS_LIMIT, where the runtime's TopK chooses which of them are in."""
+    *exact_ties* (default): nothing depends on the order in which the runtime's TopK lists equal
+    scores (ONNX's TopK promises index order, TensorRT's does not): a run of equal scores cut by
+    a round's last rank is completed by index (:func:`_boundary_in_index_order`, one more TopK
+    over the anchors), and each round's candidates are put in index order among equal scores by
+    [k, k] comparisons (:func:`_rank_descending`, 15 M for k = 3840). Without it the graph is
+    smaller and exact wherever TopK keeps ONNX's promise."""
     n = int(fg.shape[0])
     if not 0 < proposals <= TOPK_MAX_K:
         raise ArgumentError(f"POST_NMS_ROIS_INFERENCE = {proposals}: must be 1..{TOPK_MAX_K} (TensorRT's TopK "
@@ -250,6 +266,7 @@ def select_proposals(fg: Tensor, boxes: Tensor, pre_nms_limit: int, proposals: i
             masked = masked.scatter(0, idx, torch.full(idx.shape, float("-inf"), dtype=fg.dtype))
         values, idx = stable_topk(masked, k)
         if exact_ties:
+            idx = _boundary_in_index_order(masked, values, idx)
             _, idx = _in_tie_order(values, idx)
         cand = boxes[idx]
         surrogate = (float(total - start) - torch.arange(k, dtype=torch.float32))
