@@ -340,6 +340,7 @@ def test_refine_of_case_a(case_a: dict[str, np.ndarray], cfg_a: MatterportConfig
     rois = torch.from_numpy(case_a["rpn_rois_norm"])
     probs, deltas = torch.from_numpy(case_a["mrcnn_class_probs"]), torch.from_numpy(case_a["mrcnn_bbox_deltas"])
     window = cv.norm_boxes(case_a["window"], (512, 512))
+    assert gs.window_xy(tuple(case_a["window"]), (512, 512)) == window[XY].tolist()
     cfg = {k: cfg_a[k] for k in ("BBOX_STD_DEV", "DETECTION_MIN_CONFIDENCE", "DETECTION_NMS_THRESHOLD",
                                  "DETECTION_MAX_INSTANCES")}
     got = _refine(rois, rois.any(dim=1), probs, deltas, cfg, window)
@@ -478,3 +479,32 @@ def test_unmold_and_keep_nonempty_in_onnx() -> None:
     frame[::7, 3] = frame[::7, 1]  # empty rows
     _assert_onnx_equals_eager(gs.keep_nonempty, [frame, torch.arange(300) < 250], ["boxes", "valid"],
                               ["order", "kept", "count"])
+
+
+def test_steps_5_to_12_of_case_a_in_one_onnx_graph(case_a: dict[str, np.ndarray], cfg_a: MatterportConfig) -> None:
+    """Anchors to the frame boxes in one graph, fed matterport's RPN and box head outputs (the
+    head's from matterport's own RoIs, which equal ours within 6e-8): detect()'s rois, class_ids
+    and scores exactly."""
+    d, frame_hw, window = 512, (400, 600), tuple(int(v) for v in case_a["window"])
+    anchors = gs.anchors_xy(cfg_a)
+    rpn_std = torch.tensor(cfg_a["RPN_BBOX_STD_DEV"], dtype=torch.float32)[XY]
+
+    def steps(rpn_probs: Tensor, rpn_deltas: Tensor, probs: Tensor, deltas: Tensor) -> tuple[Tensor, ...]:
+        boxes = gs.clip_xy(gs.apply_box_deltas_xy(anchors, rpn_deltas[:, XY] * rpn_std), [0.0, 0.0, 1.0, 1.0])
+        rois, real = gs.select_proposals(rpn_probs[:, 1], boxes, cfg_a["PRE_NMS_LIMIT"],
+                                         cfg_a["POST_NMS_ROIS_INFERENCE"], cfg_a["RPN_NMS_THRESHOLD"])
+        det, scores, labels, valid = gs.refine_top_class(
+            rois, torch.ones_like(real), probs, deltas[..., XY], [cfg_a["BBOX_STD_DEV"][i] for i in XY],
+            gs.window_xy(window, (d, d)), cfg_a["DETECTION_MIN_CONFIDENCE"], cfg_a["DETECTION_NMS_THRESHOLD"],
+            cfg_a["DETECTION_MAX_INSTANCES"])
+        frame = gs.unmold_boxes_xy(det, window, (d, d), frame_hw)
+        order, _, count = gs.keep_nonempty(frame, valid)
+        return frame[order], scores[order], labels[order], count
+
+    inputs = [torch.from_numpy(case_a[k]) for k in ("rpn_class_probs", "rpn_bbox_deltas", "mrcnn_class_probs",
+                                                     "mrcnn_bbox_deltas")]
+    frame, scores, labels, count = _run_onnx(steps, inputs, ["rpn_probs", "rpn_deltas", "probs", "deltas"],
+                                             ["boxes", "scores", "labels", "count"])
+    assert count.tolist() == [100]
+    assert np.array_equal(frame, _xy(case_a["rois"]).astype(np.float32))
+    assert np.array_equal(labels, case_a["class_ids"]) and np.array_equal(scores, case_a["scores"])

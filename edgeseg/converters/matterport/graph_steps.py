@@ -14,6 +14,19 @@ Coordinates: every box here is **x-first**, normalised as matterport normalises 
 0 and 1 are the centres of the first and last pixel): (x1n, y1n, x2n, y2n); deltas likewise
 (dx, dy, log dw, log dh). matterport's boxes are y-first; each of its formulas treats x and y
 alike, so permuting the columns changes no arithmetic (the tests check this on case A).
+
+The graph calls them in this order (D = IMAGE_MAX_DIM, frame H x W, window from the resize)::
+
+    anchors = anchors_xy(cfg)                                           # constant [A, 4]
+    boxes = clip_xy(apply_box_deltas_xy(anchors, rpn_deltas[:, XY] * rpn_std[XY]), [0, 0, 1, 1])
+    rois, real = select_proposals(rpn_probs[:, 1], boxes, PRE_NMS_LIMIT, POST_NMS_ROIS_INFERENCE,
+                                  RPN_NMS_THRESHOLD)
+    (box head on rois: probs [R, K], deltas [R, K, 4] y-first)
+    boxes, scores, labels, valid = refine_top_class(rois, all True, probs, deltas[..., XY], std[XY],
+                                                    window_xy(window, (D, D)), ...)
+    (mask head on boxes)
+    frame_boxes = unmold_boxes_xy(boxes, window, (D, D), (H, W))
+    order, kept, count = keep_nonempty(frame_boxes, valid)              # gather every output by order
 """
 
 from __future__ import annotations
@@ -175,6 +188,13 @@ def anchors_xy(cfg: MatterportConfig) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(a[:, XY]))
 
 
+def window_xy(window: Sequence[int], molded_hw: tuple[int, int]) -> list[float]:
+    """The resize's window (y1, x1, y2, x2 molded pixels, y2/x2 exclusive) normalised as
+    matterport's DetectionLayer normalises it (``norm_boxes``, float32), x-first, for
+    :func:`clip_xy` / :func:`refine_top_class`."""
+    return [float(v) for v in cv.norm_boxes(np.asarray(window), molded_hw)[list(XY)]]
+
+
 def apply_box_deltas_xy(boxes: Tensor, deltas: Tensor) -> Tensor:
     """``apply_box_deltas_graph`` on x-first boxes [..., 4] with x-first deltas (dx, dy, log dw,
     log dh) [..., 4], float32 in TF's order: ``w = x2 - x1; cx = x1 + 0.5*w; cx += dx*w;
@@ -238,8 +258,8 @@ def select_proposals(fg: Tensor, boxes: Tensor, pre_nms_limit: int, proposals: i
     with the ranks taken so far at -inf) first lose every box whose IoU with a box already kept is
     > *iou*, and NMS over the survivors continues the greedy pass exactly. Every round is computed
     (the graph is static) and the first *proposals* kept in rank order are the result.
-    NonMaxSuppression gets the strictly decreasing score ``pre_nms_limit - rank``, so ties keep the
-    lower rank whatever the runtime does with equal scores.
+    NonMaxSuppression gets the strictly decreasing score ``min(pre_nms_limit, N) - rank``, so ties
+    keep the lower rank whatever the runtime does with equal scores.
 
     *exact_ties* (default): nothing depends on the order in which the runtime's TopK lists equal
     scores (ONNX's TopK promises index order, TensorRT's does not): a run of equal scores cut by
