@@ -1,6 +1,6 @@
 """CPU versions of edgeseg's custom ops, numpy in and numpy out.
 
-The TensorRT plugins ``MultiLevelRoIAlign`` and ``PasteMasks`` compute their math
+The TensorRT plugins ``MultiLevelRoIAlign``, ``PasteMasks`` and ``ZoomLinear`` compute their math
 with the header-only functions in ``plugins/*/…_math.h``; this module calls the same functions
 compiled for the CPU into ``edgeseg/_ops_cpu`` (a plain shared library loaded with ctypes, built
 by ``pip install -e .``). See ``plugins/README.md`` and each op's README for the exact semantics.
@@ -8,6 +8,8 @@ by ``pip install -e .``). See ``plugins/README.md`` and each op's README for the
     from edgeseg import ops
     pooled = ops.multilevel_roi_align([p2, p3, p4, p5], rois, 7, [1/4, 1/8, 1/16, 1/32])
     masks = ops.paste_masks(mask_probs, boxes, (1080, 1920))       # [K, 1080, 1920] uint8 0/1
+    molded = ops.zoom_linear(rgb, None, height=341, width=512, canvas_height=512,
+                             canvas_width=512, top=85, mean=[123.7, 116.8, 103.9])  # [3, 512, 512]
 
 Coordinates are in pixels with (0, 0) the top-left corner of the top-left pixel, so pixel
 (col j, row i) covers [j, j + 1) x [i, i + 1) and has its centre at (j + 0.5, i + 0.5). Boxes
@@ -27,10 +29,10 @@ from typing import TypeGuard
 import numpy as np
 import numpy.typing as npt
 
-from edgeseg.custom_ops import LEVEL_RULES, PASTE_MODES, ROI_SAMPLINGS
+from edgeseg.custom_ops import LEVEL_RULES, PASTE_MODES, ROI_SAMPLINGS, ZOOM_LINEAR, zoom_means
 from edgeseg.errors import BackendUnavailableError
 
-__all__ = ["library_path", "multilevel_roi_align", "paste_masks", "roi_align", "roi_levels"]
+__all__ = ["library_path", "multilevel_roi_align", "paste_masks", "roi_align", "roi_levels", "zoom_linear"]
 
 _LIB_STEM = "_ops_cpu"
 _ABI_VERSION = 3  # must equal edgeseg_ops_abi_version() in plugins/multilevel_roi_align/roi_align_cpu.cpp
@@ -136,6 +138,7 @@ def _library() -> ctypes.CDLL:
         try:
             lib = np.ctypeslib.load_library(path.name, str(path.parent))
             _declare(lib)
+            _declare_zoom_linear(lib)
             version = int(lib.edgeseg_ops_abi_version())
         except (OSError, AttributeError) as exc:
             problems.append(f"{path}: {exc}")
@@ -583,3 +586,112 @@ def _paste_masks(
     _check(status, "paste_masks")
     return out
 
+
+
+# ----------------------------------------------------------------------------------------------
+# ZoomLinear
+
+
+def _declare_zoom_linear(lib: ctypes.CDLL) -> None:
+    lib.edgeseg_zoom_linear_f32.restype = ctypes.c_int32
+    lib.edgeseg_zoom_linear_f32.argtypes = [
+        _F32_C,  # image
+        ctypes.c_int64,  # rows
+        ctypes.c_int64,  # cols
+        ctypes.c_int64,  # channels
+        _F32_C,  # value_range
+        _F32_C,  # mean
+        ctypes.c_int64,  # num_means
+        ctypes.c_int64,  # height
+        ctypes.c_int64,  # width
+        ctypes.c_int64,  # canvas_height
+        ctypes.c_int64,  # canvas_width
+        ctypes.c_int64,  # top
+        ctypes.c_int64,  # left
+        ctypes.c_int32,  # threads
+        ctypes.c_int32,  # per_element
+        _F32_C,  # output
+    ]
+
+
+def zoom_linear(
+    image: npt.ArrayLike,
+    value_range: npt.ArrayLike | None,
+    *,
+    height: int,
+    width: int,
+    canvas_height: int,
+    canvas_width: int,
+    top: int = 0,
+    left: int = 0,
+    mean: Sequence[float] = (0.0,),
+    threads: int = 0,
+) -> npt.NDArray[np.float32]:
+    """matterport's molded input (``MaskRCNN.mold_inputs`` in "square" mode), bit for bit.
+
+    The image is zoomed to *height* x *width* with skimage's linear resize
+    (``resize(order=1, mode='constant', cval=0, anti_aliasing=False, preserve_range=True)``:
+    scipy's grid-mode zoom, half-pixel centres, samples outside the image 0) computed in float64
+    in scipy's order of operations, clipped to *value_range*, truncated toward zero
+    (``astype(uint8)``), placed with its top-left pixel at canvas pixel (*top*, *left*) of a zero
+    *canvas_height* x *canvas_width* canvas, and *mean* subtracted in float64 with the result
+    rounded to float32. Zoom factors are ``H / height`` and ``W / width``; ``height == H`` copies.
+
+    Args:
+        image: ``[H, W, C]`` pixel values (integers; uint8 is converted to float32).
+        value_range: ``(min, max)`` the zoomed values are clipped to: the image's minimum and
+            maximum over all channels (skimage's clip); ``None`` computes them from *image*.
+        height, width: the zoomed size in pixels (>= 1).
+        canvas_height, canvas_width: the output's size; the zoomed image must fit at (top, left).
+        top, left: canvas row / column of the zoomed image's first pixel (>= 0).
+        mean: subtracted from every canvas value, one per channel or one for all (1 to 8 values).
+        threads: OpenMP threads; 0 = OpenMP's default.
+
+    Returns:
+        ``[C, canvas_height, canvas_width]`` float32 (channels first, as the network reads it);
+        outside the zoomed image ``0 - mean``. ValueError naming the problem for a bad argument.
+    """
+    return _zoom_linear(image, value_range, height, width, canvas_height, canvas_width, top, left, mean, threads,
+                        per_element=False)
+
+
+def _zoom_linear(
+    image: npt.ArrayLike,
+    value_range: npt.ArrayLike | None,
+    height: int,
+    width: int,
+    canvas_height: int,
+    canvas_width: int,
+    top: int,
+    left: int,
+    mean: Sequence[float],
+    threads: int,
+    per_element: bool,
+) -> npt.NDArray[np.float32]:
+    """:func:`zoom_linear`; *per_element* runs the math header's one-element function for every
+    output element, as the CUDA kernel does, instead of the CPU fast path (same bits; for tests)."""
+    arr = _float32(image, "image")
+    if arr.ndim != 3 or min(arr.shape) < 1:
+        raise ValueError(f"image must have shape [H, W, C] with H, W, C >= 1; got shape {arr.shape}")
+    rows, cols, channels = arr.shape
+    attrs = ZOOM_LINEAR.node_attributes(height=height, width=width, canvas_height=canvas_height,
+                                        canvas_width=canvas_width, top=top, left=left, mean=list(mean))
+    zoom_means(attrs["mean"], channels)  # 1 or C values
+    means = np.asarray(attrs["mean"], dtype=np.float32)  # the attribute's float32 values, as on TensorRT
+    if not np.isfinite(means).all():
+        raise ValueError(f"mean must be finite; got {list(mean)}")
+    if value_range is None:
+        bounds = np.array([arr.min(), arr.max()], dtype=np.float32)
+    else:
+        bounds = _float32(value_range, "value_range").reshape(-1)
+        if bounds.shape != (2,) or not np.isfinite(bounds).all() or bounds[0] > bounds[1]:
+            raise ValueError(f"value_range must be (min, max), finite, min <= max; got {bounds.tolist()}")
+    nthreads = _threads(threads)
+    lib = _library()
+    out = np.empty((channels, canvas_height, canvas_width), dtype=np.float32)
+    status = lib.edgeseg_zoom_linear_f32(
+        arr, rows, cols, channels, bounds, means, len(means), height, width, canvas_height, canvas_width, top, left,
+        nthreads, int(per_element), out,
+    )
+    _check(status, "zoom_linear")
+    return out

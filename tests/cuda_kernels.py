@@ -21,7 +21,7 @@ from tests.test_cuda_compile import NVCC_FLAGS, PLUGINS, ROOT, find_cuda_tool
 
 ENTRY = ROOT / "tests" / "cuda" / "kernel_entry.cu"
 SOURCES = (PLUGINS / "multilevel_roi_align" / "roi_align_kernel.cu", PLUGINS / "paste_masks" / "paste_masks_kernel.cu",
-           ENTRY)
+           PLUGINS / "zoom_linear" / "zoom_linear_kernel.cu", ENTRY)
 LIBRARY = "libedgeseg_kernels_test.so"
 
 
@@ -57,6 +57,11 @@ class Kernels:
         lib.edgeseg_test_paste_masks.argtypes = [
             c.c_int32, c.c_void_p, c.c_void_p, c.c_void_p, c.c_int64, c.c_int32, c.c_int32, c.c_int32, c.c_float,
             c.c_int32, c.c_int32, c.c_void_p,
+        ]
+        lib.edgeseg_test_zoom_linear.restype = c.c_int32
+        lib.edgeseg_test_zoom_linear.argtypes = [
+            c.c_void_p, c.c_int32, c.c_int32, c.c_int32, c.c_void_p, c.POINTER(c.c_float), c.c_int32, c.c_int32,
+            c.c_int32, c.c_int32, c.c_int32, c.c_int32, c.c_int32, c.c_void_p,
         ]
         lib.edgeseg_test_synchronize.restype = c.c_int32
         lib.edgeseg_test_error_string.restype = c.c_char_p
@@ -123,4 +128,26 @@ class Kernels:
             self._check(status, "paste_masks")
         elif status != 0:
             raise RuntimeError(f"paste_masks: launch failed with CUDA error {status}")
+        return out
+
+    def zoom_linear(self, image: Any, value_range: Any, height: int, width: int, canvas_height: int,
+                    canvas_width: int, top: int = 0, left: int = 0, mean: Sequence[float] = (0.0,),
+                    sync: bool = True) -> Any:
+        """ZoomLinear: *image* CUDA float32 [H, W, C], *value_range* CUDA float32 [2]; returns
+        float32 [C, canvas_height, canvas_width]."""
+        import torch
+
+        image, value_range = image.contiguous(), value_range.contiguous()
+        assert image.dtype == torch.float32 and value_range.dtype == torch.float32
+        rows, cols, channels = (int(d) for d in image.shape)
+        out = torch.empty((channels, canvas_height, canvas_width), dtype=torch.float32, device=image.device)
+        means = (ctypes.c_float * len(mean))(*[float(m) for m in mean])
+        status = self.lib.edgeseg_test_zoom_linear(
+            image.data_ptr(), rows, cols, channels, value_range.data_ptr(), means, len(mean), height, width,
+            canvas_height, canvas_width, top, left, out.data_ptr(),
+        )
+        if sync:
+            self._check(status, "zoom_linear")
+        elif status != 0:
+            raise RuntimeError(f"zoom_linear: launch failed with CUDA error {status}")
         return out

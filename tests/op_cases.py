@@ -271,3 +271,26 @@ def crop_and_resize_cases(rng: np.random.Generator) -> list[tuple[list[np.ndarra
             rois = yx_to_rois(boxes, rng.integers(0, 2, len(boxes)))
             cases.append((features, rois, out_hw))
     return cases
+
+
+#: ZoomLinear geometries (frame H, W, C, zoomed height, width, canvas height, width, top, left):
+#: matterport's case A, up- and downsampling, zoom factor 1, odd paddings, one sample, anisotropic,
+#: one and four channels.
+ZOOM_CASES = [
+    (400, 600, 3, 341, 512, 512, 512, 85, 0),
+    (100, 150, 3, 171, 256, 256, 256, 42, 0),
+    (300, 200, 3, 128, 85, 128, 128, 0, 21),
+    (96, 128, 3, 96, 128, 128, 128, 16, 0),
+    (50, 333, 3, 77, 512, 512, 512, 217, 0),
+    (77, 131, 3, 100, 170, 193, 193, 46, 11),
+    (7, 11, 3, 1, 1, 3, 2, 1, 1),
+    (7, 11, 1, 40, 3, 41, 5, 0, 2),
+    (33, 47, 4, 61, 29, 64, 32, 3, 1),
+]
+
+
+def random_frame(rng: np.random.Generator, h: int, w: int, c: int) -> np.ndarray:
+    """A float32 [h, w, c] frame of integer pixel values; some frames span 0..255, others a
+    narrower range (the clip then decides at the borders)."""
+    lo, hi = (0, 256) if rng.integers(0, 2) else (int(rng.integers(1, 60)), int(rng.integers(180, 256)))
+    return rng.integers(lo, hi, (h, w, c)).astype(np.float32)

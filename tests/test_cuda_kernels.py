@@ -1,4 +1,4 @@
-"""The CUDA kernels of both plugins on a GPU, without TensorRT, against the CPU build.
+"""The CUDA kernels of the plugins on a GPU, without TensorRT, against the CPU build.
 
 Marked ``cuda`` (``pytest -m cuda``; ``tools/device_check.sh`` runs them): the launchers the TensorRT
 plugins call, built by nvcc into a test-only library (tests/cuda_kernels.py) for the local GPU and
@@ -17,6 +17,7 @@ Bounds:
   half-rounded masks), at exact thresholds too. With ``logits`` the device expf may differ from the
   host's by one ulp, so pixels whose value sits within an ulp of the threshold may flip: counted,
   and at most 1e-5 of the pixels.
+- ZoomLinear: bit-identical to the CPU build (double arithmetic, --fmad=false, the same function).
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ from tests.op_cases import (
     EDGE_ROIS,
     FRAMES,
     MATTERPORT_AREA,
+    ZOOM_CASES,
     boundary_rois,
     crop_and_resize_cases,
     pyramid,
     random_boxes,
+    random_frame,
     random_roi_align_cases,
     random_rois,
     zoom_boxes,
@@ -245,6 +248,19 @@ def test_paste_masks_writes_only_the_first_count_planes(kernels: Any) -> None:
         assert (host[live:] == 0xAB).all(), count
 
 
+def test_zoom_linear_matches_the_cpu_build_bit_for_bit(kernels: Any) -> None:
+    rng = np.random.default_rng(23)
+    for rows, cols, channels, height, width, canvas_h, canvas_w, top, left in ZOOM_CASES:
+        image = random_frame(rng, rows, cols, channels)
+        value_range = np.array([image.min(), image.max()], np.float32)
+        attrs: dict[str, Any] = {"height": height, "width": width, "canvas_height": canvas_h, "canvas_width": canvas_w,
+                 "top": top, "left": left, "mean": [123.7, 116.8, 103.9, 0.5][:channels] if channels > 1 else [77.7]}
+        want = ops.zoom_linear(image, value_range, **attrs)
+        got = kernels.zoom_linear(gpu(image), gpu(value_range), **attrs).cpu().numpy()
+        assert got.shape == want.shape
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), (rows, cols, channels, height, width)
+
+
 def test_sanitizer_smoke(kernels: Any) -> None:
     """A few small launches of each kernel: what tools/device_check.sh runs under compute-sanitizer's
     memcheck and racecheck (the full cases are too slow there)."""
@@ -262,4 +278,8 @@ def test_sanitizer_smoke(kernels: Any) -> None:
             out = kernels.paste_masks(gpu(masks, dtype), gpu(random_boxes(rng, 6, frame_hw)), frame_hw,
                                       count=gpu(np.array([4], np.int32)))
             assert tuple(out.shape) == (6, *frame_hw)
+    image = random_frame(rng, 37, 53, 3)
+    molded = kernels.zoom_linear(gpu(image), gpu(np.array([image.min(), image.max()], np.float32)), 60, 80, 64, 96,
+                                 2, 16, [1.0, 2.0, 3.0])
+    assert tuple(molded.shape) == (3, 64, 96)
 

@@ -586,3 +586,93 @@ def test_sampling_and_level_rule_names():
     feats = pyramid(np.random.default_rng(1), 1, 2, (32, 32), [4, 8])
     np.testing.assert_array_equal(ops.multilevel_roi_align(feats, rois, 7, [0.25, 0.125], sampling=1),
                                   ops.multilevel_roi_align(feats, rois, 7, [0.25, 0.125], sampling="crop_and_resize"))
+
+
+def test_torch_stand_in_refuses_the_matterport_rule_without_image_area():
+    feats = [torch.zeros((1, 1, 8, 8)), torch.zeros((1, 1, 4, 4))]
+    with pytest.raises(ValueError) as err:
+        torch_ops.multilevel_roi_align(torch.zeros((1, 5)), feats, spatial_scales=[0.25, 0.125], level_rule=2)
+    assert str(err.value) == ("MultiLevelRoIAlign: image_area must be > 0 with level_rule 2 (matterport): the molded "
+                              "image's height * width in pixels; got 0.0")
+
+
+# The CUDA kernel's element path (roi_level, then crop_and_resize_element or roi_align_element,
+# as pooled_element in roi_align_kernel.cu) compiled for the host: the CPU build arranges the same
+# math differently (tap tables, channel blocks), so this pins the kernel's functions to it on a
+# machine without a GPU.
+ELEMENTS_CPP = r"""
+#include <stdio.h>
+#include <vector>
+#include "multilevel_roi_align/roi_align_math.h"
+namespace ra = edgeseg::roi_align;
+int main(int argc, char** argv) {
+  FILE* in = fopen(argv[1], "rb");
+  int32_t hdr[9];
+  float fhdr[2];
+  if (!in || fread(hdr, 4, 9, in) != 9 || fread(fhdr, 4, 2, in) != 2) return 2;
+  const int L = hdr[0], N = hdr[1], C = hdr[2], R = hdr[3], oh = hdr[4], ow = hdr[5];
+  std::vector<int32_t> H(L), W(L);
+  std::vector<float> scales(L), rois(5 * R);
+  if (fread(H.data(), 4, L, in) != (size_t)L || fread(W.data(), 4, L, in) != (size_t)L ||
+      fread(scales.data(), 4, L, in) != (size_t)L || fread(rois.data(), 4, 5 * R, in) != (size_t)(5 * R)) return 2;
+  std::vector<std::vector<float>> f(L);
+  for (int l = 0; l < L; ++l) {
+    f[l].resize((size_t)N * C * H[l] * W[l]);
+    if (fread(f[l].data(), 4, f[l].size(), in) != f[l].size()) return 2;
+  }
+  const int k_min = ra::level_exponent(scales[0]), k_max = ra::level_exponent(scales[L - 1]);
+  std::vector<float> out((size_t)R * C * oh * ow);
+  size_t i = 0;
+  for (int r = 0; r < R; ++r) {
+    const float* roi = &rois[5 * r];
+    const int level = ra::roi_level(roi, L, k_min, k_max, fhdr[0], hdr[8], hdr[6], fhdr[1]);
+    for (int c = 0; c < C; ++c)
+      for (int y = 0; y < oh; ++y)
+        for (int x = 0; x < ow; ++x, ++i) {
+          if (level < 0) { out[i] = 0.0f; continue; }
+          out[i] = hdr[7] == ra::kSamplingCropAndResize
+              ? ra::crop_and_resize_element(f[level].data(), N, C, H[level], W[level], roi, oh, ow, c, y, x)
+              : ra::roi_align_element(f[level].data(), N, C, H[level], W[level], roi, scales[level], oh, ow, 2,
+                                      false, c, y, x);
+        }
+  }
+  FILE* o = fopen(argv[2], "wb");
+  return (o && fwrite(out.data(), 4, out.size(), o) == out.size() && fclose(o) == 0) ? 0 : 2;
+}
+"""
+
+
+def test_kernel_element_path_is_the_cpu_build(tmp_path: Path):
+    import shutil
+    import subprocess
+
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not found")
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "elements.cpp"
+    src.write_text(ELEMENTS_CPP)
+    exe = tmp_path / "elements"
+    proc = subprocess.run(["g++", "-std=c++17", "-O1", "-ffp-contract=off", f"-I{root / 'plugins'}", str(src), "-o",
+                           str(exe)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    rng = np.random.default_rng(31)
+    for k, (features, rois, out_hw) in enumerate(crop_and_resize_cases(rng)[::2]):
+        for rule, sampling, r in ((2, 1, rois), (0, 0, rois * np.array([1, 300, 300, 300, 300], np.float32))):
+            n, c = features[0].shape[:2]
+            path = tmp_path / f"in{k}_{rule}.bin"
+            with path.open("wb") as f:
+                np.array([len(features), n, c, len(r), *out_hw, rule, sampling, 4], np.int32).tofile(f)
+                np.array([224.0, MATTERPORT_AREA], np.float32).tofile(f)
+                np.array([x.shape[2] for x in features], np.int32).tofile(f)
+                np.array([x.shape[3] for x in features], np.int32).tofile(f)
+                np.array(P2_P5, np.float32).tofile(f)
+                r.astype(np.float32).tofile(f)
+                for x in features:
+                    x.tofile(f)
+            out = tmp_path / "out.bin"
+            run = subprocess.run([str(exe), str(path), str(out)], capture_output=True, text=True, check=False)
+            assert run.returncode == 0, run.stderr
+            got = np.fromfile(out, np.float32).reshape(len(r), c, *out_hw)
+            want = ops.multilevel_roi_align(features, r, out_hw, P2_P5, 2, level_rule=rule, sampling=sampling,
+                                            image_area=MATTERPORT_AREA)
+            np.testing.assert_array_equal(got, want)

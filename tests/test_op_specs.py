@@ -40,6 +40,7 @@ def test_python_description_is_the_spec(op_type: str) -> None:
                "optional": a.get("optional", False)} for a in spec["attributes"]]
     assert ours == theirs
     assert list(CUSTOM_OPS[op_type].coordinate_inputs) == spec["coordinate_inputs"]
+    assert CUSTOM_OPS[op_type].fp32_only == spec.get("fp32_only", False)
 
 
 def cpp_attributes(header: Path) -> tuple[list[tuple[str, str, Any]], list[tuple[str, str]]]:
@@ -102,3 +103,13 @@ def test_roi_align_scales_are_checked() -> None:
     with pytest.raises(ValueError, match=r"^MultiLevelRoIAlign: spatial_scales must hold 1 to 8 values, got 9$"):
         op.node_attributes(spatial_scales=[0.5] * 9)
     assert op.node_attributes()["plugin_version"] == PLUGIN_VERSION
+
+
+def test_zoom_linear_is_fp32_only_and_checks_its_window() -> None:
+    op = CUSTOM_OPS["ZoomLinear"]
+    assert op.fp32_only and op.coordinate_inputs == (0, 1)
+    assert not any(CUSTOM_OPS[other].fp32_only for other in CUSTOM_OPS if other != "ZoomLinear")
+    with pytest.raises(ValueError, match=r"^ZoomLinear: top \+ height \(1 \+ 4\) exceeds canvas_height \(4\): "):
+        op.node_attributes(height=4, width=4, canvas_height=4, canvas_width=4, top=1)
+    full = op.node_attributes(height=341, width=512, canvas_height=512, canvas_width=512, top=85)
+    assert (full["left"], full["mean"]) == (0, [0.0])

@@ -16,9 +16,9 @@
 // bilinear_tap's, so every output is the same float as roi_align_bin's.  Threads share out the
 // (group, channel block) pairs, split further into chunks of RoIs when channels are few.
 //
-// With sampling 1 (tf.image.crop_and_resize) a RoI is one bilinear sample per output cell: the
-// taps are worked out once per RoI and axis (crop_coord + crop_axis) and each output element is
-// crop_sample's float, RoIs shared out among the threads.
+// With sampling 1 (tf.image.crop_and_resize) the same arrangement runs with one sample per output
+// cell: the tap tables hold crop_coord + crop_axis per RoI and axis (crop_taps), and crop_block
+// does crop_sample's arithmetic kBlock channels at a time, so every output is crop_sample's float.
 #include <stdint.h>
 
 #include <algorithm>
@@ -80,6 +80,17 @@ void interleave(const float* src, int64_t pixels, int64_t kc, int64_t p_begin, i
   }
 }
 
+// Taps of the n crop_and_resize samples along one axis of `size` pixels of a box from a0 to a1
+// (normalised), as AxisTaps: lo / hi the pixels, w_hi the lerp weight of hi (crop_block reads
+// only these; w_lo is unused), inside as crop_axis.
+void crop_taps(float a0, float a1, int64_t n, int size, ra::AxisTaps* taps) {
+  for (int64_t i = 0; i < n; ++i) {
+    const ra::CropTaps t =
+        ra::crop_axis(ra::crop_coord(a0, a1, size, static_cast<int>(n), static_cast<int>(i)), size);
+    taps[i] = ra::AxisTaps{t.lo, t.hi, 0.0f, t.lerp, t.inside};
+  }
+}
+
 // Pixels [lo, hi] along one axis that the inside taps of `taps` read; lo > hi when none.
 void tap_range(const ra::AxisTaps* taps, int64_t count, int* lo, int* hi) {
   *lo = 2147483647;
@@ -129,49 +140,31 @@ void pool_block(const float* block, int64_t width, const ra::AxisTaps* y_taps,
   }
 }
 
-// sampling 1: out[r] for every RoI r, from the level level[r] (crop_and_resize_element's floats,
-// with the taps of each axis worked out once per RoI).
-void crop_and_resize_levels(const float* const* features, const int64_t* heights,
-                            const int64_t* widths, int64_t batch_size, int64_t channels,
-                            const float* rois, int64_t num_rois, int64_t out_h, int64_t out_w,
-                            const int64_t* level, int nt, float* output) {
-  const int64_t plane = out_h * out_w;
-#pragma omp parallel num_threads(nt)
-  {
-    std::vector<ra::CropTaps> y_taps(static_cast<size_t>(out_h));
-    std::vector<ra::CropTaps> x_taps(static_cast<size_t>(out_w));
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t r = 0; r < num_rois; ++r) {
-      const float* roi = rois + 5 * r;
-      float* out = output + r * channels * plane;
-      const int64_t l = level[r];
-      const int batch = ra::roi_batch(roi[0]);
-      if (l < 0 || batch < 0 || batch >= batch_size || heights[l] <= 0 || widths[l] <= 0) {
-        std::fill(out, out + channels * plane, 0.0f);
+// crop_and_resize of one RoI for kBlock channels: out[(i * out_w + j) * kBlock + k], the taps
+// from crop_taps; crop_sample's operations in its order, 0 off the map.
+void crop_block(const float* block, int64_t width, const ra::AxisTaps* y_taps,
+                const ra::AxisTaps* x_taps, int64_t out_h, int64_t out_w, float* out) {
+  const int64_t row_stride = width * kBlock;
+  for (int64_t i = 0; i < out_h; ++i) {
+    const ra::AxisTaps& ty = y_taps[i];
+    for (int64_t j = 0; j < out_w; ++j) {
+      const ra::AxisTaps& tx = x_taps[j];
+      float* o = out + (i * out_w + j) * kBlock;
+      if (!ty.inside || !tx.inside) {
+        for (int64_t k = 0; k < kBlock; ++k) o[k] = 0.0f;
         continue;
       }
-      const int height = static_cast<int>(heights[l]);
-      const int width = static_cast<int>(widths[l]);
-      for (int64_t i = 0; i < out_h; ++i) {
-        y_taps[static_cast<size_t>(i)] = ra::crop_axis(
-            ra::crop_coord(roi[2], roi[4], height, static_cast<int>(out_h), static_cast<int>(i)), height);
-      }
-      for (int64_t j = 0; j < out_w; ++j) {
-        x_taps[static_cast<size_t>(j)] = ra::crop_axis(
-            ra::crop_coord(roi[1], roi[3], width, static_cast<int>(out_w), static_cast<int>(j)), width);
-      }
-      const int64_t pixels = heights[l] * widths[l];
-      const float* image = features[l] + batch * channels * pixels;
-      for (int64_t c = 0; c < channels; ++c) {
-        const float* src = image + c * pixels;
-        float* dst = out + c * plane;
-        for (int64_t i = 0; i < out_h; ++i) {
-          const ra::CropTaps& ty = y_taps[static_cast<size_t>(i)];
-          for (int64_t j = 0; j < out_w; ++j) {
-            const ra::CropTaps& tx = x_taps[static_cast<size_t>(j)];
-            dst[i * out_w + j] = (ty.inside && tx.inside) ? ra::crop_sample(src, width, ty, tx) : 0.0f;
-          }
-        }
+      const float ly = ty.w_hi;
+      const float lx = tx.w_hi;
+      const float* tl = block + ty.lo * row_stride + tx.lo * kBlock;
+      const float* tr = block + ty.lo * row_stride + tx.hi * kBlock;
+      const float* bl = block + ty.hi * row_stride + tx.lo * kBlock;
+      const float* br = block + ty.hi * row_stride + tx.hi * kBlock;
+#pragma omp simd
+      for (int64_t k = 0; k < kBlock; ++k) {
+        const float top = tl[k] + (tr[k] - tl[k]) * lx;
+        const float bottom = bl[k] + (br[k] - bl[k]) * lx;
+        o[k] = top + (bottom - top) * ly;
       }
     }
   }
@@ -235,11 +228,7 @@ int32_t edgeseg_multilevel_roi_align_f32(const float* const* features, const int
                          canonical_level, level_rule, image_area, level.data()) != 0) {
     return 1;
   }
-  if (sampling == ra::kSamplingCropAndResize) {
-    crop_and_resize_levels(features, heights, widths, batch_size, channels, rois, num_rois, out_h,
-                           out_w, level.data(), edgeseg::cpu_thread_count(threads), output);
-    return 0;
-  }
+  const bool crop = sampling == ra::kSamplingCropAndResize;
 
   // Geometry and mode of every RoI; tap tables of the kTaps ones (y taps, then x taps, from
   // taps_at[r]).  A group is the RoIs of one (level, image): group g = level * batch_size + image.
@@ -253,15 +242,23 @@ int32_t edgeseg_multilevel_roi_align_f32(const float* const* features, const int
     const int64_t l = level[r];
     int64_t taps = 0;
     if (l >= 0) {
-      const ra::RoiBins b =
-          ra::make_roi_bins(rois + 5 * r, spatial_scales[l], static_cast<int>(out_h),
-                            static_cast<int>(out_w), static_cast<int>(sampling_ratio),
-                            aligned != 0);
+      ra::RoiBins b{};
+      if (crop) {
+        // one sample per output cell; only the batch index and the grid of one are read
+        b.batch = ra::roi_batch(rois[5 * r]);
+        b.grid_h = 1;
+        b.grid_w = 1;
+      } else {
+        b = ra::make_roi_bins(rois + 5 * r, spatial_scales[l], static_cast<int>(out_h),
+                              static_cast<int>(out_w), static_cast<int>(sampling_ratio),
+                              aligned != 0);
+      }
       bins[r] = b;
       if (b.batch >= 0 && b.batch < batch_size && heights[l] > 0 && widths[l] > 0) {
         const int64_t y_taps = out_h * b.grid_h;
         const int64_t x_taps = out_w * b.grid_w;
-        if (y_taps <= kMaxAxisSamples && x_taps <= kMaxAxisSamples) {
+        // crop_and_resize has out_h + out_w taps a RoI whatever its size: always tap tables
+        if (crop || (y_taps <= kMaxAxisSamples && x_taps <= kMaxAxisSamples)) {
           mode[r] = kTaps;
           taps = y_taps + x_taps;
           ++group_end[static_cast<size_t>(l * batch_size + b.batch) + 1];
@@ -302,8 +299,14 @@ int32_t edgeseg_multilevel_roi_align_f32(const float* const* features, const int
     } else if (mode[ri] == kTaps) {
       ra::AxisTaps* y_taps = taps.data() + taps_at[ri];
       ra::AxisTaps* x_taps = y_taps + out_h * b.grid_h;
-      axis_taps(b.start_y, b.bin_h, out_h, b.grid_h, static_cast<int>(heights[l]), y_taps);
-      axis_taps(b.start_x, b.bin_w, out_w, b.grid_w, static_cast<int>(widths[l]), x_taps);
+      if (crop) {
+        const float* roi = rois + 5 * r;
+        crop_taps(roi[2], roi[4], out_h, static_cast<int>(heights[l]), y_taps);
+        crop_taps(roi[1], roi[3], out_w, static_cast<int>(widths[l]), x_taps);
+      } else {
+        axis_taps(b.start_y, b.bin_h, out_h, b.grid_h, static_cast<int>(heights[l]), y_taps);
+        axis_taps(b.start_x, b.bin_w, out_w, b.grid_w, static_cast<int>(widths[l]), x_taps);
+      }
       tap_range(y_taps, out_h * b.grid_h, &foot[4 * ri], &foot[4 * ri + 1]);
       tap_range(x_taps, out_w * b.grid_w, &foot[4 * ri + 2], &foot[4 * ri + 3]);
     } else {
@@ -402,8 +405,12 @@ int32_t edgeseg_multilevel_roi_align_f32(const float* const* features, const int
         const size_t r = static_cast<size_t>(order[static_cast<size_t>(i)]);
         const ra::RoiBins& b = bins[r];
         const ra::AxisTaps* t = taps.data() + taps_at[r];
-        pool_block(block.data(), widths[l], t, t + out_h * b.grid_h, b.grid_h, b.grid_w,
-                   b.count, out_h, out_w, avg.data());
+        if (crop) {
+          crop_block(block.data(), widths[l], t, t + out_h, out_h, out_w, avg.data());
+        } else {
+          pool_block(block.data(), widths[l], t, t + out_h * b.grid_h, b.grid_h, b.grid_w,
+                     b.count, out_h, out_w, avg.data());
+        }
         float* out = output + (static_cast<int64_t>(r) * channels + c0) * plane;
         for (int64_t k = 0; k < kc; ++k) {
           for (int64_t bin = 0; bin < plane; ++bin) {

@@ -10,6 +10,7 @@
 
 #include "multilevel_roi_align/roi_align_kernel.h"
 #include "paste_masks/paste_masks_kernel.h"
+#include "zoom_linear/zoom_linear_kernel.h"
 
 namespace {
 
@@ -77,6 +78,19 @@ int32_t edgeseg_test_paste_masks(int32_t half_masks, const void* masks, const fl
              : pm::launch_paste_masks<float>(static_cast<const float*>(masks), boxes, count,
                                              num_masks, mask_size, height, width, threshold, mode,
                                              logits != 0, output, nullptr);
+}
+
+// ZoomLinear: image device float [rows, cols, channels]; value_range device float [2]; mean host
+// float [num_means] (the attribute, read as the plugin reads it); output device float
+// [channels, canvas_height, canvas_width].
+int32_t edgeseg_test_zoom_linear(const float* image, int32_t rows, int32_t cols, int32_t channels,
+                                 const float* value_range, const float* mean, int32_t num_means,
+                                 int32_t height, int32_t width, int32_t canvas_height,
+                                 int32_t canvas_width, int32_t top, int32_t left, float* output) {
+  namespace zl = edgeseg::zoom_linear;
+  if (num_means < 1 || num_means > zl::kMaxMeans) return cudaErrorInvalidValue;
+  const zl::ZoomGeometry g = {rows, cols, channels, height, width, canvas_height, canvas_width, top, left};
+  return zl::launch_zoom_linear(image, value_range, zl::read_means(mean, num_means), g, output, nullptr);
 }
 
 // Waits for the kernels; returns the first asynchronous error.

@@ -8,6 +8,8 @@ ONNX is written) and whose ``symbolic`` emits the ONNX node:
   ``crop_and_resize`` sampling and ``matterport`` level rule computed in torch as
   ``edgeseg.converters.matterport.conventions`` does, in the same float32 order)
 - :func:`paste_masks` -> custom node ``edgeseg.PasteMasks``
+- :func:`zoom_linear` -> custom node ``edgeseg.ZoomLinear`` (its forward is float64 torch, not
+  torchvision: the reference is skimage's resize, ``conventions.zoom_linear`` of matterport)
 - :func:`multiclass_nms` -> standard ``NonMaxSuppression`` with a class axis
 """
 
@@ -28,7 +30,9 @@ from edgeseg.custom_ops import (
     PASTE_MASKS,
     PASTE_MODES,
     ROI_SAMPLINGS,
+    ZOOM_LINEAR,
     CustomOp,
+    zoom_means,
 )
 
 _KIND_SUFFIX = {"int": "i", "float": "f", "floats": "f"}  # the exporter's attribute-type suffixes
@@ -154,6 +158,9 @@ def multilevel_roi_align(rois: Tensor, features: list[Tensor], **attrs: Any) -> 
     or with ``sampling=1`` tf.image.crop_and_resize on normalised rois (matterport's
     PyramidROIAlign with ``level_rule=2``); attributes as ``plugins/multilevel_roi_align/op.json``."""
     full = MULTILEVEL_ROI_ALIGN.node_attributes(**attrs)
+    if LEVEL_RULES[full["level_rule"]] == "matterport" and not full["image_area"] > 0:
+        raise ValueError("MultiLevelRoIAlign: image_area must be > 0 with level_rule 2 (matterport): the molded "
+                         f"image's height * width in pixels; got {full['image_area']!r}")
     shape = [int(rois.shape[0]), int(features[0].shape[1]), full["output_height"], full["output_width"]]
     out: Tensor = _MultiLevelRoIAlign.apply(full, shape, rois, *features)
     return out
@@ -266,6 +273,76 @@ def paste_masks(masks: Tensor, boxes: Tensor, count: Tensor, **attrs: Any) -> Te
     """
     full = PASTE_MASKS.node_attributes(**attrs)  # refuses a width that is not a multiple of 4
     out: Tensor = _PasteMasks.apply(full, int(masks.shape[0]), masks, boxes, count)
+    return out
+
+
+def _zoom_taps(n_in: int, n_out: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per output index along one axis: the lower input index and its two weights, in float64
+    and in scipy's order (plugins/common/zoom_taps.h, ``zoom_tap``)."""
+    zoom = n_in / n_out  # a double division, as scipy's
+    u = (torch.arange(n_out, dtype=torch.float64) + 0.5) * zoom - 0.5
+    lo = torch.floor(u)
+    t = u - lo
+    return lo.to(torch.int64), 1.0 - t, t
+
+
+def _zoom_eager(image: Tensor, value_range: Tensor, attrs: dict[str, Any], channels: int) -> Tensor:
+    """ZoomLinear in float64 torch, operation for operation as zoom_linear_math.h."""
+    x = image.to(torch.float64)
+    rows, cols = x.shape[0], x.shape[1]
+    padded = torch.zeros((rows + 2, cols + 2, channels), dtype=torch.float64)  # samples outside are 0
+    padded[1:-1, 1:-1] = x
+    ry, wy0, wy1 = _zoom_taps(rows, attrs["height"])
+    cx, wx0, wx1 = _zoom_taps(cols, attrs["width"])
+    # +1 for the zero border; an index past it has weight 0 (clamped, never read with weight)
+    y0, y1 = (ry + 1).clamp(0, rows + 1), (ry + 2).clamp(0, rows + 1)
+    x0, x1 = (cx + 1).clamp(0, cols + 1), (cx + 2).clamp(0, cols + 1)
+
+    def tap(yi: Tensor, xi: Tensor, wy: Tensor, wx: Tensor) -> Tensor:
+        return padded[yi[:, None], xi[None, :]] * wy[:, None, None] * wx[None, :, None]
+
+    v = tap(y0, x0, wy0, wx0) + tap(y0, x1, wy0, wx1)
+    v = v + tap(y1, x0, wy1, wx0)
+    v = v + tap(y1, x1, wy1, wx1)
+    lo, hi = value_range[0].to(torch.float64), value_range[1].to(torch.float64)
+    v = torch.trunc(torch.minimum(torch.maximum(v, lo), hi))
+    canvas = torch.zeros((channels, attrs["canvas_height"], attrs["canvas_width"]), dtype=torch.float64)
+    top, left = attrs["top"], attrs["left"]
+    canvas[:, top:top + attrs["height"], left:left + attrs["width"]] = v.permute(2, 0, 1)
+    # a Python float minus a float64 tensor: a double subtraction, then one rounding to float32
+    return torch.stack([canvas[c] - m for c, m in enumerate(zoom_means(attrs["mean"], channels))]).to(torch.float32)
+
+
+class _ZoomLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, attrs: dict[str, Any], channels: int, image: Tensor, value_range: Tensor) -> Tensor:
+        return _zoom_eager(image, value_range, attrs, channels)
+
+    @staticmethod
+    def symbolic(g: Any, attrs: dict[str, Any], channels: int, image: Any, value_range: Any) -> Any:
+        out = g.op(f"{DOMAIN}::{ZOOM_LINEAR.op_type}", image, value_range, **_onnx_attributes(ZOOM_LINEAR, attrs))
+        out.setType(image.type().with_dtype(torch.float32).with_sizes(
+            [channels, attrs["canvas_height"], attrs["canvas_width"]]))
+        return out
+
+
+def zoom_linear(image: Tensor, value_range: Tensor, **attrs: Any) -> Tensor:
+    """matterport's molded input: skimage's linear zoom (``resize(order=1, mode='constant',
+    anti_aliasing=False, preserve_range=True)``) of *image* float32 [H, W, C] (integer pixel
+    values) to ``height`` x ``width`` in float64, clipped to *value_range* float32 [2] (the
+    image's (min, max) over all channels), truncated to an integer (``astype(uint8)``), placed at
+    (``top``, ``left``) of a zero ``canvas_height`` x ``canvas_width`` canvas, minus ``mean`` in
+    float64, cast to float32. Returns [C, canvas_height, canvas_width] float32. ``mean`` is
+    subtracted as the op reads its float32 attribute (``custom_ops.attribute_decimal``: 123.7
+    exactly), so this equals the plugin and the CPU build bit for bit. ValueError for attributes
+    out of range, a window outside the canvas, or a ``mean`` of neither 1 nor C values.
+    """
+    full = ZOOM_LINEAR.node_attributes(**attrs)
+    if image.dim() != 3:
+        raise ValueError(f"ZoomLinear: image must be [H, W, C]; got shape {list(image.shape)}")
+    channels = int(image.shape[2])
+    zoom_means(full["mean"], channels)
+    out: Tensor = _ZoomLinear.apply(full, channels, image, value_range)
     return out
 
 
