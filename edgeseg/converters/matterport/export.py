@@ -50,14 +50,16 @@ PASTE = "zoom"
 #: which layers an fp16 / int8 file computes in reduced precision (edgeseg.precision.rules): the
 #: convolutional and fully connected layers of MatterportNet and the activations between them,
 #: named by the scopes the graph calls them under (``/backbone``, ``/rpn``, ``/box_head``,
-#: ``/mask_head``) and MatterportNet's module names. The input resize (ZoomLinear, FP32 in every
+#: ``/mask_head``) and MatterportNet's module names (the RPN's, called once per level, get a
+#: ``_1`` .. ``_4`` suffix). The input resize (ZoomLinear, FP32 in every
 #: file), anchors, proposals, the level rule, refinement, NMS, the unmold and the paste are not
 #: network layers, so they stay FP32.
 PRECISION_RULES = PrecisionRules(
     "matterport",
     network=(
         LayerRule("/backbone/*", "ResNet (BatchNorm folded) and FPN"),
-        LayerRule("/rpn/rpn_conv/*", "the RPN's shared conv (its class logits and deltas stay FP32)"),
+        LayerRule("/rpn/rpn_conv*", "the RPN's shared conv, once per level (its class logits and deltas stay "
+                  "FP32)"),
         LayerRule("/rpn/Pad*", "TF 'same' padding before it"),
         LayerRule("/rpn/Relu*", "its activation"),
         LayerRule("/MultiLevelRoIAlign*", "crop_and_resize sampling: the plugin reads FP16 features with FP32 "
@@ -70,8 +72,8 @@ PRECISION_RULES = PrecisionRules(
     ),
     # not among the layers above, so FP32 anyway: listed to say why
     keep_fp32=(
-        LayerRule("/rpn/rpn_class/*", "RPN class logits: the two-class softmax feeds the top-k and NMS"),
-        LayerRule("/rpn/rpn_bbox/*", "RPN deltas: exp and box decoding"),
+        LayerRule("/rpn/rpn_class*", "RPN class logits: the two-class softmax feeds the top-k and NMS"),
+        LayerRule("/rpn/rpn_bbox*", "RPN deltas: exp and box decoding"),
         LayerRule("/box_head/class_logits/*", "class scores: softmax, the >= confidence filter, NMS"),
         LayerRule("/box_head/bbox_fc/*", "box deltas: refinement"),
         LayerRule("/mask_head/mask_logits/*", "mask logits: their sigmoid is what the paste thresholds at 0.5"),
@@ -144,6 +146,14 @@ def _build_graph(model: EagerMatterport, frame_hw: tuple[int, int], options: Gra
     return graph.eval()
 
 
+def _by_reason(ignored: dict[str, str]) -> dict[str, list[str]]:
+    """The Config's ignored attributes grouped by why, names sorted (one note line per reason)."""
+    out: dict[str, list[str]] = {}
+    for name, why in sorted(ignored.items()):
+        out.setdefault(why, []).append(name)
+    return out
+
+
 def export(model: EagerMatterport, output: str | os.PathLike[str], frame_hw: tuple[int, int],
            class_set: ClassSet | None = None, steps: Steps | None = None,
            opset: int = DEFAULT_OPSET) -> ModelMetadata:
@@ -156,8 +166,8 @@ def export(model: EagerMatterport, output: str | os.PathLike[str], frame_hw: tup
     check_min_side("frame", frame_hw, "Mask R-CNN")
     steps = steps or Steps(3, quiet=True)
     if not steps.quiet:
-        for name, why in cfg.ignored.items():
-            print(f"edgeseg: note: {cfg.source}: {name} ignored ({why})", file=steps.stream)
+        for why, names in _by_reason(cfg.ignored).items():
+            print(f"edgeseg: note: {cfg.source}: ignored ({why}): {', '.join(names)}", file=steps.stream)
     class_set = class_set or classes(None, model.net.num_classes)
     options = graph_options(cfg)
     d = cfg.image_shape[0]
