@@ -70,8 +70,12 @@ PRECISION_RULES = PrecisionRules(
         LayerRule("/mask_head/mask_deconv/*", "mask upsampling (transposed conv: FP32 in the INT8 file)"),
         LayerRule("/mask_head/Relu*", "their activations"),
     ),
-    # not among the layers above, so FP32 anyway: listed to say why
+    # the first two inside the layers above; the others are not among them, so FP32 anyway:
+    # listed to say why
     keep_fp32=(
+        LayerRule("/backbone/Pad_1", "the stem max-pool's TF 'same' padding, with -inf: no INT8 range holds it "
+                  "(an infinite scale)"),
+        LayerRule("/backbone/MaxPool*", "the stem max-pool reading that padding"),
         LayerRule("/rpn/rpn_class*", "RPN class logits: the two-class softmax feeds the top-k and NMS"),
         LayerRule("/rpn/rpn_bbox*", "RPN deltas: exp and box decoding"),
         LayerRule("/box_head/class_logits/*", "class scores: softmax, the >= confidence filter, NMS"),
