@@ -304,6 +304,7 @@ class FrameToDetections(nn.Module):
     score_thresh: float
     box_nms: float
     candidates: int
+    window: tuple[int, int, int, int]
 
     def __init__(self, model: nn.Module, frame_hw: tuple[int, int], options: GraphOptions | None = None,
                  conventions: Conventions = TORCHVISION) -> None:
@@ -319,6 +320,7 @@ class FrameToDetections(nn.Module):
         self.frame_hw = frame_hw
         self.resized_hw = frame_hw
         self.padded_hw = frame_hw
+        self.window = (0, 0, *frame_hw)  # (y1, x1, y2, x2) of the frame's image in the network input
         self.pillow: nn.Module | None = None
         self.proposals = 0
         self.detections = 0
