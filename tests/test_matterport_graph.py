@@ -149,3 +149,62 @@ def test_the_exported_graph_reproduces_detect(case_a: SimpleNamespace, exported:
     got = edgeseg.load(exported, threads=2)(case_a.frame)
     figures = _assert_parity(got, case_a.ref)
     print(f"ONNX graph (edgeseg.load) vs detect(): {figures}")
+
+
+# ---------------------------------------------------------------------------------------------
+# anywhere: a small Config with random weights, against the eager rebuild of detect()
+
+
+@pytest.fixture(scope="module")
+def small_net() -> Any:
+    from edgeseg.converters.matterport.config import resolve
+    from edgeseg.converters.matterport.network import build_network
+
+    cfg = resolve({"BACKBONE": "resnet50", "NUM_CLASSES": 4, "IMAGE_MIN_DIM": 64, "IMAGE_MAX_DIM": 128,
+                   "TOP_DOWN_PYRAMID_SIZE": 32, "FPN_CLASSIF_FC_LAYERS_SIZE": 64,
+                   "RPN_ANCHOR_SCALES": [8, 16, 32, 64, 128], "POST_NMS_ROIS_INFERENCE": 300,
+                   "DETECTION_MIN_CONFIDENCE": 0.0, "DETECTION_MAX_INSTANCES": 50, "IMAGES_PER_GPU": 1}, "small")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_network(cfg, 50)
+        with torch.no_grad():  # BatchNorm statistics away from the identity
+            for m in net.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    assert m.running_var is not None and m.running_mean is not None
+                    m.running_var.uniform_(0.5, 2.0)
+                    m.running_mean.uniform_(-0.1, 0.1)
+    return SimpleNamespace(net=net, cfg=cfg)
+
+
+@pytest.mark.parametrize(("frame_hw", "score_thresh"), [((90, 140), None), ((50, 40), 0.4)])
+def test_the_graph_is_the_eager_detect_to_the_bit(small_net: Any, frame_hw: tuple[int, int],
+                                                  score_thresh: float | None) -> None:
+    """Random weights at a downscaled and an upscaled frame (the graph without ../shared): the same
+    detections as ``EagerMatterport.detect`` (the step-by-step rebuild), boxes, classes, scores
+    and masks identical; GraphOptions' ``score_thresh`` stands for DETECTION_MIN_CONFIDENCE."""
+    import dataclasses
+
+    import cv2
+    from skimage import data
+
+    from edgeseg.converters.maskrcnn.graph import GraphOptions
+    from edgeseg.converters.matterport.detect import EagerMatterport
+    from edgeseg.converters.matterport.model import build_graph
+
+    rgb = cv2.resize(data.astronaut(), (frame_hw[1], frame_hw[0]), interpolation=cv2.INTER_AREA)
+    cfg = small_net.cfg
+    if score_thresh is not None:
+        cfg = dataclasses.replace(cfg, values={**cfg.values, "DETECTION_MIN_CONFIDENCE": score_thresh})
+    want = EagerMatterport(small_net.net, cfg).detect(rgb)
+    options = GraphOptions(paste="zoom", score_thresh=score_thresh)
+    graph: Any = build_graph(small_net.net, small_net.cfg, frame_hw, options)
+    with torch.no_grad():
+        out = graph(torch.from_numpy(np.ascontiguousarray(rgb[:, :, ::-1])))
+    got = _as_result([t.numpy() for t in out], frame_hw[1])
+    assert 0 < len(want.rois) == len(got.boxes) <= 50
+    assert (score_thresh is None) == (len(got.boxes) == 50)
+    np.testing.assert_array_equal(got.boxes, want.rois[:, [1, 0, 3, 2]].astype(np.float32))
+    np.testing.assert_array_equal(got.labels, want.class_ids)
+    np.testing.assert_array_equal(got.scores, want.scores)
+    np.testing.assert_array_equal(got.masks, want.masks)
+    assert not out[1][len(got.boxes):].any() and not out[3][len(got.boxes):].any()  # rows after: zero
