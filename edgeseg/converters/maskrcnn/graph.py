@@ -242,7 +242,12 @@ class Conventions:
     this many proposals per FPN level survive the RPN's NMS before the per-image top-N
     (Detectron, maskrcnn-benchmark; None: no per-level cap, torchvision and detectron2);
     ``rpn_setting_names``: what the family calls its RPN's per-level pre-NMS top-N and its
-    per-image proposal count (named in the errors about TensorRT's limits)."""
+    per-image proposal count (named in the errors about TensorRT's limits).
+
+    ``network``: the adapter that makes the family's model a :class:`Network`; ``preprocess`` ...
+    ``to_frame``: the stage records (``stages.py``) the skeleton runs, in its order. The
+    torchvision-family stages read the strategies and numbers above; another family's stages
+    carry their own numbers (matterport's: its Config's)."""
 
     pixels: PixelInput = TORCHVISION_PIXELS
     resize: Resize = TORCHVISION_RESIZE
