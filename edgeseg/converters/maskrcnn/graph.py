@@ -242,7 +242,12 @@ class Conventions:
     this many proposals per FPN level survive the RPN's NMS before the per-image top-N
     (Detectron, maskrcnn-benchmark; None: no per-level cap, torchvision and detectron2);
     ``rpn_setting_names``: what the family calls its RPN's per-level pre-NMS top-N and its
-    per-image proposal count (named in the errors about TensorRT's limits)."""
+    per-image proposal count (named in the errors about TensorRT's limits).
+
+    ``network``: the adapter that makes the family's model a :class:`Network`; ``preprocess`` ...
+    ``to_frame``: the stage records (``stages.py``) the skeleton runs, in its order. The
+    torchvision-family stages read the strategies and numbers above; another family's stages
+    carry their own numbers (matterport's: its Config's)."""
 
     pixels: PixelInput = TORCHVISION_PIXELS
     resize: Resize = TORCHVISION_RESIZE
@@ -304,6 +309,7 @@ class FrameToDetections(nn.Module):
     score_thresh: float
     box_nms: float
     candidates: int
+    window: tuple[int, int, int, int]
 
     def __init__(self, model: nn.Module, frame_hw: tuple[int, int], options: GraphOptions | None = None,
                  conventions: Conventions = TORCHVISION) -> None:
@@ -319,6 +325,7 @@ class FrameToDetections(nn.Module):
         self.frame_hw = frame_hw
         self.resized_hw = frame_hw
         self.padded_hw = frame_hw
+        self.window = (0, 0, *frame_hw)  # (y1, x1, y2, x2) of the frame's image in the network input
         self.pillow: nn.Module | None = None
         self.proposals = 0
         self.detections = 0

@@ -21,7 +21,7 @@ torchvision ``MaskRCNN`` (``graph.TorchvisionNetwork``) and read the family's fi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -31,8 +31,11 @@ from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops.poolers import MultiScaleRoIAlign, _setup_scales
 
-from edgeseg.converters.maskrcnn.ops import multiclass_nms
+from edgeseg.converters.maskrcnn.ops import multiclass_nms, zoom_linear
 from edgeseg.converters.maskrcnn.strategies import TORCHVISION_ANCHORS, AnchorGenerator
+from edgeseg.converters.matterport import conventions as mcv
+from edgeseg.converters.matterport import graph_steps as steps
+from edgeseg.converters.matterport.config import MatterportConfig
 from edgeseg.errors import ConversionError
 
 if TYPE_CHECKING:
@@ -95,6 +98,7 @@ class NormaliseResizePad:
             g.pillow = PillowBilinear(g.frame_hw, g.resized_hw, pillow_pass_order(g.frame_hw, g.resized_hw))
         d = int(t.size_divisible)
         g.padded_hw = (math.ceil(g.resized_hw[0] / d) * d, math.ceil(g.resized_hw[1] / d) * d)
+        g.window = (0, 0, *g.resized_hw)
         g.register_buffer("mean", torch.tensor(t.image_mean, dtype=torch.float32).view(1, 3, 1, 1))
         g.register_buffer("std", torch.tensor(t.image_std, dtype=torch.float32).view(1, 3, 1, 1))
 
@@ -353,6 +357,161 @@ class ScaleToFrame:
         frame_boxes = boxes * g.to_frame
         num = valid.to(torch.int32).sum().to(torch.int32).reshape(1)  # sum() widens to int64
         return num, frame_boxes, scores, labels, masks
+
+
+# ---------------------------------------------------------------------------------------------
+# matterport (Keras Mask R-CNN): every box inside the graph x-first and normalised as matterport
+# normalises (0 and 1 the centres of the first and last pixel of the molded image); the steps
+# are edgeseg.converters.matterport.graph_steps, each bit for bit its detect() counterpart
+
+
+@dataclass(frozen=True)
+class ZoomMold:
+    """matterport's ``mold_image`` in "square" mode: BGR to RGB, skimage's linear zoom of the
+    frame to ``scaled_size`` (exact, in double: the ZoomLinear op), truncated, at the window of a
+    zero ``IMAGE_MAX_DIM`` square, minus ``MEAN_PIXEL`` in double, as float32."""
+
+    min_dim: int
+    max_dim: int
+    min_scale: float
+    mean: tuple[float, float, float]
+    name: str = "matterport-square-zoom"
+
+    def setup(self, g: FrameToDetections) -> None:
+        h, w = g.frame_hw
+        scale = mcv.square_scale(h, w, self.min_dim, self.max_dim, self.min_scale)
+        g.resized_hw = mcv.scaled_size(h, w, scale)
+        g.padded_hw = (self.max_dim, self.max_dim)
+        top, left = (self.max_dim - g.resized_hw[0]) // 2, (self.max_dim - g.resized_hw[1]) // 2
+        g.window = (top, left, top + g.resized_hw[0], left + g.resized_hw[1])
+
+    def run(self, g: FrameToDetections, frame: Tensor) -> Tensor:
+        # Cast first (TensorRT's parser refuses UINT8 between nodes); matterport takes RGB.
+        rgb = frame.to(torch.float32).flip(2)
+        value_range = torch.stack([rgb.amin(), rgb.amax()])
+        top, left, _, _ = g.window
+        molded = zoom_linear(rgb, value_range, height=g.resized_hw[0], width=g.resized_hw[1],
+                             canvas_height=g.padded_hw[0], canvas_width=g.padded_hw[1], top=top, left=left,
+                             mean=list(self.mean))
+        return molded.unsqueeze(0)
+
+
+@dataclass(frozen=True)
+class OneTopKProposals:
+    """matterport's ``ProposalLayer``: the fg probability of the two-class softmax; deltas times
+    ``RPN_BBOX_STD_DEV`` applied to every normalised anchor (no half-cell offset), clipped to
+    [0, 1]; one top-k of ``PRE_NMS_LIMIT`` over all levels, greedy NMS (IoU > threshold
+    suppresses) to ``POST_NMS_ROIS_INFERENCE``, in rounds within TensorRT's limits
+    (``graph_steps.select_proposals``)."""
+
+    cfg: MatterportConfig = field(compare=False)
+    name: str = "matterport-one-top-k"
+
+    def setup(self, g: FrameToDetections, features: dict[str, Tensor]) -> None:
+        g.register_buffer("anchors", steps.anchors_xy(self.cfg))
+        g.level_sizes = [int(f.shape[-2] * f.shape[-1]) * len(self.cfg["RPN_ANCHOR_RATIOS"]) for f in features.values()]
+        if sum(g.level_sizes) != g.anchors.shape[0]:
+            raise ConversionError(f"the RPN gives {sum(g.level_sizes)} anchors' outputs but the Config makes "
+                                  f"{g.anchors.shape[0]} anchors; check BACKBONE_STRIDES")
+        g.proposals = int(self.cfg["POST_NMS_ROIS_INFERENCE"])
+
+    def limits(self, g: FrameToDetections) -> tuple[list[Limit], list[Limit]]:
+        return [("the proposals kept (POST_NMS_ROIS_INFERENCE)", g.proposals)], []
+
+    def run(self, g: FrameToDetections, objectness: Tensor, deltas: Tensor) -> tuple[Tensor, Tensor]:
+        std = torch.tensor([self.cfg["RPN_BBOX_STD_DEV"][i] for i in steps.XY], dtype=torch.float32)
+        boxes = steps.apply_box_deltas_xy(g.anchors, deltas[:, list(steps.XY)] * std)
+        boxes = steps.clip_xy(boxes, (0.0, 0.0, 1.0, 1.0))
+        return steps.select_proposals(objectness, boxes, int(self.cfg["PRE_NMS_LIMIT"]), g.proposals,
+                                      float(self.cfg["RPN_NMS_THRESHOLD"]))
+
+
+@dataclass(frozen=True)
+class CropAndResizeLevels:
+    """matterport's ``PyramidROIAlign``: P2-P5, ``tf.image.crop_and_resize`` sampling on the
+    normalised boxes, the level rule with the molded image's area (``Conventions.roi_align`` /
+    ``levels`` give the op's attributes), ``POOL_SIZE`` / ``MASK_POOL_SIZE`` cells."""
+
+    pool_size: int
+    mask_pool_size: int
+    strides: tuple[int, ...]
+    name: str = "matterport-pyramid-roi-align"
+
+    def _attrs(self, g: FrameToDetections, size: int) -> dict[str, object]:
+        return {
+            "output_height": size,
+            "output_width": size,
+            "spatial_scales": [1.0 / s for s in self.strides[:4]],
+            "canonical_scale": 224.0,
+            "canonical_level": 4,
+            "image_area": float(g.padded_hw[0] * g.padded_hw[1]),
+            **g.conventions.roi_align.op_attributes(),
+            **g.conventions.levels.op_attributes(),
+        }
+
+    def setup(self, g: FrameToDetections, features: dict[str, Tensor]) -> None:
+        g.box_levels = g.mask_levels = [0, 1, 2, 3]
+        g.box_roi = self._attrs(g, self.pool_size)
+        g.mask_roi = self._attrs(g, self.mask_pool_size)
+
+
+@dataclass(frozen=True)
+class TopClassRefinement:
+    """matterport's ``refine_detections_graph``: each RoI's argmax class only (background
+    included), its deltas times ``BBOX_STD_DEV``, clipped to the normalised window, ``>=``
+    ``DETECTION_MIN_CONFIDENCE``, per-class NMS, the top ``DETECTION_MAX_INSTANCES``
+    (``graph_steps.refine_top_class``). GraphOptions' ``score_thresh`` / ``detections`` override
+    the Config's when set."""
+
+    cfg: MatterportConfig = field(compare=False)
+    name: str = "matterport-top-class"
+
+    def setup(self, g: FrameToDetections) -> None:
+        opts = g.options
+        g.num_classes = int(self.cfg["NUM_CLASSES"])
+        g.score_thresh = float(self.cfg["DETECTION_MIN_CONFIDENCE"] if opts.score_thresh is None
+                               else opts.score_thresh)
+        g.detections = int(self.cfg["DETECTION_MAX_INSTANCES"] if opts.detections is None else opts.detections)
+        g.box_nms = float(self.cfg["DETECTION_NMS_THRESHOLD"])
+        g.candidates = g.proposals
+
+    def limits(self, g: FrameToDetections) -> tuple[list[Limit], list[Limit]]:
+        return ([("the detections (DETECTION_MAX_INSTANCES)", g.detections)],
+                [("the detection layer's NonMaxSuppression (POST_NMS_ROIS_INFERENCE)", g.proposals)])
+
+    def run(self, g: FrameToDetections, proposals: Tensor, real: Tensor, class_scores: Tensor,
+            deltas: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        std = [self.cfg["BBOX_STD_DEV"][i] for i in steps.XY]
+        # every row, the zero-padded proposals too: matterport's DetectionLayer does not tell
+        # them apart (a padded row that scores as a class is a detection there as well)
+        every = torch.ones_like(real)
+        return steps.refine_top_class(proposals, every, class_scores, deltas[:, :, list(steps.XY)], std,
+                                      steps.window_xy(g.window, g.padded_hw), g.score_thresh, g.box_nms,
+                                      g.detections)
+
+
+@dataclass(frozen=True)
+class UnmoldCompact:
+    """matterport's ``unmold_detections``: boxes out of the window, scaled to the frame and
+    rounded half to even (exactly, ``graph_steps.unmold_boxes_xy``: integer-valued x0, y0, x1, y1
+    frame pixels, ends exclusive), then the empty ones dropped keeping the order
+    (``keep_nonempty``): the count and the rows of boxes, scores, labels and masks shift."""
+
+    name: str = "matterport-unmold"
+
+    def setup(self, g: FrameToDetections) -> None:
+        pass
+
+    def run(self, g: FrameToDetections, boxes: Tensor, scores: Tensor, labels: Tensor, masks: Tensor,
+            valid: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        frame_boxes = steps.unmold_boxes_xy(boxes, g.window, g.padded_hw, g.frame_hw)
+        order, kept, count = steps.keep_nonempty(frame_boxes, valid)
+
+        def rows(x: Tensor) -> Tensor:
+            picked = x[order]
+            return torch.where(kept.reshape(-1, *([1] * (x.dim() - 1))), picked, torch.zeros_like(picked))
+
+        return count, rows(frame_boxes), rows(scores), rows(labels), rows(masks)
 
 
 NORMALISE_RESIZE_PAD = NormaliseResizePad()
