@@ -8,7 +8,6 @@ rebuild, the settings and class names, and each mistake as one typed line."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import lzma
 import re
@@ -33,9 +32,6 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "matterport"
 needs_shared = pytest.mark.skipif(not (SHARED / "weights_caseA.h5.xz").is_file(),
                                   reason=f"matterport reference data not found at {SHARED} (a plain clone has no "
                                          "../shared): the parity tests need it")
-needs_graph = pytest.mark.skipif(importlib.util.find_spec("edgeseg.converters.matterport.model") is None,
-                                 reason="the matterport graph (edgeseg/converters/matterport/model.py) is not in this "
-                                        "checkout")
 
 #: a small Config: ResNet-50 (matterport's smaller backbone) at a 256 x 256 molded image, thin FPN
 #: and heads, every detection kept (random weights score low)
@@ -77,8 +73,6 @@ def h5_a(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def onnx_a(h5_a: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Case A converted once with the command line (the photo is 400x600)."""
-    if importlib.util.find_spec("edgeseg.converters.matterport.model") is None:
-        pytest.skip("the matterport graph (edgeseg/converters/matterport/model.py) is not in this checkout")
     path = tmp_path_factory.mktemp("matterport_onnx") / "caseA.onnx"
     assert cli.main(["convert", "matterport", "--config", str(SHARED / "config_caseA.json"), "--weights", str(h5_a),
                      "--frame", "400x600", "-o", str(path), "-q"]) == 0
@@ -95,7 +89,6 @@ def _reference_a() -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
 
 @needs_shared
-@needs_graph
 def test_case_a_matches_matterports_detect(onnx_a: Path) -> None:
     """The ONNX file on ONNX Runtime (with edgeseg's CPU ops) on the photo: the 100 detections of
     matterport's detect(), each matched by class with box IoU >= 0.99, scores within 1e-3, mean
@@ -115,7 +108,6 @@ def test_case_a_matches_matterports_detect(onnx_a: Path) -> None:
 
 
 @needs_shared
-@needs_graph
 def test_case_a_file_metadata_lint_and_fp16(onnx_a: Path, h5_a: Path, tmp_path: Path) -> None:
     """What the file says about itself; it passes the parser rules at FP32 and FP16, with the
     network's layers reduced and the RPN logits, class logits, deltas and masks FP32; the API
@@ -149,7 +141,6 @@ def test_case_a_file_metadata_lint_and_fp16(onnx_a: Path, h5_a: Path, tmp_path: 
 
 
 @needs_shared
-@needs_graph
 def test_compare_against_the_eager_rebuild(onnx_a: Path, h5_a: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = cli.main(["compare", str(onnx_a), "--config", str(SHARED / "config_caseA.json"), "--weights", str(h5_a),
                      "--source", str(SHARED / "input_caseA.png"), "--frames", "1"])
@@ -183,8 +174,6 @@ def test_weights_that_do_not_fit_the_config_are_one_line(h5_a: Path, tmp_path: P
 def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Any]:
     """The small Config converted through the API with settings and a class list: (config, ONNX
     file, metadata)."""
-    if importlib.util.find_spec("edgeseg.converters.matterport.model") is None:
-        pytest.skip("the matterport graph (edgeseg/converters/matterport/model.py) is not in this checkout")
     tmp = tmp_path_factory.mktemp("matterport_small")
     config = _json(tmp / "small.json", SMALL)
     (tmp / "names.txt").write_text("cat\ndog\n")
@@ -194,7 +183,6 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Any]:
     return config, path, meta
 
 
-@needs_graph
 def test_small_model_settings_and_names(small: tuple[Path, Path, Any]) -> None:
     _, path, meta = small
     assert meta == edgeseg.load(path).metadata
@@ -207,7 +195,6 @@ def test_small_model_settings_and_names(small: tuple[Path, Path, Any]) -> None:
     assert [o.type.tensor_type.shape.dim[0].dim_value for o in graph.output] == [1, 20, 20, 20, 20]
 
 
-@needs_graph
 def test_small_model_matches_the_eager_rebuild(small: tuple[Path, Path, Any], photos: list[np.ndarray]) -> None:
     """``edgeseg compare``'s check on a photo: the file against load_eager-style detect() with the
     same seeded random weights and the file's settings."""

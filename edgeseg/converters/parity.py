@@ -284,6 +284,7 @@ def reference_model(meta: ModelMetadata, weights: str | os.PathLike[str] | None,
             raise ArgumentError("a detectron2 model is compared with its config: --config config.yaml")
         assert meta.instance is not None
         cfg, model = build_detectron2(config, weights, allow_pickle)
+        assert isinstance(model, nn.Module)  # a torchvision MaskRCNN
         options = graph_options(cfg, meta.instance.score_thresh, meta.instance.max_detections,
                                 meta.instance.max_candidates, meta.instance.mask_threshold)
         return FrameToDetections(model, meta.frame_hw, options, d2model.conventions(cfg)).eval()

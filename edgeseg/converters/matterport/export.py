@@ -16,7 +16,6 @@ its score is ``>=`` it; 0 keeps every non-background one) and ``--max-detections
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -30,12 +29,13 @@ from edgeseg.converters.maskrcnn.graph import OUTPUT_NAMES, GraphOptions
 from edgeseg.converters.matterport import conventions as cv
 from edgeseg.converters.matterport.config import MatterportConfig, read_config
 from edgeseg.converters.matterport.detect import EagerMatterport, load_eager
+from edgeseg.converters.matterport.model import build_graph
 from edgeseg.converters.matterport.network import build_network
 from edgeseg.converters.onnx_cleanup import tidy
 from edgeseg.converters.onnx_export import DEFAULT_OPSET, check_min_side, trace_to_onnx, write_onnx
 from edgeseg.converters.parity import EagerReference
 from edgeseg.custom_ops import MASK_BYTES_PER_WORD, packed_mask_width
-from edgeseg.errors import ArgumentError, ConversionError
+from edgeseg.errors import ArgumentError
 from edgeseg.metadata import ModelMetadata, Preprocessing
 from edgeseg.precision.rules import LayerRule, PrecisionRules
 from edgeseg.progress import Steps
@@ -139,17 +139,6 @@ def classes(spec: str | None, num_classes: int) -> ClassSet:
     return maskrcnn_classes(spec, num_classes)
 
 
-def _build_graph(model: EagerMatterport, frame_hw: tuple[int, int], options: GraphOptions) -> torch.nn.Module:
-    try:
-        module = importlib.import_module("edgeseg.converters.matterport.model")
-    except ModuleNotFoundError as e:
-        if e.name != "edgeseg.converters.matterport.model":
-            raise
-        raise ConversionError("this edgeseg has no matterport graph (edgeseg/converters/matterport/model.py)") from None
-    graph: torch.nn.Module = module.build_graph(model.net, model.cfg, frame_hw, options)
-    return graph.eval()
-
-
 def _by_reason(ignored: dict[str, str]) -> dict[str, list[str]]:
     """The Config's ignored attributes grouped by why, names sorted (one note line per reason)."""
     out: dict[str, list[str]] = {}
@@ -181,7 +170,7 @@ def export(model: EagerMatterport, output: str | os.PathLike[str], frame_hw: tup
     arch = arch_name(cfg)
     mean = cfg["MEAN_PIXEL"]
     with steps.step("computing anchors and sizes for the frame"):
-        graph_module = _build_graph(model, frame_hw, options)
+        graph_module = build_graph(model.net, cfg, frame_hw, options).eval()
     with steps.step(f"tracing {arch} at {h}x{w} to ONNX"):
         graph = trace_to_onnx(graph_module, (torch.zeros((h, w, 3), dtype=torch.uint8),), ["frame"],
                               list(OUTPUT_NAMES), opset=opset)
