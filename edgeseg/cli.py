@@ -96,7 +96,7 @@ def _report(args: argparse.Namespace, meta: Any) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    """``edgeseg convert hrnet|maskrcnn``: the flags, handed to edgeseg.converters.api.export."""
+    """``edgeseg convert FAMILY``: the flags, handed to edgeseg.converters.api.export."""
     api = converters("api")
     options = {name: getattr(args, name) for name in api.FAMILIES[args.model].options}
     meta = api.export(
