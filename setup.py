@@ -78,12 +78,15 @@ setup(
             sources=[
                 "plugins/multilevel_roi_align/roi_align_cpu.cpp",
                 "plugins/paste_masks/paste_masks_cpu.cpp",
+                "plugins/zoom_linear/zoom_linear_cpu.cpp",
             ],
             depends=[
                 "plugins/common/cpu_threads.h",
                 "plugins/common/edgeseg_hd.h",
                 "plugins/multilevel_roi_align/roi_align_math.h",
                 "plugins/paste_masks/paste_masks_math.h",
+                "plugins/common/zoom_taps.h",
+                "plugins/zoom_linear/zoom_linear_math.h",
             ],
             include_dirs=["plugins"],
             language="c++",

@@ -3,6 +3,7 @@
     edgeseg convert hrnet --arch w18_small_v2 --weights W.pth --frame 512x1024 -o hrnet.onnx
     edgeseg convert hrnet --config seg_hrnet_ocr_w48.yaml --weights best.pth --frame 512x1024 -o ocr.onnx
     edgeseg convert maskrcnn --arch resnet50_fpn --weights W.pth --frame 720x1280 -o maskrcnn.onnx
+    edgeseg convert matterport --config train.py --weights mask_rcnn_x.h5 --frame 720x1280 -o m.onnx
     edgeseg run hrnet.onnx --source clip.mp4 -o out.mp4
     edgeseg info hrnet.onnx
     edgeseg demo-clip -o clip.mp4
@@ -95,7 +96,7 @@ def _report(args: argparse.Namespace, meta: Any) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    """``edgeseg convert hrnet|maskrcnn``: the flags, handed to edgeseg.converters.api.export."""
+    """``edgeseg convert FAMILY``: the flags, handed to edgeseg.converters.api.export."""
     api = converters("api")
     options = {name: getattr(args, name) for name in api.FAMILIES[args.model].options}
     meta = api.export(
@@ -611,6 +612,25 @@ def build_parser() -> argparse.ArgumentParser:
         fb.add_argument("-q", "--quiet", action="store_true")
         fb.set_defaults(func=cmd_convert, arch="", num_classes=None)
 
+    mp = models.add_parser("matterport", help="matterport Mask R-CNN (Keras .h5 + its Config), without TensorFlow")
+    mp.add_argument("--config", required=True,
+                    help="the Config: the training script (train.py, or train.py:ConfigClass when it has several; "
+                         "read, never run) or a .json/.yaml of its attributes")
+    mp.add_argument("--weights", type=Path, help="the .h5 that model.keras_model.save_weights() (or save()) wrote")
+    mp.add_argument("--random-weights", action="store_true", help="no .h5: untrained weights (tests)")
+    mp.add_argument("--classes", help="class names: a .txt (one per line: class 1 first, or \"BG\" first) or a .json "
+                                      "list (default: class_1, class_2, ...)")
+    mp.add_argument("--frame", type=_hw_type("--frame"), required=True, help="camera frame HEIGHTxWIDTH")
+    mp.add_argument("--score-thresh", type=float, default=None,
+                    help="DETECTION_MIN_CONFIDENCE: keep detections scoring >= this (default: the Config's; 0 keeps "
+                         "all)")
+    mp.add_argument("--max-detections", dest="detections", type=int, default=None,
+                    help="DETECTION_MAX_INSTANCES, the fixed number of output rows (default: the Config's)")
+    _precision_arguments(mp)
+    mp.add_argument("-o", "--output", type=Path, required=True, help="ONNX file to write")
+    mp.add_argument("-q", "--quiet", action="store_true")
+    mp.set_defaults(func=cmd_convert, arch="", num_classes=None, trust_checkpoint=False)
+
     r = sub.add_parser("run", help="run a model on a camera, stream, video, image or folder and write the overlay")
     r.add_argument("model", type=Path, help=".onnx written by `edgeseg convert` or .engine by `edgeseg build`")
     r.add_argument("--source", required=True, action="append",
@@ -666,7 +686,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the seeded random weights of `edgeseg convert --random-weights`")
     cp.add_argument("--trust-checkpoint", action="store_true", help="allow a pickled checkpoint (runs its code)")
     cp.add_argument("--config", help="detectron2, maskrcnn-benchmark and Detectron models, and HRNet models "
-                                     "converted with --config: the YAML they were converted from")
+                                     "converted with --config: the YAML they were converted from; matterport "
+                                     "models: their Config (train.py[:ConfigClass], .json or .yaml)")
     cp.add_argument("--source", help="frames to compare on (an `edgeseg run` source; default: scikit-image's photos)")
     cp.add_argument("--frames", type=_ranged("--frames", int, 1), default=5,
                     help="at most this many frames (default 5)")

@@ -1,4 +1,4 @@
-"""The two custom ONNX ops of edgeseg's Mask R-CNN graphs, described as data.
+"""The custom ONNX ops of edgeseg's Mask R-CNN graphs, described as data.
 
 In the ONNX file each op is a node whose ``op_type`` is the TensorRT plugin's name, in the ONNX
 domain ``edgeseg``, with ``plugin_version`` and ``plugin_namespace`` attributes: TensorRT's ONNX
@@ -7,7 +7,8 @@ namespace (our plugin library, ``plugins/``). ONNX Runtime does not know them ei
 backend runs them with the CPU build of the same kernel math (``edgeseg.ops``).
 
 Semantics, inputs and attributes of each op: ``plugins/<op>/README.md`` and the docstrings of
-:func:`edgeseg.ops.multilevel_roi_align` and :func:`edgeseg.ops.paste_masks`.
+:func:`edgeseg.ops.multilevel_roi_align`, :func:`edgeseg.ops.paste_masks` and
+:func:`edgeseg.ops.zoom_linear`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class Attribute:
     length: tuple[int, int] | None = None  # floats: fewest and most values
     multiple_of: int | None = None
     required: bool = False
+    #: written to an ONNX node only when not at its default (attributes added after files were
+    #: already written: those files stay byte-identical, and so do the nodes written now that do
+    #: not use them, which plugin libraries from before the attribute still load)
+    optional: bool = False
 
     def problem(self, value: Any) -> str | None:
         """What is wrong with *value* for this attribute, or None."""
@@ -66,12 +71,20 @@ class CustomOp:
 
     ``coordinate_inputs``: the inputs that are always FP32 (boxes, RoIs); the op's other float
     inputs and its float output share one type, FP32 or FP16 (the type combinations the plugin
-    declares, and what :mod:`edgeseg.precision.fp16` gives it)."""
+    declares, and what :mod:`edgeseg.precision.fp16` gives it).
+
+    ``fp32_only``: the op computes in FP32 (or wider) in every precision, inputs and output: an
+    FP16 file leaves the node out of its FP16 region, and ``edgeseg lint`` refuses an FP16 output.
+
+    ``constraint``: what is wrong with a node's full attribute set as a whole (a window that does
+    not fit its canvas), or None; checked after each attribute alone."""
 
     op_type: str
     attributes: tuple[Attribute, ...]
     kernel: Kernel
     coordinate_inputs: tuple[int, ...] = ()
+    fp32_only: bool = False
+    constraint: Callable[[Attrs], str | None] | None = None
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -91,6 +104,9 @@ class CustomOp:
             problem = a.problem(attrs[a.name])
             if problem:
                 raise ValueError(f"{self.op_type}: {problem}")
+        problem = self.constraint(attrs) if self.constraint else None
+        if problem:
+            raise ValueError(f"{self.op_type}: {problem}")
         attrs["plugin_version"] = PLUGIN_VERSION
         attrs["plugin_namespace"] = PLUGIN_NAMESPACE
         return attrs
@@ -99,6 +115,9 @@ class CustomOp:
 def _roi_align_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) -> list[np.ndarray]:
     from edgeseg import ops
 
+    # Nodes carry no optional attribute at its default, and files written before an attribute
+    # existed lack it: both mean the default.
+    attrs = {**MULTILEVEL_ROI_ALIGN.defaults, **attrs}
     rois, *features = inputs
     # FP16 features (an fp16 file): the kernels read half, sum in float and round the output to
     # nearest, which is what computing on exact float copies and rounding the result gives.
@@ -114,13 +133,18 @@ def _roi_align_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) 
         canonical_level=int(attrs["canonical_level"]),
         threads=threads,
         level_rule=int(attrs["level_rule"]),
+        sampling=ROI_SAMPLINGS[int(attrs["sampling"])],
+        image_area=float(attrs["image_area"]),
     )
     return [out.astype(np.float16) if half else out]
 
 
-PASTE_MODES = ("torchvision", "continuous")
+PASTE_MODES = ("torchvision", "continuous", "zoom")
 #: MultiLevelRoIAlign's level_rule values, by index (plugins/multilevel_roi_align/op.json)
-LEVEL_RULES = ("torchvision", "detectron")
+LEVEL_RULES = ("torchvision", "detectron", "matterport")
+#: MultiLevelRoIAlign's sampling values, by index: RoIAlign bins (rois in image pixels) or
+#: tf.image.crop_and_resize (rois normalised, matterport)
+ROI_SAMPLINGS = ("roi_align", "crop_and_resize")
 
 #: Mask bytes per element of PasteMasks' output.  TensorRT plugins cannot have uint8 (or bool)
 #: inputs or outputs, so the op hands its uint8 planes over as int32 words of four consecutive
@@ -167,7 +191,8 @@ def _paste_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) -> l
     return [pack_mask_bytes(out)]
 
 
-#: inputs: rois [R, 5] float (batch index, x0, y0, x1, y1 in image pixels), then L feature maps
+#: inputs: rois [R, 5] float (batch index, x0, y0, x1, y1 in image pixels; with sampling 1
+#: normalised, 0 and 1 the centres of the first and last pixel), then L feature maps
 #: [N, C, H_l, W_l]; output [R, C, output_height, output_width].
 MULTILEVEL_ROI_ALIGN = CustomOp(
     "MultiLevelRoIAlign",
@@ -180,6 +205,8 @@ MULTILEVEL_ROI_ALIGN = CustomOp(
         Attribute("canonical_scale", "float", 224.0, min=0, exclusive_min=True),
         Attribute("canonical_level", "int", 4),
         Attribute("level_rule", "int", 0, choices=tuple(range(len(LEVEL_RULES)))),
+        Attribute("sampling", "int", 0, choices=tuple(range(len(ROI_SAMPLINGS))), optional=True),
+        Attribute("image_area", "float", 0.0, min=0, optional=True),
     ),
     _roi_align_kernel,
     coordinate_inputs=(0,),
@@ -203,7 +230,78 @@ PASTE_MASKS = CustomOp(
     coordinate_inputs=(1,),
 )
 
-CUSTOM_OPS: dict[str, CustomOp] = {op.op_type: op for op in (MULTILEVEL_ROI_ALIGN, PASTE_MASKS)}
+
+
+def _zoom_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) -> list[np.ndarray]:
+    from edgeseg import ops
+
+    image, value_range = inputs
+    names = ("height", "width", "canvas_height", "canvas_width", "top", "left")
+    out = ops.zoom_linear(image, value_range, **{n: int(attrs[n]) for n in names},
+                          mean=[float(m) for m in attrs["mean"]], threads=threads)
+    return [out]
+
+
+def attribute_decimal(value: float) -> float:
+    """The double a float32 ``floats`` attribute value stands for: the shortest decimal (1 to 9
+    significant digits, ``%.*g``) whose double rounds to the same float32, as a double.
+
+    ONNX float attributes and TensorRT plugin fields are float32, but matterport subtracts its
+    MEAN_PIXEL (123.7) as float64, and ``float32(v - 123.7)`` differs from ``float32(v -
+    float32(123.7))`` for 128 of 256 pixel values. ZoomLinear reads ``mean`` back this way
+    (plugins/zoom_linear/zoom_linear_mean.h, the same rule): the config's value whenever it has at
+    most 6 significant digits."""
+    f = np.float32(value)
+    if not np.isfinite(f):
+        return float(f)
+    for digits in range(1, 10):
+        decimal = float(f"{float(f):.{digits}g}")
+        if np.float32(decimal) == f:
+            return decimal
+    return float(f)  # unreachable: 9 digits round-trip every float32
+
+
+def zoom_means(mean: Sequence[float], channels: int) -> list[float]:
+    """The doubles ZoomLinear subtracts from the *channels* channels of an image, from its ``mean``
+    attribute (one value per channel, or one for all; :func:`attribute_decimal`); ValueError when
+    it holds another number of values."""
+    if len(mean) not in (1, channels):
+        raise ValueError(f"ZoomLinear: mean must hold 1 or C = {channels} values, got {len(mean)}")
+    return [attribute_decimal(m) for m in mean] * (channels if len(mean) == 1 else 1)
+
+
+def _zoom_window(attrs: Attrs) -> str | None:
+    """The zoomed image must lie inside the canvas."""
+    for near, size, extent in (("top", "height", "canvas_height"), ("left", "width", "canvas_width")):
+        if attrs[near] + attrs[size] > attrs[extent]:
+            return (f"{near} + {size} ({attrs[near]} + {attrs[size]}) exceeds {extent} ({attrs[extent]}): "
+                    "the zoomed image must lie inside the canvas")
+    return None
+
+
+#: inputs: image float32 [H, W, C] holding integer pixel values (a frame cast to float, channels
+#: in the network's order) and value_range float32 [2] = (min, max) of the whole image; output
+#: float32 [C, canvas_height, canvas_width]: skimage's linear zoom of the image to height x width
+#: in double (matterport's resize), clipped to value_range, truncated to an integer, placed at
+#: (top, left) of a zero canvas, minus mean in double, rounded to float32. Always FP32.
+ZOOM_LINEAR = CustomOp(
+    "ZoomLinear",
+    (
+        Attribute("height", "int", 0, min=1, required=True),
+        Attribute("width", "int", 0, min=1, required=True),
+        Attribute("canvas_height", "int", 0, min=1, required=True),
+        Attribute("canvas_width", "int", 0, min=1, required=True),
+        Attribute("top", "int", 0, min=0),
+        Attribute("left", "int", 0, min=0),
+        Attribute("mean", "floats", [0.0], length=(1, 8)),
+    ),
+    _zoom_kernel,
+    coordinate_inputs=(0, 1),
+    fp32_only=True,
+    constraint=_zoom_window,
+)
+
+CUSTOM_OPS: dict[str, CustomOp] = {op.op_type: op for op in (MULTILEVEL_ROI_ALIGN, PASTE_MASKS, ZOOM_LINEAR)}
 
 
 def custom_ops_in(graph: Any) -> tuple[str, ...]:

@@ -117,7 +117,8 @@ RULES: dict[str, Rule] = {
              "zero (symmetric; UINT8 is refused); DequantizeLinear of INT8 only (no INT32 bias); "
              "per-channel scales on constant weights only",
              "onnxOpImporters.cpp (QuantizeLinear/DequantizeLinear), NvInfer.h IDequantizeLayer"),
-        Rule("plugin-types", "edgeseg plugins: RoIs, boxes FP32; features / masks FP32 or FP16, one type",
+        Rule("plugin-types", "edgeseg plugins: RoIs, boxes FP32; features / masks FP32 or FP16, one type; "
+             "FP32-only plugins (ZoomLinear) FP32 in and out",
              "plugins/*/ supportsFormatCombination (edgeseg.custom_ops.CustomOp.coordinate_inputs)"),
     )
 }
@@ -301,6 +302,10 @@ def _check_plugin_types(g: _Graph, node: Any, attrs: dict[str, Any]) -> Iterator
             data.add(kind)
     if len(data) > 1:
         yield "its feature inputs mix FP32 and FP16"
+    if op.fp32_only:
+        for j, name in enumerate(node.output):
+            if g.types.get(name) == TensorProto.FLOAT16:
+                yield f"output {j} ({name!r}) is FP16: {node.op_type} computes in FP32 only"
 
 
 _Check = Callable[[_Graph, Any, dict[str, Any]], Iterator[str]]

@@ -1,6 +1,6 @@
 """CPU versions of edgeseg's custom ops, numpy in and numpy out.
 
-The TensorRT plugins ``MultiLevelRoIAlign`` and ``PasteMasks`` compute their math
+The TensorRT plugins ``MultiLevelRoIAlign``, ``PasteMasks`` and ``ZoomLinear`` compute their math
 with the header-only functions in ``plugins/*/…_math.h``; this module calls the same functions
 compiled for the CPU into ``edgeseg/_ops_cpu`` (a plain shared library loaded with ctypes, built
 by ``pip install -e .``). See ``plugins/README.md`` and each op's README for the exact semantics.
@@ -8,6 +8,8 @@ by ``pip install -e .``). See ``plugins/README.md`` and each op's README for the
     from edgeseg import ops
     pooled = ops.multilevel_roi_align([p2, p3, p4, p5], rois, 7, [1/4, 1/8, 1/16, 1/32])
     masks = ops.paste_masks(mask_probs, boxes, (1080, 1920))       # [K, 1080, 1920] uint8 0/1
+    molded = ops.zoom_linear(rgb, None, height=341, width=512, canvas_height=512,
+                             canvas_width=512, top=85, mean=[123.7, 116.8, 103.9])  # [3, 512, 512]
 
 Coordinates are in pixels with (0, 0) the top-left corner of the top-left pixel, so pixel
 (col j, row i) covers [j, j + 1) x [i, i + 1) and has its centre at (j + 0.5, i + 0.5). Boxes
@@ -27,13 +29,13 @@ from typing import TypeGuard
 import numpy as np
 import numpy.typing as npt
 
-from edgeseg.custom_ops import PASTE_MODES
+from edgeseg.custom_ops import LEVEL_RULES, PASTE_MODES, ROI_SAMPLINGS, ZOOM_LINEAR, zoom_means
 from edgeseg.errors import BackendUnavailableError
 
-__all__ = ["library_path", "multilevel_roi_align", "paste_masks", "roi_align", "roi_levels"]
+__all__ = ["library_path", "multilevel_roi_align", "paste_masks", "roi_align", "roi_levels", "zoom_linear"]
 
 _LIB_STEM = "_ops_cpu"
-_ABI_VERSION = 2  # must equal edgeseg_ops_abi_version() in plugins/multilevel_roi_align/roi_align_cpu.cpp
+_ABI_VERSION = 3  # must equal edgeseg_ops_abi_version() in plugins/multilevel_roi_align/roi_align_cpu.cpp
 _BUILD_HINT = (
     "build it with `pip install -e .` from the edgeseg repository (needs a C++ compiler with "
     "OpenMP, e.g. g++), or `python setup.py build_ext --inplace`"
@@ -75,7 +77,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.edgeseg_ops_abi_version.argtypes = []
     lib.edgeseg_roi_levels.restype = ctypes.c_int32
     lib.edgeseg_roi_levels.argtypes = [
-        _F32_C, ctypes.c_int64, _F32_C, ctypes.c_int64, ctypes.c_float, ctypes.c_int64, ctypes.c_int32, _I64_C,
+        _F32_C, ctypes.c_int64, _F32_C, ctypes.c_int64, ctypes.c_float, ctypes.c_int64, ctypes.c_int32,
+        ctypes.c_float, _I64_C,
     ]
     lib.edgeseg_multilevel_roi_align_f32.restype = ctypes.c_int32
     lib.edgeseg_multilevel_roi_align_f32.argtypes = [
@@ -95,6 +98,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         ctypes.c_float,  # canonical_scale
         ctypes.c_int64,  # canonical_level
         ctypes.c_int32,  # level_rule
+        ctypes.c_float,  # image_area
+        ctypes.c_int32,  # sampling
         ctypes.c_int32,  # threads
         _F32_C,  # output
     ]
@@ -133,6 +138,7 @@ def _library() -> ctypes.CDLL:
         try:
             lib = np.ctypeslib.load_library(path.name, str(path.parent))
             _declare(lib)
+            _declare_zoom_linear(lib)
             version = int(lib.edgeseg_ops_abi_version())
         except (OSError, AttributeError) as exc:
             problems.append(f"{path}: {exc}")
@@ -261,9 +267,33 @@ def _check(status: int, op: str) -> None:
 
 def _level_rule(value: int) -> int:
     rule = _int_arg(value, "level_rule")
-    if rule not in (0, 1):
-        raise ValueError(f"level_rule must be 0 (torchvision) or 1 (detectron); got {rule}")
+    if not 0 <= rule < len(LEVEL_RULES):
+        names = [f"{i} ({name})" for i, name in enumerate(LEVEL_RULES)]
+        raise ValueError(f"level_rule must be {', '.join(names[:-1])} or {names[-1]}; got {rule}")
     return rule
+
+
+def _image_area(value: object, rule: int) -> float:
+    """image_area, checked: finite and >= 0, and > 0 where the matterport level rule reads it."""
+    if not _real(value) or not math.isfinite(float(value)) or float(value) < 0:
+        raise ValueError(f"image_area must be a finite number >= 0; got {value!r}")
+    if LEVEL_RULES[rule] == "matterport" and not float(value) > 0:
+        raise ValueError(
+            "image_area must be > 0 with level_rule 2 (matterport): the molded image's height * width in pixels; "
+            f"got {value!r}"
+        )
+    return float(value)
+
+
+def _sampling(value: object) -> int:
+    """The sampling's index in ROI_SAMPLINGS, from its name or its index."""
+    if isinstance(value, str) and value in ROI_SAMPLINGS:
+        return ROI_SAMPLINGS.index(value)
+    if _is_int(value) and 0 <= int(value) < len(ROI_SAMPLINGS):
+        return int(value)
+    raise ValueError(
+        f"sampling must be one of {', '.join(repr(n) for n in ROI_SAMPLINGS)} (or its index); got {value!r}"
+    )
 
 
 def roi_levels(
@@ -272,6 +302,7 @@ def roi_levels(
     canonical_scale: float = 224.0,
     canonical_level: int = 4,
     level_rule: int = 0,
+    image_area: float = 0.0,
 ) -> npt.NDArray[np.int64]:
     """Feature level (0 = first, finest) :func:`multilevel_roi_align` pools each RoI from.
 
@@ -286,6 +317,14 @@ def roi_levels(
     canonical_level + log2(sqrt(area) / canonical_scale + 1e-6))`` with the +1 area
     ``(x1 - x0 + 1) * (y1 - y0 + 1)``.
 
+    *level_rule* 2 is matterport's ``PyramidROIAlign`` (TF's ``log2_graph`` and ``tf.round``):
+    ``k = canonical_level + round_half_even(log(sqrt(h * w) / (canonical_scale /
+    sqrt(image_area))) / log(2))`` in float32, with ``h = y1 - y0``, ``w = x1 - x0`` in the rois'
+    own units (matterport: normalised, as ``sampling="crop_and_resize"`` takes them) and
+    *image_area* the molded image's height * width in pixels (> 0). A box whose ``h * w`` is not
+    > 0 (zero-padded rows) or whose term is NaN gets level 0, as in matterport (TF casts
+    ``log(0) = -inf`` to INT_MIN, which its ``max`` lifts to the first level).
+
     *rois* is ``[R, 5]`` (batch index, x0, y0, x1, y1); the batch index is not used here.
     """
     arr = _float32(rois, "rois")
@@ -299,7 +338,9 @@ def roi_levels(
     cl = _int_arg(canonical_level, "canonical_level")
     levels = np.empty(arr.shape[0], dtype=np.int64)
     rule = _level_rule(level_rule)
-    status = _library().edgeseg_roi_levels(arr, arr.shape[0], scales_f32, scales_f32.size, cs, cl, rule, levels)
+    area = _image_area(image_area, rule)
+    status = _library().edgeseg_roi_levels(arr, arr.shape[0], scales_f32, scales_f32.size, cs, cl, rule, area,
+                                           levels)
     _check(status, "roi_levels")
     return levels
 
@@ -315,6 +356,8 @@ def multilevel_roi_align(
     canonical_level: int = 4,
     threads: int = 0,
     level_rule: int = 0,
+    sampling: str | int = "roi_align",
+    image_area: float = 0.0,
 ) -> npt.NDArray[np.float32]:
     """RoIAlign over an FPN pyramid: each RoI is pooled from the level :func:`roi_levels` picks.
 
@@ -334,8 +377,19 @@ def multilevel_roi_align(
             centred at ``j + 0.5`` and does not enlarge RoIs smaller than one feature pixel
             (Detectron2); ``False`` is the legacy convention (pixel ``j`` at ``j``, RoIs at least
             1 x 1 feature pixel).
-        canonical_scale, canonical_level, level_rule: FPN level rule, see :func:`roi_levels`.
+        canonical_scale, canonical_level, level_rule, image_area: FPN level rule, see
+            :func:`roi_levels`.
         threads: OpenMP threads; 0 = OpenMP's default.
+        sampling: ``"roi_align"`` (0, the above) or ``"crop_and_resize"`` (1):
+            ``tf.image.crop_and_resize(..., method="bilinear", extrapolation_value=0)`` on the
+            chosen level, matterport's ``PyramidROIAlign``. The rois' x0, y0, x1, y1 are then
+            *normalised* (matterport's x1, y1, x2, y2 after ``norm_boxes``): 0 is the centre of
+            the first feature pixel and 1 the centre of the last, on every level. Output cell
+            (i, j) is one bilinear sample at ``y = y0 * (H - 1) + i * ((y1 - y0) * (H - 1) /
+            (out_h - 1))`` (float32, TF's order; the first and last samples on the box edges;
+            ``out_h == 1``: the centre, ``0.5 * (y0 + y1) * (H - 1)`` in double) and the same
+            along x; a sample outside ``[0, H - 1] x [0, W - 1]`` is 0. *sampling_ratio* and
+            *aligned* are not read.
 
     Returns:
         ``[R, C, out_h, out_w]`` float32.
@@ -354,7 +408,7 @@ def multilevel_roi_align(
             )
     return _roi_align_levels(
         feats, rois, output_size, spatial_scales, sampling_ratio, aligned,
-        canonical_scale, canonical_level, threads, level_rule,
+        canonical_scale, canonical_level, threads, level_rule, sampling, image_area,
     )
 
 
@@ -399,6 +453,8 @@ def _roi_align_levels(
     canonical_level: int,
     threads: int,
     level_rule: int,
+    sampling: str | int = "roi_align",
+    image_area: float = 0.0,
 ) -> npt.NDArray[np.float32]:
     n, c = feats[0].shape[:2]
     rois_f32 = _rois(rois, n)
@@ -408,6 +464,8 @@ def _roi_align_levels(
     cs = _positive_float(canonical_scale, "canonical_scale")
     cl = _int_arg(canonical_level, "canonical_level")
     rule = _level_rule(level_rule)
+    area = _image_area(image_area, rule)
+    mode = _sampling(sampling)
     nthreads = _threads(threads)
     lib = _library()
 
@@ -420,7 +478,7 @@ def _roi_align_levels(
     widths = np.array([f.shape[3] for f in feats], dtype=np.int64)
     status = lib.edgeseg_multilevel_roi_align_f32(
         pointers, heights, widths, scales, len(feats), n, c, rois_f32, r, out_h, out_w,
-        ratio, int(bool(aligned)), cs, cl, rule, nthreads, out,
+        ratio, int(bool(aligned)), cs, cl, rule, area, mode, nthreads, out,
     )
     _check(status, "multilevel_roi_align")
     return out
@@ -454,9 +512,15 @@ def paste_masks(
               centre (x + 0.5, y + 0.5) of frame pixel (x, y) is mapped into the continuous box
               and the mask is read there with bilinear ``grid_sample`` (``align_corners=False``,
               zero padding), i.e. mask sample j covers [x0 + j w / M, x0 + (j + 1) w / M).
+            * ``"zoom"``: matterport's ``utils.unmold_mask`` then ``value >= threshold``: the
+              box edges are rounded to integers (they should already be; exclusive ends), the
+              mask is zoomed to the box's integer size as ``skimage.transform.resize(order=1,
+              mode="constant", anti_aliasing=False)`` does (scipy's half-pixel linear zoom with
+              a zero border, in float64), clipped to the mask's own [min, max] and placed at the
+              box's top-left pixel; boxes of zero width or height paste nothing.
 
         threshold: foreground when value > threshold (torchvision) or >= threshold
-            (continuous), compared in float32. Pixels outside a box's pasted area (or outside
+            (continuous, zoom), compared in float32. Pixels outside a box's pasted area (or outside
             the mask's bilinear support) are background whatever the threshold.
         logits: see *masks*.
         threads: OpenMP threads; 0 = OpenMP's default.
@@ -502,7 +566,7 @@ def _paste_masks(
         raise ValueError(f"frame_hw must be (height, width) with positive ints; got {frame_hw!r}")
     height, width = int(frame_hw[0]), int(frame_hw[1])
     if mode not in PASTE_MODES:
-        raise ValueError(f"mode must be 'torchvision' or 'continuous'; got {mode!r}")
+        raise ValueError(f"mode must be one of {', '.join(repr(m) for m in PASTE_MODES)}; got {mode!r}")
     thr = _finite_float(threshold, "threshold")
     nthreads = _threads(threads)
     if count is not None and not _is_int(count):
@@ -522,3 +586,112 @@ def _paste_masks(
     _check(status, "paste_masks")
     return out
 
+
+
+# ----------------------------------------------------------------------------------------------
+# ZoomLinear
+
+
+def _declare_zoom_linear(lib: ctypes.CDLL) -> None:
+    lib.edgeseg_zoom_linear_f32.restype = ctypes.c_int32
+    lib.edgeseg_zoom_linear_f32.argtypes = [
+        _F32_C,  # image
+        ctypes.c_int64,  # rows
+        ctypes.c_int64,  # cols
+        ctypes.c_int64,  # channels
+        _F32_C,  # value_range
+        _F32_C,  # mean
+        ctypes.c_int64,  # num_means
+        ctypes.c_int64,  # height
+        ctypes.c_int64,  # width
+        ctypes.c_int64,  # canvas_height
+        ctypes.c_int64,  # canvas_width
+        ctypes.c_int64,  # top
+        ctypes.c_int64,  # left
+        ctypes.c_int32,  # threads
+        ctypes.c_int32,  # per_element
+        _F32_C,  # output
+    ]
+
+
+def zoom_linear(
+    image: npt.ArrayLike,
+    value_range: npt.ArrayLike | None,
+    *,
+    height: int,
+    width: int,
+    canvas_height: int,
+    canvas_width: int,
+    top: int = 0,
+    left: int = 0,
+    mean: Sequence[float] = (0.0,),
+    threads: int = 0,
+) -> npt.NDArray[np.float32]:
+    """matterport's molded input (``MaskRCNN.mold_inputs`` in "square" mode), bit for bit.
+
+    The image is zoomed to *height* x *width* with skimage's linear resize
+    (``resize(order=1, mode='constant', cval=0, anti_aliasing=False, preserve_range=True)``:
+    scipy's grid-mode zoom, half-pixel centres, samples outside the image 0) computed in float64
+    in scipy's order of operations, clipped to *value_range*, truncated toward zero
+    (``astype(uint8)``), placed with its top-left pixel at canvas pixel (*top*, *left*) of a zero
+    *canvas_height* x *canvas_width* canvas, and *mean* subtracted in float64 with the result
+    rounded to float32. Zoom factors are ``H / height`` and ``W / width``; ``height == H`` copies.
+
+    Args:
+        image: ``[H, W, C]`` pixel values (integers; uint8 is converted to float32).
+        value_range: ``(min, max)`` the zoomed values are clipped to: the image's minimum and
+            maximum over all channels (skimage's clip); ``None`` computes them from *image*.
+        height, width: the zoomed size in pixels (>= 1).
+        canvas_height, canvas_width: the output's size; the zoomed image must fit at (top, left).
+        top, left: canvas row / column of the zoomed image's first pixel (>= 0).
+        mean: subtracted from every canvas value, one per channel or one for all (1 to 8 values).
+        threads: OpenMP threads; 0 = OpenMP's default.
+
+    Returns:
+        ``[C, canvas_height, canvas_width]`` float32 (channels first, as the network reads it);
+        outside the zoomed image ``0 - mean``. ValueError naming the problem for a bad argument.
+    """
+    return _zoom_linear(image, value_range, height, width, canvas_height, canvas_width, top, left, mean, threads,
+                        per_element=False)
+
+
+def _zoom_linear(
+    image: npt.ArrayLike,
+    value_range: npt.ArrayLike | None,
+    height: int,
+    width: int,
+    canvas_height: int,
+    canvas_width: int,
+    top: int,
+    left: int,
+    mean: Sequence[float],
+    threads: int,
+    per_element: bool,
+) -> npt.NDArray[np.float32]:
+    """:func:`zoom_linear`; *per_element* runs the math header's one-element function for every
+    output element, as the CUDA kernel does, instead of the CPU fast path (same bits; for tests)."""
+    arr = _float32(image, "image")
+    if arr.ndim != 3 or min(arr.shape) < 1:
+        raise ValueError(f"image must have shape [H, W, C] with H, W, C >= 1; got shape {arr.shape}")
+    rows, cols, channels = arr.shape
+    attrs = ZOOM_LINEAR.node_attributes(height=height, width=width, canvas_height=canvas_height,
+                                        canvas_width=canvas_width, top=top, left=left, mean=list(mean))
+    zoom_means(attrs["mean"], channels)  # 1 or C values
+    means = np.asarray(attrs["mean"], dtype=np.float32)  # the attribute's float32 values, as on TensorRT
+    if not np.isfinite(means).all():
+        raise ValueError(f"mean must be finite; got {list(mean)}")
+    if value_range is None:
+        bounds = np.array([arr.min(), arr.max()], dtype=np.float32)
+    else:
+        bounds = _float32(value_range, "value_range").reshape(-1)
+        if bounds.shape != (2,) or not np.isfinite(bounds).all() or bounds[0] > bounds[1]:
+            raise ValueError(f"value_range must be (min, max), finite, min <= max; got {bounds.tolist()}")
+    nthreads = _threads(threads)
+    lib = _library()
+    out = np.empty((channels, canvas_height, canvas_width), dtype=np.float32)
+    status = lib.edgeseg_zoom_linear_f32(
+        arr, rows, cols, channels, bounds, means, len(means), height, width, canvas_height, canvas_width, top, left,
+        nthreads, int(per_element), out,
+    )
+    _check(status, "zoom_linear")
+    return out

@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edgeseg.custom_ops import PASTE_MODES
 from tests.test_cuda_compile import NVCC_FLAGS, PLUGINS, ROOT, find_cuda_tool
 
 ENTRY = ROOT / "tests" / "cuda" / "kernel_entry.cu"
 SOURCES = (PLUGINS / "multilevel_roi_align" / "roi_align_kernel.cu", PLUGINS / "paste_masks" / "paste_masks_kernel.cu",
-           ENTRY)
+           PLUGINS / "zoom_linear" / "zoom_linear_kernel.cu", ENTRY)
 LIBRARY = "libedgeseg_kernels_test.so"
-PASTE_MODES = {"torchvision": 0, "continuous": 1}
 
 
 def build_library(out_dir: Path, arch: int) -> Path:
@@ -51,12 +51,17 @@ class Kernels:
         lib.edgeseg_test_roi_align.argtypes = [
             c.c_int32, c.POINTER(c.c_void_p), c.POINTER(c.c_int32), c.POINTER(c.c_int32), c.POINTER(c.c_float),
             c.c_int32, c.c_int32, c.c_int32, c.c_void_p, c.c_int64, c.c_int32, c.c_int32, c.c_int32, c.c_int32,
-            c.c_float, c.c_int32, c.c_int32, c.c_void_p,
+            c.c_float, c.c_int32, c.c_int32, c.c_float, c.c_int32, c.c_void_p,
         ]
         lib.edgeseg_test_paste_masks.restype = c.c_int32
         lib.edgeseg_test_paste_masks.argtypes = [
             c.c_int32, c.c_void_p, c.c_void_p, c.c_void_p, c.c_int64, c.c_int32, c.c_int32, c.c_int32, c.c_float,
             c.c_int32, c.c_int32, c.c_void_p,
+        ]
+        lib.edgeseg_test_zoom_linear.restype = c.c_int32
+        lib.edgeseg_test_zoom_linear.argtypes = [
+            c.c_void_p, c.c_int32, c.c_int32, c.c_int32, c.c_void_p, c.POINTER(c.c_float), c.c_int32, c.c_int32,
+            c.c_int32, c.c_int32, c.c_int32, c.c_int32, c.c_int32, c.c_void_p,
         ]
         lib.edgeseg_test_synchronize.restype = c.c_int32
         lib.edgeseg_test_error_string.restype = c.c_char_p
@@ -71,9 +76,11 @@ class Kernels:
 
     def roi_align(self, features: Sequence[Any], rois: Any, output_hw: tuple[int, int], scales: Sequence[float],
                   sampling_ratio: int = 2, aligned: bool = False, canonical_scale: float = 224.0,
-                  canonical_level: int = 4, sync: bool = True, level_rule: int = 0) -> Any:
+                  canonical_level: int = 4, sync: bool = True, level_rule: int = 0, image_area: float = 0.0,
+                  sampling: int = 0) -> Any:
         """MultiLevelRoIAlign: *features* CUDA float32 or float16 [N, C, H_l, W_l] (one dtype),
-        *rois* CUDA float32 [R, 5]; returns [R, C, out_h, out_w] in the features' dtype."""
+        *rois* CUDA float32 [R, 5]; returns [R, C, out_h, out_w] in the features' dtype. The
+        rest: the op's attributes (*sampling* 1 = crop_and_resize, rois normalised)."""
         import torch
 
         feats = [f.contiguous() for f in features]
@@ -89,7 +96,7 @@ class Kernels:
             (ctypes.c_int32 * levels)(*[int(f.shape[3]) for f in feats]),
             (ctypes.c_float * levels)(*[float(s) for s in scales]),
             levels, n, c, rois.data_ptr(), int(rois.shape[0]), output_hw[0], output_hw[1], sampling_ratio,
-            int(aligned), canonical_scale, canonical_level, level_rule, out.data_ptr(),
+            int(aligned), canonical_scale, canonical_level, level_rule, image_area, sampling, out.data_ptr(),
         )
         if sync:
             self._check(status, "roi_align")
@@ -115,10 +122,32 @@ class Kernels:
         status = self.lib.edgeseg_test_paste_masks(
             int(masks.dtype == torch.float16), masks.data_ptr(), boxes.data_ptr(),
             None if count is None else count.data_ptr(), k, m, frame_hw[0], frame_hw[1], threshold,
-            PASTE_MODES[mode], int(logits), out.data_ptr(),
+            PASTE_MODES.index(mode), int(logits), out.data_ptr(),
         )
         if sync:
             self._check(status, "paste_masks")
         elif status != 0:
             raise RuntimeError(f"paste_masks: launch failed with CUDA error {status}")
+        return out
+
+    def zoom_linear(self, image: Any, value_range: Any, height: int, width: int, canvas_height: int,
+                    canvas_width: int, top: int = 0, left: int = 0, mean: Sequence[float] = (0.0,),
+                    sync: bool = True) -> Any:
+        """ZoomLinear: *image* CUDA float32 [H, W, C], *value_range* CUDA float32 [2]; returns
+        float32 [C, canvas_height, canvas_width]."""
+        import torch
+
+        image, value_range = image.contiguous(), value_range.contiguous()
+        assert image.dtype == torch.float32 and value_range.dtype == torch.float32
+        rows, cols, channels = (int(d) for d in image.shape)
+        out = torch.empty((channels, canvas_height, canvas_width), dtype=torch.float32, device=image.device)
+        means = (ctypes.c_float * len(mean))(*[float(m) for m in mean])
+        status = self.lib.edgeseg_test_zoom_linear(
+            image.data_ptr(), rows, cols, channels, value_range.data_ptr(), means, len(mean), height, width,
+            canvas_height, canvas_width, top, left, out.data_ptr(),
+        )
+        if sync:
+            self._check(status, "zoom_linear")
+        elif status != 0:
+            raise RuntimeError(f"zoom_linear: launch failed with CUDA error {status}")
         return out

@@ -312,12 +312,26 @@ void test_roi_align(IPluginCreatorV3One* creator, Finder& finder) {
   scales.f("spatial_scales", {0.25f, -1.0f});
   check_refused(creator, scales, finder, "spatial_scales must be positive", tag + " refuses a negative scale");
   Fields rule;
-  rule.i("level_rule", 2).identity();
-  check_refused(creator, rule, finder, "level_rule must be 0 or 1", tag + " refuses an unknown level rule");
+  rule.i("level_rule", 3).identity();
+  check_refused(creator, rule, finder, "level_rule must be 0, 1 or 2", tag + " refuses an unknown level rule");
   Fields detectron;
   detectron.i("level_rule", 1).identity();
   PluginPtr legacy(creator->createPlugin("legacy", detectron.get(), TensorRTPhase::kBUILD));
   check(legacy != nullptr, tag + " takes level_rule 1 (Detectron's level mapping)");
+  Fields sampling;
+  sampling.i("sampling", 2).identity();
+  check_refused(creator, sampling, finder, "sampling must be 0 or 1", tag + " refuses an unknown sampling");
+  Fields no_area;
+  no_area.i("level_rule", 2).i("sampling", 1).identity();
+  check_refused(creator, no_area, finder, "image_area must be > 0 with level_rule 2",
+                tag + " refuses level_rule 2 without image_area");
+  // matterport's PyramidROIAlign: crop_and_resize sampling, its level rule, the molded image's area
+  Fields matterport;
+  matterport.i("output_height", 7).i("output_width", 7).f("spatial_scales", {0.25f, 0.125f, 0.0625f, 0.03125f})
+      .i("level_rule", 2).i("sampling", 1).f("image_area", {262144.0f}).identity();
+  PluginPtr tf(creator->createPlugin("matterport", matterport.get(), TensorRTPhase::kBUILD));
+  check(tf != nullptr, tag + " takes sampling 1 and level_rule 2 (matterport)", finder.logger.last);
+  if (tf) check_round_trip(creator, tf.get(), tag + "/matterport");
 }
 
 void test_paste_masks(IPluginCreatorV3One* creator, Finder& finder) {
@@ -380,8 +394,100 @@ void test_paste_masks(IPluginCreatorV3One* creator, Finder& finder) {
   check_refused(creator, missing, finder, "height and width (the frame size) must be >= 1",
                 tag + " refuses a missing frame size");
   Fields mode;
-  mode.i("height", 4).i("width", 4).i("mode", 2);
-  check_refused(creator, mode, finder, "mode must be 0 (torchvision) or 1 (continuous)", tag + " refuses mode 2");
+  mode.i("height", 4).i("width", 4).i("mode", 3);
+  check_refused(creator, mode, finder, "mode must be 0 (torchvision), 1 (continuous) or 2 (zoom), got 3",
+                tag + " refuses mode 3");
+  Fields zoom;
+  zoom.i("height", 4).i("width", 4).i("mode", 2).identity();
+  PluginPtr zoomed(creator->createPlugin("zoom", zoom.get(), TensorRTPhase::kBUILD));
+  check(zoomed != nullptr, tag + " takes mode 2 (zoom, matterport)", finder.logger.last);
+}
+
+void test_zoom_linear(IPluginCreatorV3One* creator, Finder& finder) {
+  const std::string tag = "ZoomLinear";
+  Fields fields;
+  fields.i("height", 341).i("width", 512).i("canvas_height", 512).i("canvas_width", 512).i("top", 85).i("left", 0)
+      .f("mean", {123.7f, 116.8f, 103.9f}).identity();
+  PluginPtr plugin(creator->createPlugin("zoom", fields.get(), TensorRTPhase::kBUILD));
+  check(plugin != nullptr, tag + " created from ONNX-style fields", finder.logger.last);
+  if (!plugin) return;
+  check_capabilities(plugin.get(), "ZoomLinear", tag);
+  IPluginV3OneBuild* build = build_of(plugin.get());
+  check(build->getNbOutputs() == 1, tag + " has one output");
+
+  const DataType f = DataType::kFLOAT, h = DataType::kHALF;
+  {
+    DataType in[2] = {f, f};
+    DataType out[1] = {h};
+    check(build->getOutputDataTypes(out, 1, in, 2) == 0 && out[0] == f, tag + " output type is float");
+  }
+  ConstBuilder eb;
+  DimsExprs in[2] = {dims_exprs(eb, {400, 600, 3}), dims_exprs(eb, {2})};
+  DimsExprs out[1]{};
+  check(build->getOutputShapes(in, 2, nullptr, 0, out, 1, eb) == 0 && shape_string(out[0]) == "[3, 512, 512]",
+        tag + " output shape [C, canvas_height, canvas_width]", shape_string(out[0]));
+  check(build->getOutputShapes(in, 1, nullptr, 0, out, 1, eb) != 0, tag + " refuses one input");
+  DimsExprs flat[2] = {dims_exprs(eb, {400, 1800}), dims_exprs(eb, {2})};
+  check(build->getOutputShapes(flat, 2, nullptr, 0, out, 1, eb) != 0, tag + " refuses a 2-D image");
+
+  auto io = [&](DataType a, DataType b, DataType c, TensorFormat fmt) {
+    return std::vector<DynamicPluginTensorDesc>{desc(a, {400, 600, 3}, fmt), desc(b, {2}, fmt),
+                                                desc(c, {3, 512, 512}, fmt)};
+  };
+  check(formats_ok(build, io(f, f, f, TensorFormat::kLINEAR), 2), tag + " supports linear float");
+  check(!formats_ok(build, io(h, f, f, TensorFormat::kLINEAR), 2), tag + " refuses a half image");
+  check(!formats_ok(build, io(f, h, f, TensorFormat::kLINEAR), 2), tag + " refuses a half value range");
+  check(!formats_ok(build, io(f, f, h, TensorFormat::kLINEAR), 2), tag + " refuses a half output");
+  check(!formats_ok(build, io(DataType::kINT32, f, f, TensorFormat::kLINEAR), 2), tag + " refuses an int32 image");
+  check(!formats_ok(build, io(f, f, f, TensorFormat::kCHW2), 2), tag + " refuses a vectorised format");
+
+  {
+    auto ok = io(f, f, f, TensorFormat::kLINEAR);
+    check(build->configurePlugin(ok.data(), 2, ok.data() + 2, 1) == 0, tag + " configures for 3 channels");
+    auto four = ok;
+    four[0] = desc(f, {400, 600, 4});
+    finder.logger.last.clear();
+    check(build->configurePlugin(four.data(), 2, four.data() + 2, 1) != 0 &&
+              finder.logger.last.find("mean holds 3 values for an image of 4 channels") != std::string::npos,
+          tag + " refuses 3 means for 4 channels", finder.logger.last);
+    auto range = ok;
+    range[1] = desc(f, {3});
+    check(build->configurePlugin(range.data(), 2, range.data() + 2, 1) != 0, tag + " refuses a value range of 3");
+  }
+
+  {
+    // A GPU-less enqueue: the launcher validates before it launches, so a window outside the
+    // canvas would be an error; here the shapes are right and the null pointers are refused.
+    PluginTensorDesc in_desc[2] = {desc(f, {400, 600, 3}).desc, desc(f, {2}).desc};
+    PluginTensorDesc out_desc[1] = {desc(f, {3, 512, 512}).desc};
+    const void* inputs[2] = {nullptr, nullptr};
+    void* outputs[1] = {nullptr};
+    finder.logger.last.clear();
+    check(runtime_of(plugin.get())->enqueue(in_desc, out_desc, inputs, outputs, nullptr, nullptr) != 0 &&
+              finder.logger.last.find("kernel launch failed") != std::string::npos,
+          tag + " enqueue refuses null buffers without launching", finder.logger.last);
+  }
+
+  check_round_trip(creator, plugin.get(), tag);
+
+  Fields one_mean;
+  one_mean.i("height", 4).i("width", 4).i("canvas_height", 4).i("canvas_width", 4).f("mean", {0.5f}).identity();
+  PluginPtr single(creator->createPlugin("single", one_mean.get(), TensorRTPhase::kBUILD));
+  check(single != nullptr, tag + " takes one mean for every channel");
+  Fields missing;
+  missing.identity();
+  check_refused(creator, missing, finder, "height and width (the zoomed size) must be >= 1",
+                tag + " refuses a missing zoomed size");
+  Fields outside;
+  outside.i("height", 341).i("width", 512).i("canvas_height", 512).i("canvas_width", 512).i("top", 200);
+  check_refused(creator, outside, finder, "must lie inside the canvas", tag + " refuses a window outside the canvas");
+  Fields means;
+  means.i("height", 4).i("width", 4).i("canvas_height", 4).i("canvas_width", 4)
+      .f("mean", {0, 0, 0, 0, 0, 0, 0, 0, 0});
+  check_refused(creator, means, finder, "mean must hold 1 to 8 values, got 9", tag + " refuses 9 means");
+  Fields typed;
+  typed.f("top", {1.0f});
+  check_refused(creator, typed, finder, "field 'top' must be an integer", tag + " refuses a float for an int");
 }
 
 }  // namespace
@@ -407,7 +513,7 @@ int main(int argc, char** argv) {
   set_logger_finder(&finder);
   int32_t count = -1;
   IPluginCreatorInterface* const* creators = get_creators(count);
-  check(count == 2 && creators != nullptr, "two creators");
+  check(count == 3 && creators != nullptr, "three creators");
   for (int32_t k = 0; k < count; ++k) {
     IPluginCreatorInterface* iface = creators[k];
     const InterfaceInfo info = iface->getInterfaceInfo();
@@ -420,6 +526,7 @@ int main(int argc, char** argv) {
                 creator->getPluginNamespace(), list.c_str());
     if (std::strcmp(creator->getPluginName(), "MultiLevelRoIAlign") == 0) test_roi_align(creator, finder);
     if (std::strcmp(creator->getPluginName(), "PasteMasks") == 0) test_paste_masks(creator, finder);
+    if (std::strcmp(creator->getPluginName(), "ZoomLinear") == 0) test_zoom_linear(creator, finder);
   }
   std::printf("%d failed\n", g_failures);
   return g_failures == 0 ? 0 : 1;

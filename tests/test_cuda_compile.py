@@ -199,7 +199,8 @@ def test_kernel_test_library_builds(nvcc: str, tmp_path: Path) -> None:
     path = build_library(tmp_path, 87)
     assert path.name == LIBRARY and path.is_file()
     exported = run(["nm", "-D", "--defined-only", str(path)]).stdout
-    for name in ("edgeseg_test_roi_align", "edgeseg_test_paste_masks", "edgeseg_test_synchronize"):
+    for name in ("edgeseg_test_roi_align", "edgeseg_test_paste_masks", "edgeseg_test_zoom_linear",
+                 "edgeseg_test_synchronize"):
         assert f" T {name}" in exported, name
 
 

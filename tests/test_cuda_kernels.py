@@ -1,4 +1,4 @@
-"""The CUDA kernels of both plugins on a GPU, without TensorRT, against the CPU build.
+"""The CUDA kernels of the plugins on a GPU, without TensorRT, against the CPU build.
 
 Marked ``cuda`` (``pytest -m cuda``; ``tools/device_check.sh`` runs them): the launchers the TensorRT
 plugins call, built by nvcc into a test-only library (tests/cuda_kernels.py) for the local GPU and
@@ -10,10 +10,14 @@ Bounds:
   expected). FP16 features: the kernel reads half features exactly and accumulates in float as the
   CPU build does on the same half-rounded features, then rounds the output to nearest half, as
   numpy's float16 cast does, so the bound there is also one that 0 meets: <= 1e-5 after rounding.
+- crop_and_resize sampling with matterport's level rule: FP32 and FP16 0 difference except for
+  RoIs whose level term lies within 1e-5 of a half, where the device logf may differ from the
+  host's by an ulp and pick the neighbouring level (skipped there, counted).
 - PasteMasks: 0 differing pixels, FP32 and FP16 masks (FP16 against the CPU build on the same
   half-rounded masks), at exact thresholds too. With ``logits`` the device expf may differ from the
   host's by one ulp, so pixels whose value sits within an ulp of the threshold may flip: counted,
   and at most 1e-5 of the pixels.
+- ZoomLinear: bit-identical to the CPU build (double arithmetic, --fmad=false, the same function).
 """
 
 from __future__ import annotations
@@ -25,14 +29,22 @@ import numpy as np
 import pytest
 
 from edgeseg import ops
+from edgeseg.custom_ops import PASTE_MODES
 from tests.op_cases import (
     EDGE_ROIS,
     FRAMES,
+    MATTERPORT_AREA,
+    ZOOM_CASES,
     boundary_rois,
+    crop_and_resize_cases,
     pyramid,
     random_boxes,
+    random_frame,
     random_roi_align_cases,
     random_rois,
+    zoom_boxes,
+    zoom_masks,
+    zoom_paste_cases,
 )
 
 pytestmark = pytest.mark.cuda
@@ -134,6 +146,36 @@ def test_multilevel_roi_align_matches_the_cpu_build(kernels: Any) -> None:
             assert float(np.abs(got16.cpu().numpy().astype(np.float32) - want16.astype(np.float32)).max()) <= ROI_TOL
 
 
+def near_matterport_half(rois: np.ndarray, area: float) -> np.ndarray:
+    """Rows whose matterport level term (float64) is within 1e-5 of a half: the device logf may
+    round them to the other level."""
+    with np.errstate(all="ignore"):
+        side = np.sqrt((rois[:, 4].astype(np.float64) - rois[:, 2]) * (rois[:, 3].astype(np.float64) - rois[:, 1]))
+        term = np.log2(side / (224.0 / np.sqrt(area)))
+        return np.abs(np.abs(term - np.floor(term)) - 0.5) < 1e-5
+
+
+def test_crop_and_resize_matches_the_cpu_build(kernels: Any) -> None:
+    """sampling 1 (tf.image.crop_and_resize) with level_rule 2 (matterport) over the CPU tests'
+    cases: random, boundary and outside boxes, 1-cell outputs, 1-pixel maps, FP32 and FP16."""
+    import torch
+
+    scales = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+    skipped = 0
+    for features, rois, out_hw in crop_and_resize_cases(np.random.default_rng(77)):
+        keep = ~near_matterport_half(rois, MATTERPORT_AREA)
+        skipped += int((~keep).sum())
+        args = {"level_rule": 2, "sampling": 1, "image_area": MATTERPORT_AREA}
+        want = ops.multilevel_roi_align(features, rois, out_hw, scales, **args)  # type: ignore[arg-type]
+        got = kernels.roi_align([gpu(f) for f in features], gpu(rois), out_hw, scales, **args).cpu().numpy()
+        np.testing.assert_array_equal(got[keep], want[keep])
+        want16 = ops.multilevel_roi_align([half_round(f) for f in features], rois, out_hw, scales,
+                                          **args).astype(np.float16)  # type: ignore[arg-type]
+        got16 = kernels.roi_align([gpu(f, torch.float16) for f in features], gpu(rois), out_hw, scales, **args)
+        np.testing.assert_array_equal(got16.cpu().numpy()[keep], want16[keep])
+    print(f"crop_and_resize: {skipped} RoIs within 1e-5 of a level boundary not compared")
+
+
 def test_roi_align_of_no_rois_launches_nothing(kernels: Any) -> None:
     features = np.ones((1, 4, 8, 8), np.float32)
     out = kernels.roi_align([gpu(features)], gpu(np.zeros((0, 5), np.float32)), (7, 7), [0.5])
@@ -152,11 +194,15 @@ def paste_cases(rng: np.random.Generator) -> list[tuple[Any, ...]]:
     # values exactly at the threshold: > for torchvision, >= for continuous
     exact = np.full((3, 28, 28), 0.5, np.float32)
     exact[:, ::3] = 0.25
-    boxes = np.array([[3, 4, 60, 50], [10.5, 0.5, 40.25, 30.75], [-5, -5, 20, 20]], np.float32)
-    for mode in ("torchvision", "continuous"):
-        cases.append((exact, boxes, (64, 64), mode, 0.5))
+    exact_boxes = np.array([[3, 4, 60, 50], [10.5, 0.5, 40.25, 30.75], [-5, -5, 20, 20]], np.float32)
+    for mode in PASTE_MODES:
+        cases.append((exact, exact_boxes, (64, 64), mode, 0.5))
     masks = rng.random((100, 28, 28), dtype=np.float32)
     cases.append((masks, random_boxes(rng, 100, (1080, 1920)), (1080, 1920), "torchvision", 0.5))
+    # mode 2 (matterport): integer boxes, masks all >= 0.5 (the clip), constant at the threshold
+    for masks, boxes, frame_hw, threshold in zoom_paste_cases(rng):
+        cases.append((masks, boxes, frame_hw, "zoom", threshold))
+    cases.append((zoom_masks(rng, 100, 28), zoom_boxes(rng, 100, (1080, 1920)), (1080, 1920), "zoom", 0.5))
     return cases
 
 
@@ -202,6 +248,19 @@ def test_paste_masks_writes_only_the_first_count_planes(kernels: Any) -> None:
         assert (host[live:] == 0xAB).all(), count
 
 
+def test_zoom_linear_matches_the_cpu_build_bit_for_bit(kernels: Any) -> None:
+    rng = np.random.default_rng(23)
+    for rows, cols, channels, height, width, canvas_h, canvas_w, top, left in ZOOM_CASES:
+        image = random_frame(rng, rows, cols, channels)
+        value_range = np.array([image.min(), image.max()], np.float32)
+        attrs: dict[str, Any] = {"height": height, "width": width, "canvas_height": canvas_h, "canvas_width": canvas_w,
+                 "top": top, "left": left, "mean": [123.7, 116.8, 103.9, 0.5][:channels] if channels > 1 else [77.7]}
+        want = ops.zoom_linear(image, value_range, **attrs)
+        got = kernels.zoom_linear(gpu(image), gpu(value_range), **attrs).cpu().numpy()
+        assert got.shape == want.shape
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), (rows, cols, channels, height, width)
+
+
 def test_sanitizer_smoke(kernels: Any) -> None:
     """A few small launches of each kernel: what tools/device_check.sh runs under compute-sanitizer's
     memcheck and racecheck (the full cases are too slow there)."""
@@ -219,4 +278,8 @@ def test_sanitizer_smoke(kernels: Any) -> None:
             out = kernels.paste_masks(gpu(masks, dtype), gpu(random_boxes(rng, 6, frame_hw)), frame_hw,
                                       count=gpu(np.array([4], np.int32)))
             assert tuple(out.shape) == (6, *frame_hw)
+    image = random_frame(rng, 37, 53, 3)
+    molded = kernels.zoom_linear(gpu(image), gpu(np.array([image.min(), image.max()], np.float32)), 60, 80, 64, 96,
+                                 2, 16, [1.0, 2.0, 3.0])
+    assert tuple(molded.shape) == (3, 64, 96)
 

@@ -30,7 +30,7 @@ def test_both_families_export_through_one_call(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
     ({"family": "yolo"}, ArgumentError, "unknown model family 'yolo'; choose one of: hrnet, maskrcnn, detectron2, "
-                                        "maskrcnn-benchmark, detectron"),
+                                        "maskrcnn-benchmark, detectron, matterport"),
     ({"format": "tflite"}, ArgumentError, "format 'tflite': choose one of onnx, engine"),
     ({"random_weights": False}, ArgumentError,
      "give --weights PATH, or --random-weights to export an untrained model (for testing)"),

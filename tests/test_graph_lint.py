@@ -3,6 +3,7 @@ and the rules themselves on small hand-made graphs that break them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +15,24 @@ from edgeseg.lint import NMS_MAX_CANDIDATES, RULES, TOPK_MAX_K, lint_model
 from tests.conftest import ExportedHRNet, ExportedMaskRCNN
 
 # Every arch of both families at two or three frame sizes (with the session fixtures): odd, tiny,
-# elongated, resized inside the graph; both paste modes; each also at FP16, some at INT8.
+# elongated, resized inside the graph; both paste modes; a small matterport graph (the zoom paste,
+# crop_and_resize pooling, ZoomLinear); each also at FP16, some at INT8.
 HRNET_CASES = [("w18_small_v1", (64, 64), None), ("w18_small_v2", (120, 333), (96, 256)),
                ("w18", (64, 96), None), ("w18", (97, 131), None), ("w32", (64, 96), None), ("w32", (100, 64), None),
                ("w48", (64, 96), None), ("w48", (65, 65), None)]
 MASKRCNN_CASES = [("resnet18_fpn_lite", (64, 96), "continuous"), ("resnet18_fpn_lite", (257, 401), "torchvision"),
                   ("resnet18_fpn_lite", (720, 1280), "torchvision"), ("resnet50_fpn_v2", (96, 128), "continuous")]
+#: matterport: a small Config (ResNet-50, IMAGE_MAX_DIM 256, thin FPN and heads), random weights,
+#: a frame the graph zooms up and pads
+MATTERPORT_CONFIG = {"BACKBONE": "resnet50", "NUM_CLASSES": 3, "IMAGE_MIN_DIM": 256, "IMAGE_MAX_DIM": 256,
+                     "IMAGES_PER_GPU": 1, "TOP_DOWN_PYRAMID_SIZE": 32, "FPN_CLASSIF_FC_LAYERS_SIZE": 64,
+                     "DETECTION_MIN_CONFIDENCE": 0.0}
+MATTERPORT_FRAME = (97, 131)
 
 
 @pytest.fixture(scope="module")
 def small_graphs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    from edgeseg.converters.api import export
     from edgeseg.converters.hrnet.export import build_hrnet, export_hrnet
     from edgeseg.converters.maskrcnn.archs import build_arch
     from edgeseg.converters.maskrcnn.export import export_maskrcnn
@@ -39,6 +48,11 @@ def small_graphs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         path = tmp / f"hrnet_{arch}_{hw[0]}x{hw[1]}.onnx"
         export_hrnet(build_hrnet(arch, 4), path, hw, input_hw)
         paths.append(path)
+    config = tmp / "matterport.json"
+    config.write_text(json.dumps(MATTERPORT_CONFIG))
+    path = tmp / f"matterport_{MATTERPORT_FRAME[0]}x{MATTERPORT_FRAME[1]}.onnx"
+    export("matterport", path, frame_hw=MATTERPORT_FRAME, random_weights=True, config=str(config))
+    paths.append(path)
     return paths
 
 
@@ -103,6 +117,8 @@ def _family(model: onnx.ModelProto) -> str:
     from edgeseg.metadata import ModelMetadata
 
     meta = ModelMetadata.from_props({p.key: p.value for p in model.metadata_props})
+    if meta.arch.startswith("matterport_"):
+        return "matterport"
     return "maskrcnn" if meta.kind == "instance" else "hrnet"
 
 
@@ -123,6 +139,14 @@ def test_every_graph_passes_at_fp16_and_the_precision_rules_match_every_arch(eve
                        if n.startswith(("/backbone/", "/roi_heads/box_head/", "/roi_heads/mask_head/"))), path.name
             assert not [n for n in reduced if "/box_predictor/" in n or "mask_fcn_logits" in n
                         or "/rpn/head/cls_logits" in n or "/rpn/head/bbox_pred" in n], path.name
+        elif family == "matterport":
+            layers = ("/backbone/", "/rpn/rpn_conv", "/box_head/class_conv", "/mask_head/mask_convs")
+            stem_pool = ("/backbone/Pad_1", "/backbone/MaxPool")  # -inf padding: FP32 (no INT8 range holds it)
+            assert all(n in reduced for n in names if n.startswith(layers) and n not in stem_pool), path.name
+            assert not [n for n in reduced if n in stem_pool], path.name
+            scores = ("/rpn/rpn_class", "/rpn/rpn_bbox", "/rpn/Softmax", "/box_head/class_logits/",
+                      "/box_head/bbox_fc/", "/box_head/Softmax", "/mask_head/mask_logits/", "/mask_head/Sigmoid")
+            assert not [n for n in reduced if n.startswith(scores)], path.name
         else:
             assert all(n in reduced for n in names if n.startswith("/net/") and "last_layer.3" not in n), path.name
         violations = lint_model(to_fp16(model, reduced))
@@ -143,7 +167,7 @@ def test_int8_files_of_other_archs_pass_the_parser_rules(small_graphs: list[Path
     images.mkdir()
     cv2.imwrite(str(images / "0.png"), photos[0])  # one frame: the structure is what is checked
     for path in small_graphs:
-        if not path.name.startswith(("resnet50_fpn_v2", "hrnet_w48_64x96")):
+        if not path.name.startswith(("resnet50_fpn_v2", "hrnet_w48_64x96", "matterport")):
             continue
         family = _family(onnx.load(str(path)))
         out = tmp_path / f"int8_{path.name}"

@@ -95,7 +95,7 @@ def test_cli_convert_reports_a_bad_checkpoint_in_one_line(weights: dict[str, Pat
         ({"detections": 0}, "--max-detections 0: must be 1..3840 (TensorRT's TopK limit)"),
         ({"detections": 4000}, "--max-detections 4000: must be 1..3840 (TensorRT's TopK limit)"),
         ({"max_candidates": 3841}, "--max-candidates 3841: must be 1..3840 (TensorRT's TopK limit)"),
-        ({"paste": "nearest"}, "--paste 'nearest': must be one of torchvision, continuous"),
+        ({"paste": "nearest"}, "--paste 'nearest': must be one of torchvision, continuous, zoom"),
         ({"mask_threshold": 1.5}, "--mask-threshold 1.5: must be in [0, 1]"),
     ],
 )

@@ -3,6 +3,9 @@ against a literal re-statement of the code it reproduces."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -18,6 +21,7 @@ from edgeseg.converters.maskrcnn.strategies import (
     ALIGNED_ROI_ALIGN,
     CENTRED_ANCHORS,
     CONTINUOUS_BOXES,
+    CROP_AND_RESIZE,
     DETECTRON2_RESIZE,
     DETECTRON_ANCHORS,
     DETECTRON_LEVELS,
@@ -25,6 +29,7 @@ from edgeseg.converters.maskrcnn.strategies import (
     INCLUSIVE_BOXES,
     LEGACY_ROI_ALIGN,
     MASKRCNN_BENCHMARK_RESIZE,
+    MATTERPORT_LEVELS,
     TORCHVISION_ANCHORS,
     TORCHVISION_LEVELS,
     TORCHVISION_NMS,
@@ -34,9 +39,10 @@ from edgeseg.converters.maskrcnn.strategies import (
     LevelMapper,
     PixelInput,
     Resize,
+    RoIAlignSampling,
 )
 from edgeseg.converters.maskrcnn_benchmark.model import PIXELS as MRB_PIXELS
-from edgeseg.custom_ops import LEVEL_RULES
+from edgeseg.custom_ops import LEVEL_RULES, ROI_SAMPLINGS
 
 # --------------------------------------------------------------------------------------------- resize
 
@@ -69,14 +75,21 @@ def test_resize_rules_of_the_other_families() -> None:
 
 
 def test_strategies_name_what_they_are_and_refuse_what_the_graph_cannot_do() -> None:
-    with pytest.raises(ValueError, match="level rule 'matterport': MultiLevelRoIAlign has torchvision, detectron"):
-        LevelMapper("matterport")
+    with pytest.raises(ValueError, match="level rule 'fcos': MultiLevelRoIAlign has torchvision, detectron, matter"):
+        LevelMapper("fcos")
+    with pytest.raises(ValueError, match="RoI sampling 'nearest': MultiLevelRoIAlign has roi_align, crop_and_resize"):
+        RoIAlignSampling("x", aligned=False, sampling="nearest")
     with pytest.raises(ValueError, match="anchor generator 'ssd'"):
         AnchorGenerator("ssd")
     with pytest.raises(ValueError, match="box coder offset 2"):
         BoxCoder("x", 2)
     assert DETECTRON_LEVELS.op_attributes() == {"level_rule": 1}
-    assert ALIGNED_ROI_ALIGN.op_attributes() == {"aligned": 1} and LEGACY_ROI_ALIGN.op_attributes() == {"aligned": 0}
+    assert ALIGNED_ROI_ALIGN.op_attributes() == {"aligned": 1, "sampling": 0}
+    assert LEGACY_ROI_ALIGN.op_attributes() == {"aligned": 0, "sampling": 0}
+    # matterport: tf.image.crop_and_resize on normalised boxes, PyramidROIAlign's level rule
+    assert CROP_AND_RESIZE.op_attributes() == {"aligned": 0, "sampling": ROI_SAMPLINGS.index("crop_and_resize")} \
+        == {"aligned": 0, "sampling": 1}
+    assert MATTERPORT_LEVELS.op_attributes() == {"level_rule": 2}
 
 
 # --------------------------------------------------------------------------------------------- pixels
@@ -261,5 +274,62 @@ def test_detectron_level_rule_in_the_op_and_the_reference() -> None:
     b = ops.multilevel_roi_align(feats, rois[:64].numpy(), 7, scales, 2, level_rule=0)
     moved = (ops.roi_levels(rois[:64].numpy(), scales, level_rule=1) != ops.roi_levels(rois[:64].numpy(), scales))
     assert moved.any() and not np.array_equal(a[moved], b[moved]) and np.array_equal(a[~moved], b[~moved])
-    with pytest.raises(ValueError, match=r"level_rule must be 0 \(torchvision\) or 1 \(detectron\); got 2"):
-        ops.roi_levels(rois.numpy(), scales, level_rule=2)
+    with pytest.raises(ValueError, match=r"image_area must be > 0 with level_rule 2 \(matterport\)"):
+        ops.roi_levels(rois.numpy(), scales, level_rule=MATTERPORT_LEVELS.rule)
+
+
+# --------------------------------------------------------------------------------------------- stages
+
+
+def _graph_state(frame_hw: tuple[int, int]) -> Any:
+    """What a stage's ``setup`` reads and writes on the graph module, without a network."""
+    from edgeseg.converters.maskrcnn.graph import GraphOptions
+
+    return SimpleNamespace(frame_hw=frame_hw, options=GraphOptions(), window=(0, 0, *frame_hw))
+
+
+@pytest.mark.parametrize(("frame", "resized", "window"), [
+    ((400, 600), (341, 512), (85, 0, 426, 512)),  # matterport's case A: scale 512 / 600
+    ((512, 512), (512, 512), (0, 0, 512, 512)),  # no zoom (scale 1)
+    ((100, 50), (512, 256), (0, 128, 512, 384)),  # enlarged to IMAGE_MIN_DIM, then capped at IMAGE_MAX_DIM
+    ((301, 199), (512, 338), (0, 87, 512, 425)),  # 199 * 512 / 301 = 338.49: Python's round
+])
+def test_matterport_square_resize_stage(frame: tuple[int, int], resized: tuple[int, int],
+                                        window: tuple[int, int, int, int]) -> None:
+    """``utils.resize_image`` "square" sizes: scaled size, the D x D input and the window."""
+    from edgeseg.converters.maskrcnn.stages import ZoomMold
+
+    g = _graph_state(frame)
+    ZoomMold(min_dim=400, max_dim=512, min_scale=0.0, mean=(123.7, 116.8, 103.9)).setup(g)
+    assert (g.resized_hw, g.padded_hw, g.window) == (resized, (512, 512), window)
+
+
+def test_matterport_molded_input_is_mold_image_to_the_bit() -> None:
+    """The stage's ZoomLinear (torch stand-in) on a BGR frame equals ``conventions.mold_image`` of
+    its RGB, for a downscale, an upscale and no zoom."""
+    from edgeseg.converters.maskrcnn.stages import ZoomMold
+    from edgeseg.converters.matterport import conventions as mcv
+
+    rng = np.random.default_rng(3)
+    mold = ZoomMold(min_dim=64, max_dim=96, min_scale=0.0, mean=(123.7, 116.8, 103.9))
+    for hw in ((70, 130), (40, 50), (96, 96)):
+        rgb = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
+        rgb[0, 0] = 7  # a minimum above 0: the clip range is the frame's own
+        g = _graph_state(hw)
+        mold.setup(g)
+        got = mold.run(g, torch.from_numpy(np.ascontiguousarray(rgb[:, :, ::-1])))
+        want, window, _ = mcv.mold_image(rgb, 64, 96, 0.0, mold.mean)
+        assert g.window == window
+        np.testing.assert_array_equal(got[0].permute(1, 2, 0).numpy(), want)
+
+
+def test_mask_channel_stages_pick_each_detections_class() -> None:
+    from edgeseg.converters.maskrcnn.stages import LOGIT_MASKS, PROBABILITY_MASKS
+
+    masks = torch.randn(3, 4, 2, 2)
+    labels = torch.tensor([2, 0, 3], dtype=torch.int32)
+    valid = torch.tensor([True, True, False])
+    picked = torch.stack([masks[0, 2], masks[1, 0], torch.zeros(2, 2)])
+    g = _graph_state((2, 2))
+    assert torch.equal(PROBABILITY_MASKS.run(g, masks, labels, valid), picked)
+    assert torch.equal(LOGIT_MASKS.run(g, masks, labels, valid), torch.sigmoid(picked) * valid[:, None, None])

@@ -1,10 +1,15 @@
 """edgeseg.ops.roi_align / multilevel_roi_align (CPU build of MultiLevelRoIAlign) against
-torchvision.ops.roi_align and torchvision.ops.MultiScaleRoIAlign."""
+torchvision.ops.roi_align and torchvision.ops.MultiScaleRoIAlign; its crop_and_resize sampling and
+matterport level rule against edgeseg.converters.matterport.conventions (bit for bit), and the
+torch stand-in the converters export against the CPU build."""
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,15 +18,24 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import roi_align as tv_roi_align
 
 from edgeseg import ops
+from edgeseg.converters.maskrcnn import ops as torch_ops
+from edgeseg.converters.matterport import conventions
+from edgeseg.custom_ops import LEVEL_RULES, MULTILEVEL_ROI_ALIGN, ROI_SAMPLINGS
 from edgeseg.errors import BackendUnavailableError
 from tests.op_cases import (
     EDGE_ROIS,
+    EXACT_HALF_BOXES,
+    MATTERPORT_AREA,
     OUTPUT_SIZES,
     SCALES,
     boundary_rois,
+    crop_and_resize_cases,
+    matterport_boundary_boxes,
     pyramid,
+    random_norm_boxes,
     random_roi_align_cases,
     random_rois,
+    yx_to_rois,
 )
 
 TOL = 1e-4
@@ -285,6 +299,27 @@ ROIS = np.array([[0, 1, 1, 5, 5]], np.float32)
             lambda: ops.multilevel_roi_align([FEATS, FEATS], ROIS, 7, [0.25, 0.125], canonical_scale=0),
             "canonical_scale must be positive and finite; got 0",
         ),
+        (
+            lambda: ops.multilevel_roi_align([FEATS, FEATS], ROIS, 7, [0.25, 0.125], sampling="bilinear"),
+            "sampling must be one of 'roi_align', 'crop_and_resize' (or its index); got 'bilinear'",
+        ),
+        (
+            lambda: ops.multilevel_roi_align([FEATS, FEATS], ROIS, 7, [0.25, 0.125], sampling=2),
+            "sampling must be one of 'roi_align', 'crop_and_resize' (or its index); got 2",
+        ),
+        (
+            lambda: ops.multilevel_roi_align([FEATS, FEATS], ROIS, 7, [0.25, 0.125], level_rule=2),
+            "image_area must be > 0 with level_rule 2 (matterport): the molded image's height * width in pixels; "
+            "got 0.0",
+        ),
+        (
+            lambda: ops.roi_levels(ROIS, [0.25, 0.125], level_rule=2, image_area=-1.0),
+            "image_area must be a finite number >= 0; got -1.0",
+        ),
+        (
+            lambda: ops.roi_levels(ROIS, [0.25, 0.125], level_rule=3),
+            "level_rule must be 0 (torchvision), 1 (detectron) or 2 (matterport); got 3",
+        ),
     ],
 )
 def test_bad_input_raises_value_error(call, message):
@@ -297,3 +332,347 @@ def test_missing_library_raises_backend_unavailable(monkeypatch):
     monkeypatch.setattr(ops, "_candidates", lambda: [])
     with pytest.raises(BackendUnavailableError, match=re.escape("pip install -e .")):
         ops.roi_align(FEATS, ROIS, 7, 0.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# sampling 1 (tf.image.crop_and_resize) and level_rule 2 (matterport's PyramidROIAlign)
+
+P2_P5 = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "matterport"
+
+
+def crop(features: list[np.ndarray], rois: np.ndarray, out_hw: tuple[int, int], threads: int = 2,
+         image_area: float = MATTERPORT_AREA) -> np.ndarray:
+    """The CPU build with matterport's attributes."""
+    return ops.multilevel_roi_align(features, rois, out_hw, P2_P5[:len(features)], level_rule=2,
+                                    sampling="crop_and_resize", image_area=image_area, threads=threads)
+
+
+def conventions_pyramid(features: list[np.ndarray], boxes: np.ndarray, batch: np.ndarray, size: int,
+                        image_area: float = MATTERPORT_AREA) -> np.ndarray:
+    """conventions.pyramid_roi_align (one image, [C, H, W] levels, (y1, x1, y2, x2) boxes) per image."""
+    out = np.zeros((len(boxes), features[0].shape[1], size, size), np.float32)
+    for b in range(features[0].shape[0]):
+        ix = np.flatnonzero(batch == b)
+        out[ix] = conventions.pyramid_roi_align([torch.from_numpy(f[b]) for f in features],
+                                                torch.from_numpy(boxes[ix]), size, image_area).numpy()
+    return out
+
+
+def tf_crop_and_resize(plane: np.ndarray, box: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """TF's CropAndResizePerBox for one [H, W] plane and normalised (y1, x1, y2, x2) box, restated
+    in numpy float32 scalars (any output size; the n == 1 centre in double as TF's 0.5 literal)."""
+    f32 = np.float32
+    hf, wf = plane.shape
+
+    def coord(a0: np.float32, a1: np.float32, size: int, n: int, i: int) -> np.float32:
+        if n > 1:
+            step = (a1 - a0) * f32(size - 1) / f32(n - 1)
+            return f32(a0 * f32(size - 1) + f32(i) * step)
+        return f32(0.5 * float(f32(a0 + a1)) * float(size - 1))
+
+    y1, x1, y2, x2 = (f32(v) for v in box)
+    out = np.zeros(out_hw, np.float32)
+    for i in range(out_hw[0]):
+        y = coord(y1, y2, hf, out_hw[0], i)
+        if not (0 <= y <= hf - 1):
+            continue
+        for j in range(out_hw[1]):
+            x = coord(x1, x2, wf, out_hw[1], j)
+            if not (0 <= x <= wf - 1):
+                continue
+            t, b, left, right = math.floor(y), math.ceil(y), math.floor(x), math.ceil(x)
+            ly, lx = f32(y - f32(t)), f32(x - f32(left))
+            top = plane[t, left] + (plane[t, right] - plane[t, left]) * lx
+            bottom = plane[b, left] + (plane[b, right] - plane[b, left]) * lx
+            out[i, j] = top + (bottom - top) * ly
+    return out
+
+
+def test_crop_and_resize_is_conventions_bit_for_bit():
+    """One level (no level rule at work): every box kind, inside, straddling and wholly outside
+    the map, on maps down to 1 pixel a side, equals conventions.crop_and_resize exactly."""
+    rng = np.random.default_rng(23)
+    rows = 0
+    for hw in ((9, 13), (32, 32), (1, 7), (6, 1), (1, 1)):
+        features = rng.standard_normal((2, 3, *hw)).astype(np.float32)
+        boxes = random_norm_boxes(rng, 150)
+        batch = rng.integers(0, 2, len(boxes))
+        for size in (7, 14, 2, 3):
+            ours = ops.multilevel_roi_align([features], yx_to_rois(boxes, batch), size, [0.25],
+                                            sampling="crop_and_resize")
+            for b in range(2):
+                ix = np.flatnonzero(batch == b)
+                ref = conventions.crop_and_resize(torch.from_numpy(features[b]), torch.from_numpy(boxes[ix]), size)
+                np.testing.assert_array_equal(ours[ix], ref.numpy())
+            rows += len(boxes)
+    assert rows == 5 * 4 * 150
+
+
+def test_crop_and_resize_samples_the_box_corners():
+    """Corner-aligned: the first and last samples sit on the box edges; outside the map 0."""
+    plane = np.arange(5 * 9, dtype=np.float32).reshape(1, 1, 5, 9)  # f(y, x) = 9y + x
+    rois = np.array([[0, 0, 0, 1, 1], [0, 0.25, 0.5, 0.75, 1.0], [0, -0.5, 0, 1, 1]], np.float32)
+    out = ops.multilevel_roi_align([plane], rois, (3, 5), [1.0], sampling=1)
+    np.testing.assert_array_equal(out[0, 0], [[0, 2, 4, 6, 8], [18, 20, 22, 24, 26], [36, 38, 40, 42, 44]])
+    # y from 2 to 4, x from 2 to 6: bilinear of a linear map is exact
+    np.testing.assert_array_equal(out[1, 0], [[20, 21, 22, 23, 24], [29, 30, 31, 32, 33], [38, 39, 40, 41, 42]])
+    # x from -4 to 8: the samples at x = -4 and -1 are off the map
+    np.testing.assert_array_equal(out[2, 0, 0], [0, 0, 2, 5, 8])
+
+
+def test_crop_and_resize_of_any_output_size_is_tf():
+    """Non-square outputs and outputs one cell wide or high (TF's centre branch, in double), which
+    conventions (square, > 1) does not cover, against TF's loop restated in numpy scalars."""
+    rng = np.random.default_rng(5)
+    features = rng.standard_normal((1, 2, 11, 7)).astype(np.float32)
+    boxes = random_norm_boxes(rng, 40)
+    for out_hw in ((1, 1), (1, 4), (5, 1), (3, 2), (2, 9)):
+        ours = ops.multilevel_roi_align([features], yx_to_rois(boxes), out_hw, [0.25], sampling=1)
+        for r, box in enumerate(boxes):
+            for c in range(2):
+                np.testing.assert_array_equal(ours[r, c], tf_crop_and_resize(features[0, c], box, out_hw))
+
+
+def test_crop_and_resize_of_fp16_features_through_the_op():
+    """An fp16 file: the CPU kernel adaptor reads half features exactly as float and rounds the
+    output to nearest, as the plugin's half kernel does."""
+    rng = np.random.default_rng(8)
+    features = pyramid(rng, 2, 3, (64, 64), [4, 8, 16, 32])
+    half = [f.astype(np.float16) for f in features]
+    boxes = np.concatenate([random_norm_boxes(rng, 80), matterport_boundary_boxes()])
+    batch = rng.integers(0, 2, len(boxes))
+    attrs = MULTILEVEL_ROI_ALIGN.node_attributes(output_height=14, output_width=14, sampling=1, level_rule=2,
+                                                 image_area=MATTERPORT_AREA)
+    (out,) = MULTILEVEL_ROI_ALIGN.kernel(attrs, [yx_to_rois(boxes, batch), *half], 2)
+    assert out.dtype == np.float16
+    ref = conventions_pyramid([h.astype(np.float32) for h in half], boxes, batch, 14)
+    np.testing.assert_array_equal(out, ref.astype(np.float16))
+
+
+def test_matterport_pyramid_is_conventions_bit_for_bit():
+    """Four levels, matterport's level rule and crop_and_resize, two images, the boxes at the
+    level boundaries: conventions.pyramid_roi_align exactly, for both head sizes and threads."""
+    rng = np.random.default_rng(2)
+    features = pyramid(rng, 2, 4, (512, 512), [4, 8, 16, 32])
+    boxes = np.concatenate([random_norm_boxes(rng, 400), matterport_boundary_boxes()])
+    batch = rng.integers(0, 2, len(boxes))
+    levels = conventions.roi_levels(torch.from_numpy(boxes), MATTERPORT_AREA).numpy()
+    assert set(levels.tolist()) == {2, 3, 4, 5}
+    for size in (7, 14):
+        ref = conventions_pyramid(features, boxes, batch, size)
+        np.testing.assert_array_equal(crop(features, yx_to_rois(boxes, batch), (size, size), threads=2), ref)
+        np.testing.assert_array_equal(crop(features, yx_to_rois(boxes, batch), (size, size), threads=1), ref)
+
+
+def test_matterport_levels_are_conventions():
+    """roi_levels with level_rule 2 = conventions.roi_levels (the level, 2..5, minus 2) on random
+    boxes, on the level boundaries, for several image areas; halves round to even (an exact
+    -1.5 term gives level 2, not 3); zero, empty, negative-area and NaN boxes go to level 2."""
+    rng = np.random.default_rng(4)
+    boxes = np.concatenate([random_norm_boxes(rng, 5000), matterport_boundary_boxes()])
+    for area in (MATTERPORT_AREA, 1024.0 * 1024.0, 640.0 * 800.0, 64.0 * 64.0):
+        ours = ops.roi_levels(yx_to_rois(boxes), P2_P5, level_rule=2, image_area=area)
+        ref = conventions.roi_levels(torch.from_numpy(boxes), area).numpy()
+        np.testing.assert_array_equal(ours + 2, ref)
+    # the exact halves: the term is -1.5 to the last bit (as conventions computes it) ...
+    h = torch.from_numpy(EXACT_HALF_BOXES[:, 2])
+    w = torch.from_numpy(EXACT_HALF_BOXES[:, 3])
+    term = torch.log(torch.sqrt(h * w) / (224.0 / torch.sqrt(torch.tensor(MATTERPORT_AREA)))) / math.log(2.0)
+    assert term.tolist() == [-1.5] * len(EXACT_HALF_BOXES)
+    # ... rounds to -2 (level 2), and a box a little wider rounds to -1 (level 3)
+    wider = EXACT_HALF_BOXES.copy()
+    wider[:, 3] = np.nextafter(wider[:, 3], np.float32(1)) * np.float32(1 + 1e-6)
+    assert ops.roi_levels(yx_to_rois(EXACT_HALF_BOXES), P2_P5, level_rule=2, image_area=MATTERPORT_AREA).tolist() \
+        == [0, 0, 0]
+    assert ops.roi_levels(yx_to_rois(wider), P2_P5, level_rule=2, image_area=MATTERPORT_AREA).tolist() == [1, 1, 1]
+    odd = np.array([[0, 0, 0, 0, 0], [0, 0.2, 0.2, 0.2, 0.9], [0, 0.5, 0.5, 0.4, 0.7], [0, np.nan, 0, 0.5, 0.5],
+                    [0, 0, 0, np.inf, np.inf], [0, 0, 0, 1e-30, 1e-30]], np.float32)
+    assert ops.roi_levels(odd, P2_P5, level_rule=2, image_area=MATTERPORT_AREA).tolist() == [0, 0, 0, 0, 3, 0]
+    # canonical_scale, canonical_level and the scales are the op's: a 3-level pyramid from 1/8
+    lv = ops.roi_levels(yx_to_rois(boxes), [1 / 8, 1 / 16, 1 / 32], canonical_scale=112.0, canonical_level=3,
+                        level_rule=2, image_area=MATTERPORT_AREA)
+    t = torch.from_numpy(boxes)
+    side = torch.sqrt((t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1]))
+    term = torch.log(side / (torch.tensor(112.0) / torch.sqrt(torch.tensor(MATTERPORT_AREA)))) / math.log(2.0)
+    k = torch.where(side > 0, 3 + torch.round(term.nan_to_num(-1e9)).clamp(-100, 100), torch.tensor(3.0))
+    np.testing.assert_array_equal(lv, (k.clamp(3, 5) - 3).to(torch.int64).numpy())
+
+
+def test_matterport_pyramid_on_case_a_boxes():
+    """matterport's own RPN RoIs and detections of case A (../shared/matterport), pooled from
+    random P2-P5 of its shapes (64 channels, 128..16 pixels): the levels and the pooled values
+    equal conventions'."""
+    if not (SHARED / "outputs_caseA.npz").is_file():
+        pytest.skip(f"matterport reference data not found at {SHARED} (a plain clone has no ../shared)")
+    ref = np.load(SHARED / "outputs_caseA.npz")
+    area = float(ref["image_meta"][4] * ref["image_meta"][5])
+    assert area == MATTERPORT_AREA
+    rng = np.random.default_rng(0)
+    features = [rng.standard_normal((1, 64, 512 // s, 512 // s)).astype(np.float32) for s in (4, 8, 16, 32)]
+    for boxes, size in ((ref["rpn_rois_norm"], 7), (ref["detections_raw_norm"][:, :4].copy(), 14)):
+        boxes = np.ascontiguousarray(boxes, dtype=np.float32)
+        levels = ops.roi_levels(yx_to_rois(boxes), P2_P5, level_rule=2, image_area=area)
+        np.testing.assert_array_equal(levels + 2, conventions.roi_levels(torch.from_numpy(boxes), area).numpy())
+        assert len(set(levels.tolist())) >= 2
+        np.testing.assert_array_equal(crop(features, yx_to_rois(boxes), (size, size)),
+                                      conventions_pyramid(features, boxes, np.zeros(len(boxes)), size))
+
+
+@pytest.mark.parametrize("rule", [0, 1, 2])
+def test_torch_stand_in_is_the_cpu_build(rule: int):
+    """The converters' eager stand-in of the op (what the exported graph is checked against
+    before ONNX exists) gives the CPU build's floats for crop_and_resize, any output size, under
+    every level rule (rules 0 and 1 read the normalised sides as they are: all on level 0)."""
+    rng = np.random.default_rng(10 + rule)
+    for features, rois, out_hw in crop_and_resize_cases(rng)[::3]:
+        area = MATTERPORT_AREA if rule == 2 else 0.0
+        ours = ops.multilevel_roi_align(features, rois, out_hw, P2_P5, level_rule=rule, sampling=1, image_area=area)
+        stand_in = torch_ops.multilevel_roi_align(
+            torch.from_numpy(rois), [torch.from_numpy(f) for f in features], output_height=out_hw[0],
+            output_width=out_hw[1], level_rule=rule, sampling=1, image_area=area)
+        np.testing.assert_array_equal(stand_in.numpy(), ours)
+
+
+def test_torch_stand_in_levels_are_the_cpu_build():
+    rng = np.random.default_rng(12)
+    boxes = np.concatenate([random_norm_boxes(rng, 3000), matterport_boundary_boxes()])
+    rois = yx_to_rois(boxes)
+    for area in (MATTERPORT_AREA, 1024.0 * 1024.0):
+        stand_in = torch_ops._level_of(torch.from_numpy(rois), P2_P5, 224.0, 4, 2, area)
+        np.testing.assert_array_equal(stand_in.numpy(), ops.roi_levels(rois, P2_P5, level_rule=2, image_area=area))
+
+
+def test_optional_attributes_are_written_only_when_set():
+    """sampling and image_area at their defaults are not written to the node (graphs that do not
+    use them stay byte-identical, and older plugin libraries still load them); the CPU kernel
+    adaptor takes a node without them as the defaults."""
+    import onnx
+
+    from edgeseg.converters.onnx_export import trace_to_onnx
+
+    class Pool(torch.nn.Module):
+        def __init__(self, **attrs: object) -> None:
+            super().__init__()
+            self.attrs = attrs
+
+        def forward(self, rois: torch.Tensor, p2: torch.Tensor, p3: torch.Tensor) -> torch.Tensor:
+            return torch_ops.multilevel_roi_align(rois, [p2, p3], spatial_scales=[0.25, 0.125], **self.attrs)
+
+    rng = np.random.default_rng(0)
+    p2, p3 = (torch.from_numpy(f) for f in pyramid(rng, 1, 2, (64, 64), [4, 8]))
+    rois = torch.tensor([[0, 0.1, 0.2, 0.6, 0.9]])
+    names = {}
+    for key, attrs in (("default", {}), ("matterport", {"sampling": 1, "level_rule": 2, "image_area": 4096.0})):
+        model = trace_to_onnx(Pool(**attrs), (rois, p2, p3), ["rois", "p2", "p3"], ["pooled"])
+        (node,) = [n for n in model.graph.node if n.op_type == "MultiLevelRoIAlign"]
+        names[key] = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert "sampling" not in names["default"] and "image_area" not in names["default"]
+    assert names["default"]["level_rule"] == 0
+    assert (names["matterport"]["sampling"], names["matterport"]["level_rule"]) == (1, 2)
+    assert names["matterport"]["image_area"] == 4096.0
+    written = {k: v.decode() if isinstance(v, bytes) else v for k, v in names["default"].items()}
+    (out,) = MULTILEVEL_ROI_ALIGN.kernel(written, [rois.numpy(), p2.numpy(), p3.numpy()], 1)
+    np.testing.assert_array_equal(out, ops.multilevel_roi_align([p2.numpy(), p3.numpy()], rois.numpy(), 7,
+                                                                [0.25, 0.125], 2))
+
+
+def test_sampling_and_level_rule_names():
+    path = Path(__file__).resolve().parents[1] / "plugins" / "multilevel_roi_align" / "op.json"
+    spec = {a["name"]: a for a in json.loads(path.read_text())["attributes"]}
+    assert tuple(spec["sampling"]["names"]) == ROI_SAMPLINGS == ("roi_align", "crop_and_resize")
+    assert tuple(spec["level_rule"]["names"]) == LEVEL_RULES == ("torchvision", "detectron", "matterport")
+    rois = np.array([[0, 0.1, 0.1, 0.5, 0.6]], np.float32)
+    feats = pyramid(np.random.default_rng(1), 1, 2, (32, 32), [4, 8])
+    np.testing.assert_array_equal(ops.multilevel_roi_align(feats, rois, 7, [0.25, 0.125], sampling=1),
+                                  ops.multilevel_roi_align(feats, rois, 7, [0.25, 0.125], sampling="crop_and_resize"))
+
+
+def test_torch_stand_in_refuses_the_matterport_rule_without_image_area():
+    feats = [torch.zeros((1, 1, 8, 8)), torch.zeros((1, 1, 4, 4))]
+    with pytest.raises(ValueError) as err:
+        torch_ops.multilevel_roi_align(torch.zeros((1, 5)), feats, spatial_scales=[0.25, 0.125], level_rule=2)
+    assert str(err.value) == ("MultiLevelRoIAlign: image_area must be > 0 with level_rule 2 (matterport): the molded "
+                              "image's height * width in pixels; got 0.0")
+
+
+# The CUDA kernel's element path (roi_level, then crop_and_resize_element or roi_align_element,
+# as pooled_element in roi_align_kernel.cu) compiled for the host: the CPU build arranges the same
+# math differently (tap tables, channel blocks), so this pins the kernel's functions to it on a
+# machine without a GPU.
+ELEMENTS_CPP = r"""
+#include <stdio.h>
+#include <vector>
+#include "multilevel_roi_align/roi_align_math.h"
+namespace ra = edgeseg::roi_align;
+int main(int argc, char** argv) {
+  FILE* in = fopen(argv[1], "rb");
+  int32_t hdr[9];
+  float fhdr[2];
+  if (!in || fread(hdr, 4, 9, in) != 9 || fread(fhdr, 4, 2, in) != 2) return 2;
+  const int L = hdr[0], N = hdr[1], C = hdr[2], R = hdr[3], oh = hdr[4], ow = hdr[5];
+  std::vector<int32_t> H(L), W(L);
+  std::vector<float> scales(L), rois(5 * R);
+  if (fread(H.data(), 4, L, in) != (size_t)L || fread(W.data(), 4, L, in) != (size_t)L ||
+      fread(scales.data(), 4, L, in) != (size_t)L || fread(rois.data(), 4, 5 * R, in) != (size_t)(5 * R)) return 2;
+  std::vector<std::vector<float>> f(L);
+  for (int l = 0; l < L; ++l) {
+    f[l].resize((size_t)N * C * H[l] * W[l]);
+    if (fread(f[l].data(), 4, f[l].size(), in) != f[l].size()) return 2;
+  }
+  const int k_min = ra::level_exponent(scales[0]), k_max = ra::level_exponent(scales[L - 1]);
+  std::vector<float> out((size_t)R * C * oh * ow);
+  size_t i = 0;
+  for (int r = 0; r < R; ++r) {
+    const float* roi = &rois[5 * r];
+    const int level = ra::roi_level(roi, L, k_min, k_max, fhdr[0], hdr[8], hdr[6], fhdr[1]);
+    for (int c = 0; c < C; ++c)
+      for (int y = 0; y < oh; ++y)
+        for (int x = 0; x < ow; ++x, ++i) {
+          if (level < 0) { out[i] = 0.0f; continue; }
+          out[i] = hdr[7] == ra::kSamplingCropAndResize
+              ? ra::crop_and_resize_element(f[level].data(), N, C, H[level], W[level], roi, oh, ow, c, y, x)
+              : ra::roi_align_element(f[level].data(), N, C, H[level], W[level], roi, scales[level], oh, ow, 2,
+                                      false, c, y, x);
+        }
+  }
+  FILE* o = fopen(argv[2], "wb");
+  return (o && fwrite(out.data(), 4, out.size(), o) == out.size() && fclose(o) == 0) ? 0 : 2;
+}
+"""
+
+
+def test_kernel_element_path_is_the_cpu_build(tmp_path: Path):
+    import shutil
+    import subprocess
+
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not found")
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "elements.cpp"
+    src.write_text(ELEMENTS_CPP)
+    exe = tmp_path / "elements"
+    proc = subprocess.run(["g++", "-std=c++17", "-O1", "-ffp-contract=off", f"-I{root / 'plugins'}", str(src), "-o",
+                           str(exe)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    rng = np.random.default_rng(31)
+    for k, (features, rois, out_hw) in enumerate(crop_and_resize_cases(rng)[::2]):
+        for rule, sampling, r in ((2, 1, rois), (0, 0, rois * np.array([1, 300, 300, 300, 300], np.float32))):
+            n, c = features[0].shape[:2]
+            path = tmp_path / f"in{k}_{rule}.bin"
+            with path.open("wb") as f:
+                np.array([len(features), n, c, len(r), *out_hw, rule, sampling, 4], np.int32).tofile(f)
+                np.array([224.0, MATTERPORT_AREA], np.float32).tofile(f)
+                np.array([x.shape[2] for x in features], np.int32).tofile(f)
+                np.array([x.shape[3] for x in features], np.int32).tofile(f)
+                np.array(P2_P5, np.float32).tofile(f)
+                r.astype(np.float32).tofile(f)
+                for x in features:
+                    x.tofile(f)
+            out = tmp_path / "out.bin"
+            run = subprocess.run([str(exe), str(path), str(out)], capture_output=True, text=True, check=False)
+            assert run.returncode == 0, run.stderr
+            got = np.fromfile(out, np.float32).reshape(len(r), c, *out_hw)
+            want = ops.multilevel_roi_align(features, r, out_hw, P2_P5, 2, level_rule=rule, sampling=sampling,
+                                            image_area=MATTERPORT_AREA)
+            np.testing.assert_array_equal(got, want)

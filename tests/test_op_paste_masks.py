@@ -1,9 +1,12 @@
 """edgeseg.ops.paste_masks (CPU build of PasteMasks) against torchvision's
-paste_masks_in_image (mode "torchvision") and a grid_sample reference (mode "continuous")."""
+paste_masks_in_image (mode "torchvision"), a grid_sample reference (mode "continuous") and
+skimage's resize as matterport's unmold_mask calls it (mode "zoom"), with matterport's own pasted
+masks from ../shared/matterport where that is present."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +15,12 @@ import torch.nn.functional as F
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from edgeseg import ops
-from tests.op_cases import FRAMES, random_boxes
+from edgeseg.converters.maskrcnn import ops as graph_ops
+from edgeseg.converters.matterport import conventions
+from edgeseg.custom_ops import PASTE_MASKS, PASTE_MODES, packed_mask_width, unpack_mask_bytes
+from tests.op_cases import FRAMES, random_boxes, zoom_boxes, zoom_masks, zoom_paste_cases
+
+MATTERPORT = Path(__file__).resolve().parents[2] / "shared" / "matterport"
 
 MIN_AGREEMENT = 0.9999
 
@@ -114,7 +122,7 @@ def test_logits_equal_probabilities_with_sigmoid_first():
     logits = (rng.standard_normal((40, 28, 28)) * 4).astype(np.float32)
     probs = torch.sigmoid(torch.from_numpy(logits)).numpy()
     boxes = random_boxes(rng, 40, frame_hw)
-    for mode in ("torchvision", "continuous"):
+    for mode in PASTE_MODES:
         from_logits = ops.paste_masks(logits, boxes, frame_hw, mode=mode, logits=True)
         from_probs = ops.paste_masks(probs, boxes, frame_hw, mode=mode)
         ratio, bad, size = agreement(from_logits, from_probs)
@@ -154,7 +162,7 @@ def test_per_pixel_function_equals_fast_path():
     frame_hw = (150, 170)
     masks = (rng.standard_normal((40, 28, 28)) * 3).astype(np.float32)
     boxes = random_boxes(rng, 40, frame_hw)
-    for mode in ("torchvision", "continuous"):
+    for mode in PASTE_MODES:
         for logits in (False, True):
             fast = ops._paste_masks(masks, boxes, frame_hw, mode, 0.5, logits, 2, per_pixel=False)
             slow = ops._paste_masks(masks, boxes, frame_hw, mode, 0.5, logits, 2, per_pixel=True)
@@ -192,7 +200,7 @@ def test_only_box_regions_are_foreground_in_large_frame():
 
 
 def test_empty_k():
-    for mode in ("torchvision", "continuous"):
+    for mode in PASTE_MODES:
         out = ops.paste_masks(np.zeros((0, 28, 28), np.float32), np.zeros((0, 4), np.float32), (13, 17), mode=mode)
         assert out.shape == (0, 13, 17) and out.dtype == np.uint8
 
@@ -242,7 +250,7 @@ BOXES = np.zeros((2, 4), np.float32)
         ),
         (
             lambda: ops.paste_masks(MASKS, BOXES, (10, 10), mode="nearest"),
-            "mode must be 'torchvision' or 'continuous'; got 'nearest'",
+            "mode must be one of 'torchvision', 'continuous', 'zoom'; got 'nearest'",
         ),
         (
             lambda: ops.paste_masks(MASKS, BOXES, (10, 10), threshold=float("nan")),
@@ -298,3 +306,160 @@ def test_count_pastes_only_the_detected_rows() -> None:
     assert not words[2:].any()
     with pytest.raises(ValueError, match=r"^count must be an int or None; got 2\.0$"):
         ops.paste_masks(masks, boxes, (40, 64), count=2.0)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# mode "zoom" (matterport's utils.unmold_mask)
+
+
+def skimage_zoom_reference(masks: np.ndarray, boxes: np.ndarray, frame_hw: tuple[int, int],
+                           threshold: float = 0.5) -> np.ndarray:
+    """matterport's unmold_mask per mask, at boxes (x0, y0, x1, y1) that may leave the frame:
+    ``skimage.transform.resize(mask, (y1 - y0, x1 - x0), order=1, mode="constant",
+    anti_aliasing=False) >= threshold`` (float32 masks stay float32), placed at (y0, x0) and
+    cut to the frame; empty boxes paste nothing."""
+    from skimage.transform import resize
+
+    h, w = frame_hw
+    out = np.zeros((len(masks), h, w), np.uint8)
+    for i, (mask, box) in enumerate(zip(masks, boxes, strict=True)):
+        x0, y0, x1, y1 = (int(v) for v in np.rint(box))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        zoomed = resize(mask, (y1 - y0, x1 - x0), order=1, mode="constant", anti_aliasing=False)
+        assert zoomed.dtype == np.float32
+        xb, xe, yb, ye = max(x0, 0), min(x1, w), max(y0, 0), min(y1, h)
+        if xb < xe and yb < ye:
+            out[i, yb:ye, xb:xe] = zoomed[yb - y0:ye - y0, xb - x0:xe - x0] >= threshold
+    return out
+
+
+def stand_in(masks: np.ndarray, boxes: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.5,
+             count: int | None = None, dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """The torch stand-in of the graph op (what tracing and eager graph tests run), unpacked."""
+    h, w = frame_hw
+    live = len(masks) if count is None else count
+    words = graph_ops.paste_masks(torch.from_numpy(masks).to(dtype), torch.from_numpy(boxes),
+                                  torch.tensor([live], dtype=torch.int32), height=h, width=packed_mask_width(w),
+                                  threshold=threshold, mode=PASTE_MODES.index("zoom"))
+    return unpack_mask_bytes(words.numpy(), w)
+
+
+def test_zoom_mode_matches_skimage_resize() -> None:
+    """Every pixel: up- and downsampling, 1-pixel, empty and partly or wholly outside boxes, masks
+    all >= 0.5 and constant at the threshold, mask sides 1 to 28; the one-pixel function (the
+    CUDA kernel's) and the torch stand-in give the same bytes."""
+    pasted = 0
+    for masks, boxes, frame_hw, threshold in zoom_paste_cases(np.random.default_rng(23)):
+        want = skimage_zoom_reference(masks, boxes, frame_hw, threshold)
+        got = ops.paste_masks(masks, boxes, frame_hw, mode="zoom", threshold=threshold)
+        np.testing.assert_array_equal(got, want, err_msg=f"{frame_hw} threshold {threshold}")
+        slow = ops._paste_masks(masks, boxes, frame_hw, "zoom", threshold, False, 2, per_pixel=True)
+        np.testing.assert_array_equal(slow, want)
+        np.testing.assert_array_equal(stand_in(masks, boxes, frame_hw, threshold), want)
+        pasted += int(want.sum())
+    assert pasted > 10_000  # the cases paste something
+
+
+def test_zoom_mode_matches_matterport_conventions() -> None:
+    """conventions.paste_mask (the eager rebuild's unmold_mask, boxes (y1, x1, y2, x2) inside the
+    image) on a large frame: 28 x 28 upsampled to hundreds of pixels, and downsampled."""
+    rng = np.random.default_rng(5)
+    frame_hw = (300, 420)
+    masks = zoom_masks(rng, 24, 28)
+    x0, y0 = rng.integers(0, 400, 24), rng.integers(0, 280, 24)
+    x1 = np.minimum(x0 + rng.integers(1, 300, 24), 420)
+    y1 = np.minimum(y0 + rng.integers(1, 300, 24), 300)
+    x1[::3] = np.minimum(x0[::3] + rng.integers(1, 20, 8), 420)  # fewer pixels than samples
+    boxes = np.stack([x0, y0, x1, y1], 1).astype(np.float32)
+    got = ops.paste_masks(masks, boxes, frame_hw, mode="zoom")
+    for i in range(24):
+        want = conventions.paste_mask(masks[i], (int(y0[i]), int(x0[i]), int(y1[i]), int(x1[i])), frame_hw)
+        np.testing.assert_array_equal(got[i].astype(bool), want, err_msg=f"mask {i}")
+
+
+def test_zoom_clip_to_the_mask_range_keeps_a_mask_above_threshold_whole() -> None:
+    """All samples >= 0.5: the zero border pulls the box's edge pixels below 0.5 (0.6 becomes
+    0.6 * 0.75 * 0.75 = 0.3375 at a corner when the box is twice the mask), skimage's clip to the
+    mask's own minimum brings them back, so the whole box is foreground."""
+    from skimage.transform import resize
+
+    masks = np.full((1, 28, 28), 0.6, np.float32)
+    masks[0, 10:20, 10:20] = 0.9
+    box = np.array([[5, 7, 61, 63]], np.float32)  # 56 x 56 = twice the mask
+    unclipped = resize(masks[0], (56, 56), order=1, mode="constant", anti_aliasing=False, clip=False)
+    assert unclipped[0, 0] == np.float32(0.6 * 0.75 * 0.75) and (unclipped < 0.5).sum() > 100
+    out = ops.paste_masks(masks, box, (70, 80), mode="zoom")
+    assert int(out.sum()) == 56 * 56 and out[0, 7:63, 5:61].all()
+    np.testing.assert_array_equal(stand_in(masks, box, (70, 80)), out)
+
+
+def test_zoom_threshold_is_inclusive_and_boxes_are_rounded() -> None:
+    """``>= threshold``: a constant 0.5 mask pastes its whole box at 0.5, nothing at 0.5 + 1 ulp.
+    Box edges are rounded half to even (rintf), like matterport's integer boxes."""
+    masks = np.full((1, 28, 28), 0.5, np.float32)
+    box = np.array([[2, 3, 10, 9]], np.float32)
+    assert int(ops.paste_masks(masks, box, (16, 16), mode="zoom").sum()) == 8 * 6
+    above = float(np.nextafter(np.float32(0.5), np.float32(1)))
+    assert not ops.paste_masks(masks, box, (16, 16), mode="zoom", threshold=above).any()
+    rounded = ops.paste_masks(masks, np.array([[1.5, 2.5, 10.4, 8.6]], np.float32), (16, 16), mode="zoom")
+    even = ops.paste_masks(masks, np.array([[2, 2, 10, 9]], np.float32), (16, 16), mode="zoom")
+    np.testing.assert_array_equal(rounded, even)
+
+
+def test_zoom_fp16_masks_are_widened() -> None:
+    """FP16 masks (an FP16 graph) give what their float32 widening gives: through ops.paste_masks,
+    the ONNX Runtime kernel of the custom node and the torch stand-in."""
+    rng = np.random.default_rng(16)
+    frame_hw = (97, 131)
+    half = zoom_masks(rng, 12, 28).astype(np.float16)
+    boxes = zoom_boxes(rng, 12, frame_hw)
+    want = skimage_zoom_reference(half.astype(np.float32), boxes, frame_hw)
+    assert want.any()
+    np.testing.assert_array_equal(ops.paste_masks(half, boxes, frame_hw, mode="zoom"), want)
+    attrs = {**PASTE_MASKS.defaults, "height": 97, "width": packed_mask_width(131), "mode": PASTE_MODES.index("zoom")}
+    (words,) = PASTE_MASKS.kernel(attrs, [half, boxes, np.array([12], np.int32)], 1)
+    np.testing.assert_array_equal(unpack_mask_bytes(words, 131), want)
+    np.testing.assert_array_equal(stand_in(half.astype(np.float32), boxes, frame_hw, dtype=torch.float16), want)
+
+
+def test_zoom_pastes_only_the_first_count_masks() -> None:
+    rng = np.random.default_rng(9)
+    frame_hw = (64, 80)
+    masks = zoom_masks(rng, 8, 28)
+    boxes = np.array([[i * 9, 3, i * 9 + 30, 40] for i in range(8)], np.float32)
+    every = ops.paste_masks(masks, boxes, frame_hw, mode="zoom")
+    assert all(plane.any() for plane in every)
+    for count in (0, 3, 8):
+        want = every.copy()
+        want[count:] = 0
+        np.testing.assert_array_equal(ops.paste_masks(masks, boxes, frame_hw, mode="zoom", count=count), want)
+        np.testing.assert_array_equal(stand_in(masks, boxes, frame_hw, count=count), want)
+
+
+@pytest.mark.skipif(not (MATTERPORT / "outputs_caseA.npz").is_file(),
+                    reason=f"matterport reference data not found at {MATTERPORT} (a plain clone has no ../shared)")
+def test_zoom_reproduces_matterports_pasted_masks_of_case_a() -> None:
+    """matterport's detect() on case A: its sigmoid masks (mrcnn_mask_det) pasted at its rois
+    ((y1, x1, y2, x2) image pixels, exclusive ends) give its 100 masks, every pixel."""
+    ref = np.load(MATTERPORT / "outputs_caseA.npz")
+    n, h, w = (int(v) for v in ref["masks_shape"])
+    want = np.unpackbits(ref["masks_packbits"], axis=-1)[..., :w]
+    boxes = ref["rois"].astype(np.float32)[:, [1, 0, 3, 2]]
+    got = ops.paste_masks(ref["mrcnn_mask_det"], boxes, (h, w), mode="zoom")
+    assert n == 100 and got.shape == want.shape
+    differ = [i for i in range(n) if not np.array_equal(got[i], want[i])]
+    assert not differ, f"{len(differ)} of {n} masks differ: {differ}"
+    np.testing.assert_array_equal(stand_in(ref["mrcnn_mask_det"], boxes, (h, w)), want)
+
+
+def test_zoom_non_finite_and_absurd_boxes() -> None:
+    """NaN / infinite boxes paste nothing; edges beyond +-2^29 are clamped there (sizes stay ints),
+    in the CPU build and the torch stand-in alike."""
+    masks = np.full((4, 28, 28), 0.7, np.float32)
+    boxes = np.array([[np.nan, 0, 10, 10], [0, 0, np.inf, 10], [-1e12, -1e12, 1e12, 1e12], [-3e9, 5, 40, 30]],
+                     np.float32)
+    out = ops.paste_masks(masks, boxes, (40, 52), mode="zoom")
+    assert not out[:2].any() and out[2].all()  # a constant mask clips to itself everywhere
+    assert int(out[3].sum()) == 40 * 25 and out[3, 5:30, :40].all()
+    np.testing.assert_array_equal(stand_in(masks, boxes, (40, 52)), out)

@@ -32,12 +32,15 @@ def test_python_description_is_the_spec(op_type: str) -> None:
     _, spec = SPECS[op_type]
     ours = [{"name": a.name, "type": a.type, "default": a.default, "min": a.min, "exclusive_min": a.exclusive_min,
              "choices": list(a.choices) if a.choices else None, "length": list(a.length) if a.length else None,
-             "multiple_of": a.multiple_of, "required": a.required} for a in CUSTOM_OPS[op_type].attributes]
+             "multiple_of": a.multiple_of, "required": a.required, "optional": a.optional}
+            for a in CUSTOM_OPS[op_type].attributes]
     theirs = [{"name": a["name"], "type": a["type"], "default": a["default"], "min": a.get("min"),
                "exclusive_min": a.get("exclusive_min", False), "choices": a.get("choices"), "length": a.get("length"),
-               "multiple_of": a.get("multiple_of"), "required": a.get("required", False)} for a in spec["attributes"]]
+               "multiple_of": a.get("multiple_of"), "required": a.get("required", False),
+               "optional": a.get("optional", False)} for a in spec["attributes"]]
     assert ours == theirs
     assert list(CUSTOM_OPS[op_type].coordinate_inputs) == spec["coordinate_inputs"]
+    assert CUSTOM_OPS[op_type].fp32_only == spec.get("fp32_only", False)
 
 
 def cpp_attributes(header: Path) -> tuple[list[tuple[str, str, Any]], list[tuple[str, str]]]:
@@ -83,7 +86,7 @@ def test_paste_modes_are_the_specs_mode_names() -> None:
     ({"width": 8}, "PasteMasks: attribute height is required"),
     ({"height": 0, "width": 8}, "PasteMasks: height must be >= 1, got 0"),
     ({"height": 4, "width": 6}, "PasteMasks: width must be a multiple of 4, got 6"),
-    ({"height": 4, "width": 8, "mode": 2}, "PasteMasks: mode must be one of 0, 1, got 2"),
+    ({"height": 4, "width": 8, "mode": 3}, "PasteMasks: mode must be one of 0, 1, 2, got 3"),
     ({"height": 4, "width": 8, "logits": 1.0}, "PasteMasks: logits must be an integer, got 1.0"),
     ({"height": 4, "width": 8, "sigma": 1}, "PasteMasks: unknown attribute(s) ['sigma']"),
 ])
@@ -100,3 +103,13 @@ def test_roi_align_scales_are_checked() -> None:
     with pytest.raises(ValueError, match=r"^MultiLevelRoIAlign: spatial_scales must hold 1 to 8 values, got 9$"):
         op.node_attributes(spatial_scales=[0.5] * 9)
     assert op.node_attributes()["plugin_version"] == PLUGIN_VERSION
+
+
+def test_zoom_linear_is_fp32_only_and_checks_its_window() -> None:
+    op = CUSTOM_OPS["ZoomLinear"]
+    assert op.fp32_only and op.coordinate_inputs == (0, 1)
+    assert not any(CUSTOM_OPS[other].fp32_only for other in CUSTOM_OPS if other != "ZoomLinear")
+    with pytest.raises(ValueError, match=r"^ZoomLinear: top \+ height \(1 \+ 4\) exceeds canvas_height \(4\): "):
+        op.node_attributes(height=4, width=4, canvas_height=4, canvas_width=4, top=1)
+    full = op.node_attributes(height=341, width=512, canvas_height=512, canvas_width=512, top=85)
+    assert (full["left"], full["mean"]) == (0, [0.0])

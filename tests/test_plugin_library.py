@@ -4,8 +4,8 @@ Marked ``trt_headers``: runs where ``TENSORRT_INCLUDE_DIR`` names a folder with 
 (DEVELOPERS.md: how to get the headers of TensorRT 10.3 and 11.x without installing TensorRT),
 and skips with that reason elsewhere. It builds the library with CMake and -Werror (TensorRT's
 headers as system headers), checks that it exports TensorRT's entry points and references no
-TensorRT symbol, then runs tests/plugin_host_harness.cpp, which dlopen()s it and drives both
-plugins through getCreators as TensorRT would.
+TensorRT symbol, then runs tests/plugin_host_harness.cpp, which dlopen()s it and drives every
+plugin through getCreators as TensorRT would.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def harness_output(library: Path, trt_include: Path, cuda_root: Path, tmp_path_f
 def test_harness_checks_all_pass(harness_output: str) -> None:
     failed = [line for line in harness_output.splitlines() if line.startswith("FAIL")]
     assert not failed
-    assert harness_output.count("\nok ") >= 55
+    assert harness_output.count("\nok ") >= 80
     assert harness_output.rstrip().endswith("0 failed")
 
 
@@ -164,8 +164,16 @@ def test_serialised_fields_are_the_attributes(harness_output: str) -> None:
     fields = dict(line.split(" ", 2)[1:] for line in harness_output.splitlines() if line.startswith("fields "))
     assert fields["MultiLevelRoIAlign"] == (
         "output_height:5:14,;output_width:5:14,;spatial_scales:1:0.250000,0.125000,0.062500,0.031250,;"
-        "sampling_ratio:5:2,;aligned:5:0,;canonical_scale:1:224.000000,;canonical_level:5:4,;level_rule:5:0,;")
+        "sampling_ratio:5:2,;aligned:5:0,;canonical_scale:1:224.000000,;canonical_level:5:4,;level_rule:5:0,;"
+        "sampling:5:0,;image_area:1:0.000000,;")
+    assert fields["MultiLevelRoIAlign/matterport"] == (
+        "output_height:5:7,;output_width:5:7,;spatial_scales:1:0.250000,0.125000,0.062500,0.031250,;"
+        "sampling_ratio:5:2,;aligned:5:0,;canonical_scale:1:224.000000,;canonical_level:5:4,;level_rule:5:2,;"
+        "sampling:5:1,;image_area:1:262144.000000,;")
     assert fields["PasteMasks"] == "height:5:400,;width:5:600,;threshold:1:0.500000,;mode:5:0,;logits:5:0,;"
+    assert fields["ZoomLinear"] == (
+        "height:5:341,;width:5:512,;canvas_height:5:512,;canvas_width:5:512,;top:5:85,;left:5:0,;"
+        "mean:1:123.699997,116.800003,103.900002,;")
 
 
 def test_bad_fields_are_refused_with_the_reason(harness_output: str) -> None:
@@ -177,7 +185,17 @@ def test_bad_fields_are_refused_with_the_reason(harness_output: str) -> None:
     assert refused["MultiLevelRoIAlign refuses an unknown field"] == (
         "MultiLevelRoIAlign: cannot create layer 'bad': unknown field 'output_heigth'")
     assert refused["MultiLevelRoIAlign refuses an unknown level rule"] == (
-        "MultiLevelRoIAlign: cannot create layer 'bad': level_rule must be 0 or 1, got 2")
+        "MultiLevelRoIAlign: cannot create layer 'bad': level_rule must be 0, 1 or 2, got 3")
+    assert refused["MultiLevelRoIAlign refuses an unknown sampling"] == (
+        "MultiLevelRoIAlign: cannot create layer 'bad': sampling must be 0 or 1, got 2")
+    assert refused["MultiLevelRoIAlign refuses level_rule 2 without image_area"] == (
+        "MultiLevelRoIAlign: cannot create layer 'bad': image_area must be > 0 with level_rule 2 (matterport): the "
+        "molded image's height * width in pixels")
+    assert refused["ZoomLinear refuses a window outside the canvas"] == (
+        "ZoomLinear: cannot create layer 'bad': the zoomed image (341 x 512 at 200, 0) must lie inside the canvas "
+        "(512 x 512)")
+    assert refused["ZoomLinear refuses 9 means"] == (
+        "ZoomLinear: cannot create layer 'bad': mean must hold 1 to 8 values, got 9")
 
 
 def test_library_is_not_loaded_into_another_tensorrt_major(library: Path, trt_include: Path,

@@ -26,6 +26,7 @@ from edgeseg.converters.hrnet import export as hrnet
 from edgeseg.converters.maskrcnn import export as maskrcnn
 from edgeseg.converters.maskrcnn.archs import COCO_CATEGORIES, arch_key
 from edgeseg.converters.maskrcnn.graph import GraphOptions
+from edgeseg.converters.matterport import export as matterport
 from edgeseg.errors import ArgumentError
 from edgeseg.metadata import ModelMetadata
 from edgeseg.precision.convert import Calibration, apply_precision, check_precision
@@ -237,7 +238,29 @@ def _mrb_family(name: str) -> Family:
 MASKRCNN_BENCHMARK = _mrb_family("maskrcnn-benchmark")
 DETECTRON = _mrb_family("detectron")
 
-FAMILIES = {f.name: f for f in (HRNET, MASKRCNN, DETECTRON2, MASKRCNN_BENCHMARK, DETECTRON)}
+
+def _mp_build(arch: str, n: int | None, weights: Path | None, pickle: bool, options: dict[str, Any]) -> Any:
+    model = matterport.read(options.get("config"), weights, options.get("score_thresh"), options.get("detections"))
+    if n is not None and n != model.net.num_classes:
+        raise ArgumentError(f"--num-classes {n}: the Config has NUM_CLASSES = {model.net.num_classes} (background "
+                            "included)")
+    return model
+
+
+MATTERPORT = Family(
+    name="matterport",
+    arch=lambda name: "matterport",  # the architecture is the Config's BACKBONE
+    build=_mp_build,
+    count_from_classes=lambda spec, weighted: None,  # the Config's NUM_CLASSES decides
+    classes=matterport.classes,
+    num_classes=lambda model: int(model.net.num_classes),  # background included
+    write=lambda model, out, hw, classes, arch, steps, o: matterport.export(model, out, hw, classes, steps),
+    options=("config", "score_thresh", "detections"),
+    precision_rules=matterport.PRECISION_RULES,
+    check_options=matterport.family_options,
+)
+
+FAMILIES = {f.name: f for f in (HRNET, MASKRCNN, DETECTRON2, MASKRCNN_BENCHMARK, DETECTRON, MATTERPORT)}
 
 
 def check_weights(weights: str | os.PathLike[str] | None, random_weights: bool) -> None:
@@ -267,7 +290,7 @@ def export(
     **options: Any,
 ) -> ModelMetadata:
     """Convert a checkpoint of *family* (``hrnet``, ``maskrcnn``, ``detectron2``,
-    ``maskrcnn-benchmark`` or ``detectron``) to *output*;
+    ``maskrcnn-benchmark``, ``detectron`` or ``matterport``) to *output*;
     return the model's metadata.
 
     *frame_hw*: (height, width) in pixels of the uint8 BGR camera frames the graph takes.
@@ -285,7 +308,10 @@ def export(
     ``score_thresh``, ``detections``, ``max_candidates``, ``paste``, ``mask_threshold``;
     detectron2, maskrcnn-benchmark and detectron: ``config`` (the YAML; *arch* unused),
     ``score_thresh``, ``detections``, ``max_candidates``, ``mask_threshold``, defaults from the
-    config).
+    config; matterport: ``config`` (``train.py[:ConfigClass]``, read without running it, or a
+    .json/.yaml of its attributes; *weights* the ``.h5``), ``score_thresh``
+    (DETECTION_MIN_CONFIDENCE, kept when ``>=``) and ``detections`` (DETECTION_MAX_INSTANCES),
+    defaults from the Config).
     """
     spec = FAMILIES.get(family)
     if spec is None:

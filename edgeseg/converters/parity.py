@@ -113,6 +113,17 @@ def hrnet_reference(model: nn.Module, frame_bgr: np.ndarray, input_hw: tuple[int
     return logits.numpy(), up[0].numpy(), up[0].argmax(0).numpy().astype(np.uint8)
 
 
+class EagerReference(nn.Module):
+    """A family whose reference is edgeseg's own eager rebuild of its inference, not a module
+    torchvision runs (matterport: ``detect()`` rebuilt in PyTorch): :meth:`detections` gives
+    what :func:`torchvision_reference` returns."""
+
+    def detections(self, frame_bgr: np.ndarray) -> dict[str, np.ndarray]:
+        """HxWx3 uint8 BGR frame -> boxes [N, 4] (x0, y0, x1, y1 frame pixels), scores [N],
+        labels [N], masks bool [N, H, W], in score order."""
+        raise NotImplementedError
+
+
 def bgr_to_rgb_tensor(frame: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 BGR -> 3xHxW float RGB in [0, 1] (torchvision detection's input)."""
     return torch.from_numpy(np.ascontiguousarray(frame[:, :, ::-1])).permute(2, 0, 1).float() / 255.0
@@ -125,6 +136,8 @@ def torchvision_reference(model: nn.Module, frame_bgr: np.ndarray, mask_threshol
     module, run eagerly in PyTorch with the torch versions of the custom ops)."""
     from edgeseg.converters.maskrcnn.graph import FrameToDetections
 
+    if isinstance(model, EagerReference):
+        return model.detections(frame_bgr)
     if isinstance(model, FrameToDetections):
         from edgeseg.custom_ops import unpack_mask_bytes
 
@@ -259,9 +272,9 @@ def reference_model(meta: ModelMetadata, weights: str | os.PathLike[str] | None,
                     allow_pickle: bool = False, config: str | os.PathLike[str] | None = None) -> nn.Module:
     """The PyTorch model an edgeseg file was converted from, rebuilt from its metadata with
     *weights* (None: the seeded random weights of ``edgeseg convert --random-weights``); a
-    detectron2, maskrcnn-benchmark or Detectron model needs its *config* and is edgeseg's eager
-    reimplementation of its inference; an HRNet converted from an official experiment file
-    (HRNet-OCR always) is rebuilt from that *config*."""
+    detectron2, maskrcnn-benchmark, Detectron or matterport model needs its *config* and is
+    edgeseg's eager reimplementation of its inference (matterport: of ``detect()``); an HRNet
+    converted from an official experiment file (HRNet-OCR always) is rebuilt from that *config*."""
     if meta.kind == "instance" and meta.arch.startswith("detectron2_"):
         from edgeseg.converters.detectron2 import model as d2model
         from edgeseg.converters.detectron2.export import build_detectron2, graph_options
@@ -271,6 +284,7 @@ def reference_model(meta: ModelMetadata, weights: str | os.PathLike[str] | None,
             raise ArgumentError("a detectron2 model is compared with its config: --config config.yaml")
         assert meta.instance is not None
         cfg, model = build_detectron2(config, weights, allow_pickle)
+        assert isinstance(model, nn.Module)  # a torchvision MaskRCNN
         options = graph_options(cfg, meta.instance.score_thresh, meta.instance.max_detections,
                                 meta.instance.max_candidates, meta.instance.mask_threshold)
         return FrameToDetections(model, meta.frame_hw, options, d2model.conventions(cfg)).eval()
@@ -282,6 +296,10 @@ def reference_model(meta: ModelMetadata, weights: str | os.PathLike[str] | None,
             raise ArgumentError("an HRNet model converted from its experiment config is compared with it: --config "
                                 "experiment.yaml")
         return build_hrnet_from_config(read_hrnet_config(config), weights, meta.num_classes, allow_pickle)
+    if meta.kind == "instance" and meta.arch.startswith("matterport_"):
+        from edgeseg.converters.matterport.export import reference as matterport_reference
+
+        return matterport_reference(meta, config, weights)
     from edgeseg.converters.maskrcnn_benchmark.export import SOURCES
 
     family = next((f for f, source in SOURCES.items() if meta.arch.startswith(source.arch_prefix + "_")), None)

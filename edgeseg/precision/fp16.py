@@ -7,7 +7,9 @@ each edge between the two regions (one per tensor, shared by all its readers), s
 only by FP16 nodes are stored as FP16 (half the file). Graph inputs and outputs keep their types.
 
 edgeseg's custom nodes inside the FP16 region take FP16 features and FP32 coordinates (the
-combinations the plugins declare: ``CustomOp.coordinate_inputs`` stay FP32), and give FP16.
+combinations the plugins declare: ``CustomOp.coordinate_inputs`` stay FP32), and give FP16. An
+op that is FP32-only (``CustomOp.fp32_only``: ZoomLinear, whose double arithmetic is truncated)
+never joins the FP16 region, whatever the rules name: its inputs and output stay FP32.
 
 Why not ONNX Runtime's ``float16.convert_float_to_float16`` (onnxconverter-common's): it types
 every float tensor FP16 and wraps each FP32-kept node in Casts, so tensors passed between two
@@ -40,6 +42,12 @@ def _fp32_input(node: Any, index: int) -> bool:
     return index in FP32_INPUTS.get(node.op_type, ())
 
 
+def _fp32_only(node: Any) -> bool:
+    """Whether *node* is a custom op that computes in FP32 only (inputs and output)."""
+    op = CUSTOM_OPS.get(node.op_type) if node.domain == DOMAIN else None
+    return op is not None and op.fp32_only
+
+
 def to_fp16(model: Any, reduced: Iterable[str]) -> Any:
     """A copy of the FP32 ONNX *model* whose nodes named in *reduced* compute in FP16."""
     from onnx import helper, numpy_helper
@@ -47,7 +55,7 @@ def to_fp16(model: Any, reduced: Iterable[str]) -> Any:
     out = type(model)()
     out.CopyFrom(model)
     graph = out.graph
-    fp16_nodes = set(reduced)
+    fp16_nodes = set(reduced) - {n.name for n in graph.node if _fp32_only(n)}
     values = {v.name: v for v in (*graph.value_info, *graph.input, *graph.output)}
     initializers = {t.name: t for t in graph.initializer}
     graph_outputs = {o.name for o in graph.output}

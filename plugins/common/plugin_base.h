@@ -1,4 +1,4 @@
-// plugin_base.h - what edgeseg's two IPluginV3 plugins and their creators have in common.
+// plugin_base.h - what edgeseg's IPluginV3 plugins and their creators have in common.
 //
 // A plugin is a `final` class deriving from PluginBase<Plugin, Attrs>, where Attrs is the plain
 // attribute struct (see plugin_fields.h: `visit`, plus `check()` returning "" or what is wrong).

@@ -13,6 +13,7 @@
 #include "common/plugin_log.h"
 #include "multilevel_roi_align/roi_align_plugin.h"
 #include "paste_masks/paste_masks_plugin.h"
+#include "zoom_linear/zoom_linear_plugin.h"
 
 #if defined(_WIN32)
 #define EDGESEG_EXPORT __declspec(dllexport)
@@ -23,7 +24,8 @@
 extern "C" EDGESEG_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
   static edgeseg::plugin::MultiLevelRoIAlignCreator roi_align;
   static edgeseg::plugin::PasteMasksCreator paste_masks;
-  static nvinfer1::IPluginCreatorInterface* const creators[] = {&roi_align, &paste_masks};
+  static edgeseg::plugin::ZoomLinearCreator zoom_linear;
+  static nvinfer1::IPluginCreatorInterface* const creators[] = {&roi_align, &paste_masks, &zoom_linear};
   nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
   return creators;
 }

@@ -15,6 +15,10 @@
 // from it.  The samples of a bin are added in roi_align_bin's order and each sample in
 // bilinear_tap's, so every output is the same float as roi_align_bin's.  Threads share out the
 // (group, channel block) pairs, split further into chunks of RoIs when channels are few.
+//
+// With sampling 1 (tf.image.crop_and_resize) the same arrangement runs with one sample per output
+// cell: the tap tables hold crop_coord + crop_axis per RoI and axis (crop_taps), and crop_block
+// does crop_sample's arithmetic kBlock channels at a time, so every output is crop_sample's float.
 #include <stdint.h>
 
 #include <algorithm>
@@ -76,6 +80,17 @@ void interleave(const float* src, int64_t pixels, int64_t kc, int64_t p_begin, i
   }
 }
 
+// Taps of the n crop_and_resize samples along one axis of `size` pixels of a box from a0 to a1
+// (normalised), as AxisTaps: lo / hi the pixels, w_hi the lerp weight of hi (crop_block reads
+// only these; w_lo is unused), inside as crop_axis.
+void crop_taps(float a0, float a1, int64_t n, int size, ra::AxisTaps* taps) {
+  for (int64_t i = 0; i < n; ++i) {
+    const ra::CropTaps t =
+        ra::crop_axis(ra::crop_coord(a0, a1, size, static_cast<int>(n), static_cast<int>(i)), size);
+    taps[i] = ra::AxisTaps{t.lo, t.hi, 0.0f, t.lerp, t.inside};
+  }
+}
+
 // Pixels [lo, hi] along one axis that the inside taps of `taps` read; lo > hi when none.
 void tap_range(const ra::AxisTaps* taps, int64_t count, int* lo, int* hi) {
   *lo = 2147483647;
@@ -125,18 +140,49 @@ void pool_block(const float* block, int64_t width, const ra::AxisTaps* y_taps,
   }
 }
 
+// crop_and_resize of one RoI for kBlock channels: out[(i * out_w + j) * kBlock + k], the taps
+// from crop_taps; crop_sample's operations in its order, 0 off the map.
+void crop_block(const float* block, int64_t width, const ra::AxisTaps* y_taps,
+                const ra::AxisTaps* x_taps, int64_t out_h, int64_t out_w, float* out) {
+  const int64_t row_stride = width * kBlock;
+  for (int64_t i = 0; i < out_h; ++i) {
+    const ra::AxisTaps& ty = y_taps[i];
+    for (int64_t j = 0; j < out_w; ++j) {
+      const ra::AxisTaps& tx = x_taps[j];
+      float* o = out + (i * out_w + j) * kBlock;
+      if (!ty.inside || !tx.inside) {
+        for (int64_t k = 0; k < kBlock; ++k) o[k] = 0.0f;
+        continue;
+      }
+      const float ly = ty.w_hi;
+      const float lx = tx.w_hi;
+      const float* tl = block + ty.lo * row_stride + tx.lo * kBlock;
+      const float* tr = block + ty.lo * row_stride + tx.hi * kBlock;
+      const float* bl = block + ty.hi * row_stride + tx.lo * kBlock;
+      const float* br = block + ty.hi * row_stride + tx.hi * kBlock;
+#pragma omp simd
+      for (int64_t k = 0; k < kBlock; ++k) {
+        const float top = tl[k] + (tr[k] - tl[k]) * lx;
+        const float bottom = bl[k] + (br[k] - bl[k]) * lx;
+        o[k] = top + (bottom - top) * ly;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" {
 
 // Bumped whenever a signature below changes; edgeseg/ops.py refuses a library of another version.
-int32_t edgeseg_ops_abi_version(void) { return 2; }
+int32_t edgeseg_ops_abi_version(void) { return 3; }
 
 // Level index of every RoI (see edgeseg::roi_align::roi_level); -1 = no level (zero output).
-// k_min and k_max come from the first and last spatial scale.  Returns 0, or 1 on bad arguments.
+// k_min and k_max come from the first and last spatial scale; image_area is read by level rule 2.
+// Returns 0, or 1 on bad arguments.
 int32_t edgeseg_roi_levels(const float* rois, int64_t num_rois, const float* spatial_scales,
                            int64_t num_levels, float canonical_scale, int64_t canonical_level,
-                           int32_t level_rule, int64_t* levels) {
+                           int32_t level_rule, float image_area, int64_t* levels) {
   if (num_rois < 0 || num_levels < 1 || (num_rois > 0 && (rois == nullptr || levels == nullptr)) ||
       spatial_scales == nullptr) {
     return 1;
@@ -146,7 +192,8 @@ int32_t edgeseg_roi_levels(const float* rois, int64_t num_rois, const float* spa
   for (int64_t r = 0; r < num_rois; ++r) {
     levels[r] = edgeseg::roi_align::roi_level(rois + 5 * r, static_cast<int>(num_levels), k_min,
                                               k_max, canonical_scale,
-                                              static_cast<int>(canonical_level), level_rule);
+                                              static_cast<int>(canonical_level), level_rule,
+                                              image_area);
   }
   return 0;
 }
@@ -154,7 +201,9 @@ int32_t edgeseg_roi_levels(const float* rois, int64_t num_rois, const float* spa
 // output[r, c, ph, pw] for every RoI r, pooled from the level roi_level() picks for it.
 //   features[l]          level l, float32 [batch_size, channels, heights[l], widths[l]], C order
 //   spatial_scales[l]    feature pixels per image pixel of level l
-//   rois                 float32 [num_rois, 5]: batch index, x0, y0, x1, y1 (image pixels)
+//   rois                 float32 [num_rois, 5]: batch index, x0, y0, x1, y1 (image pixels;
+//                        normalised with sampling 1)
+//   sampling             0: RoIAlign bins (sampling_ratio, aligned read); 1: crop_and_resize
 //   output               float32 [num_rois, channels, out_h, out_w], fully written
 //   threads              OpenMP threads; 0 = OpenMP's default
 // Returns 0, or 1 on bad arguments (nothing written).
@@ -164,19 +213,22 @@ int32_t edgeseg_multilevel_roi_align_f32(const float* const* features, const int
                                          const float* rois, int64_t num_rois, int64_t out_h,
                                          int64_t out_w, int64_t sampling_ratio, int32_t aligned,
                                          float canonical_scale, int64_t canonical_level,
-                                         int32_t level_rule, int32_t threads, float* output) {
+                                         int32_t level_rule, float image_area, int32_t sampling,
+                                         int32_t threads, float* output) {
   if (num_levels < 1 || batch_size < 0 || channels < 0 || num_rois < 0 || out_h < 1 ||
       out_w < 1 || features == nullptr || heights == nullptr || widths == nullptr ||
-      spatial_scales == nullptr || (num_rois > 0 && (rois == nullptr || output == nullptr))) {
+      spatial_scales == nullptr || (num_rois > 0 && (rois == nullptr || output == nullptr)) ||
+      (sampling != ra::kSamplingRoiAlign && sampling != ra::kSamplingCropAndResize)) {
     return 1;
   }
   if (num_rois == 0 || channels == 0) return 0;
 
   std::vector<int64_t> level(static_cast<size_t>(num_rois));
   if (edgeseg_roi_levels(rois, num_rois, spatial_scales, num_levels, canonical_scale,
-                         canonical_level, level_rule, level.data()) != 0) {
+                         canonical_level, level_rule, image_area, level.data()) != 0) {
     return 1;
   }
+  const bool crop = sampling == ra::kSamplingCropAndResize;
 
   // Geometry and mode of every RoI; tap tables of the kTaps ones (y taps, then x taps, from
   // taps_at[r]).  A group is the RoIs of one (level, image): group g = level * batch_size + image.
@@ -190,15 +242,23 @@ int32_t edgeseg_multilevel_roi_align_f32(const float* const* features, const int
     const int64_t l = level[r];
     int64_t taps = 0;
     if (l >= 0) {
-      const ra::RoiBins b =
-          ra::make_roi_bins(rois + 5 * r, spatial_scales[l], static_cast<int>(out_h),
-                            static_cast<int>(out_w), static_cast<int>(sampling_ratio),
-                            aligned != 0);
+      ra::RoiBins b{};
+      if (crop) {
+        // one sample per output cell; only the batch index and the grid of one are read
+        b.batch = ra::roi_batch(rois[5 * r]);
+        b.grid_h = 1;
+        b.grid_w = 1;
+      } else {
+        b = ra::make_roi_bins(rois + 5 * r, spatial_scales[l], static_cast<int>(out_h),
+                              static_cast<int>(out_w), static_cast<int>(sampling_ratio),
+                              aligned != 0);
+      }
       bins[r] = b;
       if (b.batch >= 0 && b.batch < batch_size && heights[l] > 0 && widths[l] > 0) {
         const int64_t y_taps = out_h * b.grid_h;
         const int64_t x_taps = out_w * b.grid_w;
-        if (y_taps <= kMaxAxisSamples && x_taps <= kMaxAxisSamples) {
+        // crop_and_resize has out_h + out_w taps a RoI whatever its size: always tap tables
+        if (crop || (y_taps <= kMaxAxisSamples && x_taps <= kMaxAxisSamples)) {
           mode[r] = kTaps;
           taps = y_taps + x_taps;
           ++group_end[static_cast<size_t>(l * batch_size + b.batch) + 1];
@@ -239,8 +299,14 @@ int32_t edgeseg_multilevel_roi_align_f32(const float* const* features, const int
     } else if (mode[ri] == kTaps) {
       ra::AxisTaps* y_taps = taps.data() + taps_at[ri];
       ra::AxisTaps* x_taps = y_taps + out_h * b.grid_h;
-      axis_taps(b.start_y, b.bin_h, out_h, b.grid_h, static_cast<int>(heights[l]), y_taps);
-      axis_taps(b.start_x, b.bin_w, out_w, b.grid_w, static_cast<int>(widths[l]), x_taps);
+      if (crop) {
+        const float* roi = rois + 5 * r;
+        crop_taps(roi[2], roi[4], out_h, static_cast<int>(heights[l]), y_taps);
+        crop_taps(roi[1], roi[3], out_w, static_cast<int>(widths[l]), x_taps);
+      } else {
+        axis_taps(b.start_y, b.bin_h, out_h, b.grid_h, static_cast<int>(heights[l]), y_taps);
+        axis_taps(b.start_x, b.bin_w, out_w, b.grid_w, static_cast<int>(widths[l]), x_taps);
+      }
       tap_range(y_taps, out_h * b.grid_h, &foot[4 * ri], &foot[4 * ri + 1]);
       tap_range(x_taps, out_w * b.grid_w, &foot[4 * ri + 2], &foot[4 * ri + 3]);
     } else {
@@ -339,8 +405,12 @@ int32_t edgeseg_multilevel_roi_align_f32(const float* const* features, const int
         const size_t r = static_cast<size_t>(order[static_cast<size_t>(i)]);
         const ra::RoiBins& b = bins[r];
         const ra::AxisTaps* t = taps.data() + taps_at[r];
-        pool_block(block.data(), widths[l], t, t + out_h * b.grid_h, b.grid_h, b.grid_w,
-                   b.count, out_h, out_w, avg.data());
+        if (crop) {
+          crop_block(block.data(), widths[l], t, t + out_h, out_h, out_w, avg.data());
+        } else {
+          pool_block(block.data(), widths[l], t, t + out_h * b.grid_h, b.grid_h, b.grid_w,
+                     b.count, out_h, out_w, avg.data());
+        }
         float* out = output + (static_cast<int64_t>(r) * channels + c0) * plane;
         for (int64_t k = 0; k < kc; ++k) {
           for (int64_t bin = 0; bin < plane; ++bin) {

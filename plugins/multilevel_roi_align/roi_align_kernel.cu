@@ -2,7 +2,8 @@
 //
 // A thin grid-stride loop around roi_align_math.h: one iteration = one output element
 // (r, c, ph, pw), which picks its RoI's level with roi_level() and pools it with
-// roi_align_element(), exactly the functions the CPU build (roi_align_cpu.cpp) is made of.
+// roi_align_element() (sampling 0) or crop_and_resize_element() (sampling 1), exactly the
+// functions the CPU build (roi_align_cpu.cpp) is made of.
 // Threads of a warp work on neighbouring pw / ph of one RoI and channel, so they share the RoI's
 // geometry and read nearby feature pixels.
 //
@@ -37,6 +38,8 @@ struct RoiAlignArgs {
   float canonical_scale;
   int canonical_level;
   int level_rule;
+  float image_area;
+  int sampling;
   int k_min;  // FPN exponents of the first and last level (level_exponent)
   int k_max;
 };
@@ -60,7 +63,7 @@ EDGESEG_HD float pooled_element(const RoiAlignArgs<T>& a, Index index) {
   for (int i = 0; i < 5; ++i) roi[i] = src[i];
 
   const int level = roi_level(roi, a.pyramid.num_levels, a.k_min, a.k_max, a.canonical_scale,
-                              a.canonical_level, a.level_rule);
+                              a.canonical_level, a.level_rule, a.image_area);
   if (level < 0) return 0.0f;
   // Select the level's fields with compile-time indices so the struct stays in registers /
   // parameter space instead of being copied to local memory for a dynamic index.
@@ -78,6 +81,11 @@ EDGESEG_HD float pooled_element(const RoiAlignArgs<T>& a, Index index) {
       width = a.pyramid.widths[l];
       scale = a.pyramid.spatial_scales[l];
     }
+  }
+  if (a.sampling == kSamplingCropAndResize) {
+    return crop_and_resize_element(features, a.batch_size, a.channels, height, width, roi, a.out_h,
+                                   a.out_w, static_cast<int>(c), static_cast<int>(ph),
+                                   static_cast<int>(pw));
   }
   return roi_align_element(features, a.batch_size, a.channels, height, width, roi, scale,
                            a.out_h, a.out_w, a.sampling_ratio, a.aligned, static_cast<int>(c),
@@ -101,10 +109,12 @@ cudaError_t launch_multilevel_roi_align(const FeaturePyramid<T>& pyramid, int ba
                                         int channels, const float* rois, int64_t num_rois, int out_h,
                                         int out_w, int sampling_ratio, bool aligned,
                                         float canonical_scale, int canonical_level, int level_rule,
-                                        T* output, cudaStream_t stream) {
+                                        float image_area, int sampling, T* output,
+                                        cudaStream_t stream) {
   const int num_levels = pyramid.num_levels;
   if (num_levels < 1 || num_levels > kMaxLevels || batch_size < 0 || channels < 0 ||
-      num_rois < 0 || out_h < 1 || out_w < 1) {
+      num_rois < 0 || out_h < 1 || out_w < 1 ||
+      (sampling != kSamplingRoiAlign && sampling != kSamplingCropAndResize)) {
     return cudaErrorInvalidValue;
   }
   for (int l = 0; l < num_levels; ++l) {
@@ -142,6 +152,8 @@ cudaError_t launch_multilevel_roi_align(const FeaturePyramid<T>& pyramid, int ba
   args.canonical_scale = canonical_scale;
   args.canonical_level = canonical_level;
   args.level_rule = level_rule;
+  args.image_area = image_area;
+  args.sampling = sampling;
   args.k_min = level_exponent(pyramid.spatial_scales[0]);
   args.k_max = level_exponent(pyramid.spatial_scales[num_levels - 1]);
 
@@ -159,12 +171,12 @@ cudaError_t launch_multilevel_roi_align(const FeaturePyramid<T>& pyramid, int ba
 
 template cudaError_t launch_multilevel_roi_align<float>(const FeaturePyramid<float>&, int, int,
                                                         const float*, int64_t, int, int, int,
-                                                        bool, float, int, int, float*,
-                                                        cudaStream_t);
+                                                        bool, float, int, int, float, int,
+                                                        float*, cudaStream_t);
 template cudaError_t launch_multilevel_roi_align<__half>(const FeaturePyramid<__half>&, int, int,
                                                          const float*, int64_t, int, int, int,
-                                                         bool, float, int, int, __half*,
-                                                         cudaStream_t);
+                                                         bool, float, int, int, float, int,
+                                                         __half*, cudaStream_t);
 
 }  // namespace roi_align
 }  // namespace edgeseg

@@ -39,13 +39,14 @@ struct FeaturePyramid {
 //   batch_size       N of every level; a RoI whose batch index (rois[r, 0], truncated) is not
 //                    in [0, N) gets a zero output
 //   channels         C of every level
-//   rois             device float [num_rois, 5]: batch index, x0, y0, x1, y1 (image pixels)
+//   rois             device float [num_rois, 5]: batch index, x0, y0, x1, y1 (image pixels;
+//                    normalised with sampling 1)
 //   output           device [num_rois, channels, out_h, out_w], fully written
-//   out_h, out_w, sampling_ratio, aligned, canonical_scale, canonical_level, level_rule: the op's
-//                    attributes
+//   out_h, out_w, sampling_ratio, aligned, canonical_scale, canonical_level, level_rule,
+//   image_area, sampling: the op's attributes
 //                    (plugins/multilevel_roi_align/README.md)
 // Returns cudaErrorInvalidValue without launching on bad arguments (num_levels not in
-// [1, kMaxLevels], negative sizes, out_h or out_w < 1, a spatial scale that is not a positive
+// [1, kMaxLevels], negative sizes, out_h or out_w < 1, a sampling other than 0 or 1, a spatial scale that is not a positive
 // finite number, a null pointer that would be read or written); cudaSuccess without launching
 // when there is nothing to compute (num_rois == 0 or channels == 0); otherwise
 // cudaGetLastError() after the launch.
@@ -54,15 +55,16 @@ cudaError_t launch_multilevel_roi_align(const FeaturePyramid<T>& pyramid, int ba
                                         int channels, const float* rois, int64_t num_rois, int out_h,
                                         int out_w, int sampling_ratio, bool aligned,
                                         float canonical_scale, int canonical_level, int level_rule,
-                                        T* output, cudaStream_t stream);
+                                        float image_area, int sampling, T* output,
+                                        cudaStream_t stream);
 
 // Defined in roi_align_kernel.cu for these element types only.
 extern template cudaError_t launch_multilevel_roi_align<float>(
     const FeaturePyramid<float>&, int, int, const float*, int64_t, int, int, int, bool, float, int,
-    int, float*, cudaStream_t);
+    int, float, int, float*, cudaStream_t);
 extern template cudaError_t launch_multilevel_roi_align<__half>(
     const FeaturePyramid<__half>&, int, int, const float*, int64_t, int, int, int, bool, float,
-    int, int, __half*, cudaStream_t);
+    int, int, float, int, __half*, cudaStream_t);
 
 }  // namespace roi_align
 }  // namespace edgeseg

@@ -3,7 +3,9 @@
 // Shared by the CPU build (roi_align_cpu.cpp) and the CUDA kernel (roi_align_kernel.cu), so both compute the
 // same numbers.  The semantics are those of torchvision.ops.roi_align (average pooling of
 // bilinear samples, torchvision's CPU kernel rules for borders) and of
-// torchvision.ops.MultiScaleRoIAlign (FPN level of each RoI from its area); see README.md.
+// torchvision.ops.MultiScaleRoIAlign (FPN level of each RoI from its area), or, with sampling 1,
+// of tf.image.crop_and_resize (TensorFlow's CPU CropAndResize, as matterport's PyramidROIAlign
+// uses it); see README.md.
 //
 // Conventions
 //   * Features are NCHW and C-contiguous; one level is described by its pointer and N, C, H, W.
@@ -19,6 +21,18 @@
 
 namespace edgeseg {
 namespace roi_align {
+
+// The op's sampling attribute.
+enum Sampling : int {
+  kSamplingRoiAlign = 0,
+  kSamplingCropAndResize = 1,
+};
+
+// Batch index of a RoI row: its first float truncated toward zero as a C cast does (torchvision),
+// or -1 when that conversion would be undefined (NaN, out of int range).
+EDGESEG_HD int roi_batch(float index) {
+  return (index > -1.0f && index < 2147483648.0f) ? static_cast<int>(index) : -1;
+}
 
 // Where and how densely one RoI is sampled on one feature level (feature-map units).
 struct RoiBins {
@@ -49,10 +63,7 @@ EDGESEG_HD int adaptive_grid(float extent, int bins) {
 EDGESEG_HD RoiBins make_roi_bins(const float* roi, float spatial_scale, int out_h, int out_w,
                                  int sampling_ratio, bool aligned) {
   RoiBins b;
-  // torchvision converts the float index with a C cast (truncation toward zero); reject values
-  // whose conversion would be undefined (NaN, out of int range).
-  const float index = roi[0];
-  b.batch = (index > -1.0f && index < 2147483648.0f) ? static_cast<int>(index) : -1;
+  b.batch = roi_batch(roi[0]);
 
   const float offset = aligned ? 0.5f : 0.0f;
   const float x0 = roi[1] * spatial_scale - offset;
@@ -231,6 +242,84 @@ EDGESEG_HD float roi_align_element(const T* features, int batch_size, int channe
   return roi_align_bin(features, batch_size, channels, height, width, bins, c, ph, pw);
 }
 
+// ---------------------------------------------------------------------------------------------
+// sampling 1: tf.image.crop_and_resize (method "bilinear", extrapolation_value 0), TensorFlow's
+// CPU CropAndResizePerBox in float32 and in its order.  RoI coordinates are normalised: 0 is the
+// centre of the first feature pixel and 1 the centre of the last (corner-aligned), on every
+// level.  One bilinear sample per output cell, no averaging, no half-pixel offset.
+
+// Where sample i of n lies along an axis of `size` feature pixels, for a box from a0 to a1:
+//   n > 1:  a0 * (size - 1) + i * ((a1 - a0) * (size - 1) / (n - 1))   product first
+//   n == 1: the centre, 0.5 * (a0 + a1) * (size - 1); TF's 0.5 is a double literal, so this
+//           is double (a0 + a1 is still a float sum) rounded to float.
+EDGESEG_HD float crop_coord(float a0, float a1, int size, int n, int i) {
+  const float last = static_cast<float>(size - 1);
+  if (n > 1) {
+    const float step = (a1 - a0) * last / static_cast<float>(n - 1);
+    return a0 * last + static_cast<float>(i) * step;
+  }
+  return static_cast<float>(0.5 * static_cast<double>(a0 + a1) * static_cast<double>(size - 1));
+}
+
+// The two pixels a crop_and_resize sample at v reads along one axis of `size` pixels and the
+// weight of the upper one; inside is false when the sample lies off the map (v < 0 or
+// v > size - 1, or NaN) and is 0.
+struct CropTaps {
+  int lo;
+  int hi;
+  float lerp;
+  bool inside;
+};
+
+EDGESEG_HD CropTaps crop_axis(float v, int size) {
+  CropTaps t;
+  if (!(v >= 0.0f && v <= static_cast<float>(size - 1))) {
+    t.lo = 0;
+    t.hi = 0;
+    t.lerp = 0.0f;
+    t.inside = false;
+    return t;
+  }
+  const float low = floorf(v);
+  t.lo = static_cast<int>(low);
+  t.hi = static_cast<int>(ceilf(v));
+  t.lerp = v - low;
+  t.inside = true;
+  return t;
+}
+
+// One crop_and_resize sample of an H x W plane (`width` pixels a row) from its taps along y and
+// x, both inside: TF's order, every value converted to float first.
+template <typename T>
+EDGESEG_HD float crop_sample(const T* plane, int width, const CropTaps& ty, const CropTaps& tx) {
+  const T* top_row = plane + static_cast<long long>(ty.lo) * width;
+  const T* bottom_row = plane + static_cast<long long>(ty.hi) * width;
+  const float top_left = hd_to_float(top_row[tx.lo]);
+  const float top_right = hd_to_float(top_row[tx.hi]);
+  const float bottom_left = hd_to_float(bottom_row[tx.lo]);
+  const float bottom_right = hd_to_float(bottom_row[tx.hi]);
+  const float top = top_left + (top_right - top_left) * tx.lerp;
+  const float bottom = bottom_left + (bottom_right - bottom_left) * tx.lerp;
+  return top + (bottom - top) * ty.lerp;
+}
+
+// Output element (c, i, j) of RoI `roi` (5 floats: batch index, x0, y0, x1, y1 normalised)
+// cropped from one level [batch_size, channels, height, width] to out_h x out_w.  A RoI with an
+// invalid batch index gives 0.
+template <typename T>
+EDGESEG_HD float crop_and_resize_element(const T* features, int batch_size, int channels, int height,
+                                         int width, const float* roi, int out_h, int out_w, int c,
+                                         int i, int j) {
+  const int batch = roi_batch(roi[0]);
+  if (batch < 0 || batch >= batch_size || height <= 0 || width <= 0) return 0.0f;
+  const CropTaps ty = crop_axis(crop_coord(roi[2], roi[4], height, out_h, i), height);
+  if (!ty.inside) return 0.0f;
+  const CropTaps tx = crop_axis(crop_coord(roi[1], roi[3], width, out_w, j), width);
+  if (!tx.inside) return 0.0f;
+  const T* plane = features + (static_cast<long long>(batch) * channels + c) * height * width;
+  return crop_sample(plane, width, ty, tx);
+}
+
 // FPN exponent k of a level from its spatial scale 2^-k (1/4 -> 2, 1/32 -> 5).
 EDGESEG_HD int level_exponent(float spatial_scale) {
   return static_cast<int>(roundf(-log2f(spatial_scale)));
@@ -240,7 +329,29 @@ EDGESEG_HD int level_exponent(float spatial_scale) {
 enum LevelRule : int {
   kLevelTorchvision = 0,
   kLevelDetectron = 1,
+  kLevelMatterport = 2,
 };
+
+// matterport's level (PyramidROIAlign: TF's log2_graph and tf.round), float32 in TF's order:
+//   t = sqrt(h * w), d = canonical_scale / sqrt(image_area), l = log(t / d) / log(2),
+//   k = canonical_level + round_half_even(l)
+// with h = y1 - y0, w = x1 - x0 in the rois' units (normalised for matterport) and image_area the
+// molded image's H * W in pixels.  logf(x) / logf(2.0f), not log2f: what TF computes.  A box
+// with no positive area (a zero-padded row: log(0) = -inf, which TF casts to INT_MIN and its
+// max() lifts to the first level) or a NaN term gets k_min.  Unclamped.
+EDGESEG_HD int matterport_level(const float* roi, int k_min, float canonical_scale, int canonical_level,
+                                float image_area) {
+  const float h = roi[4] - roi[2];
+  const float w = roi[3] - roi[1];
+  const float area = h * w;
+  const float t = sqrtf(area);
+  const float d = canonical_scale / sqrtf(image_area);
+  const float l = logf(t / d) / logf(2.0f);
+  if (!(area > 0.0f) || l != l) return k_min;
+  // Far beyond any level; only keeps the float -> int conversion of +-inf defined.
+  const float r = hd_clamp(rintf(l), -1.0e6f, 1.0e6f);
+  return canonical_level + static_cast<int>(r);
+}
 
 // Level index (0 = first, finest level) a RoI is pooled from, by the level rule:
 //   kLevelTorchvision (torchvision's and detectron2's LevelMapper):
@@ -249,15 +360,21 @@ enum LevelRule : int {
 //   kLevelDetectron (Detectron's and maskrcnn-benchmark's LevelMapper, +1 pixel convention):
 //     k = floor(canonical_level + log2(sqrt(area) / canonical_scale + 1e-6)),
 //     area = (x1 - x0 + 1) * (y1 - y0 + 1);
+//   kLevelMatterport (matterport's PyramidROIAlign): matterport_level, image_area read;
 // then clamped to [k_min, k_max], minus k_min; image pixels.  Everything is float32 in the
 // reference's order.  Returns -1 (the RoI gets a zero output, as in torchvision) when the area is
 // negative or NaN, or when k - k_min has no level (scales that are not consecutive powers of
 // two).  With a single level every RoI uses it.
 EDGESEG_HD int roi_level(const float* roi, int num_levels, int k_min, int k_max,
-                         float canonical_scale, int canonical_level, int level_rule) {
+                         float canonical_scale, int canonical_level, int level_rule,
+                         float image_area) {
   if (num_levels == 1) return 0;
   float k;
-  if (level_rule == kLevelDetectron) {
+  if (level_rule == kLevelMatterport) {
+    const int km = matterport_level(roi, k_min, canonical_scale, canonical_level, image_area);
+    const int level = hd_clamp(km, k_min, k_max) - k_min;
+    return (level >= 0 && level < num_levels) ? level : -1;
+  } else if (level_rule == kLevelDetectron) {
     const float area = (roi[3] - roi[1] + 1.0f) * (roi[4] - roi[2] + 1.0f);
     const float side = sqrtf(area);
     k = floorf(static_cast<float>(canonical_level) + log2f(side / canonical_scale + 1e-6f));

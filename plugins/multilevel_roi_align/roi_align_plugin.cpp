@@ -25,8 +25,14 @@ std::string RoiAlignAttrs::check() const {
     if (!(s > 0.0f) || !std::isfinite(s)) return "spatial_scales must be positive finite numbers";
   }
   if (aligned != 0 && aligned != 1) return "aligned must be 0 or 1, got " + std::to_string(aligned);
-  // roi_align_math.h's LevelRule: 0 torchvision, 1 detectron
-  if (level_rule != 0 && level_rule != 1) return "level_rule must be 0 or 1, got " + std::to_string(level_rule);
+  // roi_align_math.h's LevelRule: 0 torchvision, 1 detectron, 2 matterport
+  if (level_rule < 0 || level_rule > 2) return "level_rule must be 0, 1 or 2, got " + std::to_string(level_rule);
+  // roi_align_math.h's Sampling: 0 roi_align, 1 crop_and_resize
+  if (sampling != 0 && sampling != 1) return "sampling must be 0 or 1, got " + std::to_string(sampling);
+  if (!(image_area >= 0.0f) || !std::isfinite(image_area)) return "image_area must be a finite number >= 0";
+  if (level_rule == 2 && !(image_area > 0.0f)) {
+    return "image_area must be > 0 with level_rule 2 (matterport): the molded image's height * width in pixels";
+  }
   if (!(canonical_scale > 0.0f) || !std::isfinite(canonical_scale)) {
     return "canonical_scale must be a positive finite number";
   }
@@ -95,7 +101,7 @@ cudaError_t launch(const RoiAlignAttrs& a, const nvinfer1::PluginTensorDesc* in,
   return roi_align::launch_multilevel_roi_align<T>(
       pyramid, static_cast<int>(in[1].dims.d[0]), static_cast<int>(in[1].dims.d[1]), static_cast<const float*>(inputs[0]),
       in[0].dims.d[0], a.output_height, a.output_width, a.sampling_ratio, a.aligned != 0, a.canonical_scale,
-      a.canonical_level, a.level_rule, static_cast<T*>(output), stream);
+      a.canonical_level, a.level_rule, a.image_area, a.sampling, static_cast<T*>(output), stream);
 }
 
 }  // namespace

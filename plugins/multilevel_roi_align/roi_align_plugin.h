@@ -27,6 +27,8 @@ struct RoiAlignAttrs {
   float canonical_scale = 224.0f;
   int32_t canonical_level = 4;
   int32_t level_rule = 0;
+  int32_t sampling = 0;
+  float image_area = 0.0f;
 
   template <typename V>
   void visit(V& v) {
@@ -38,6 +40,8 @@ struct RoiAlignAttrs {
     v.float32("canonical_scale", canonical_scale);
     v.int32("canonical_level", canonical_level);
     v.int32("level_rule", level_rule);
+    v.int32("sampling", sampling);
+    v.float32("image_area", image_area);
   }
 
   // "" when the attributes are usable, else what is wrong with them.

@@ -19,7 +19,8 @@ extern "C" {
 //   masks      float32 [num_masks, mask_size, mask_size], probabilities (logits if logits != 0)
 //   boxes      float32 [num_masks, 4]: x0, y0, x1, y1 in frame pixels
 //   output     uint8 [num_masks, height, width], fully written: 1 = foreground, 0 = background
-//   mode       0 = torchvision (value > threshold), 1 = continuous (value >= threshold)
+//   mode       0 = torchvision (value > threshold), 1 = continuous (value >= threshold),
+//              2 = zoom (matterport; value >= threshold; boxes rounded to integers)
 //   threads    OpenMP threads; 0 = OpenMP's default
 //   per_pixel  0: hoist the row / column taps and the sigmoid out of the pixel loop (fast path);
 //              1: call paste_pixel() for every pixel, as the CUDA kernel does (for tests).
@@ -31,7 +32,7 @@ int32_t edgeseg_paste_masks_u8(const float* masks, int64_t num_masks, int64_t ma
                                int32_t per_pixel, uint8_t* output) {
   namespace pm = edgeseg::paste_masks;
   if (num_masks < 0 || mask_size < 1 || height < 0 || width < 0 ||
-      (mode != pm::kModeTorchvision && mode != pm::kModeContinuous) ||
+      (mode != pm::kModeTorchvision && mode != pm::kModeContinuous && mode != pm::kModeZoom) ||
       (num_masks > 0 && (masks == nullptr || boxes == nullptr || output == nullptr))) {
     return 1;
   }
@@ -44,8 +45,10 @@ int32_t edgeseg_paste_masks_u8(const float* masks, int64_t num_masks, int64_t ma
   const bool use_logits = logits != 0;
   const int nt = edgeseg::cpu_thread_count(threads);
 
-  // Per-box parameters; for the fast path also the bordered (sigmoid-applied) mask and the
-  // column taps of the box's rectangle.
+  const bool zoom = mode == pm::kModeZoom;
+  // Per-box parameters (in mode 2 with the mask's clip range: once per mask, both paths); for the
+  // fast path also the bordered (sigmoid-applied) mask and the column taps of the box's rectangle
+  // (AxisTap, or ZoomTap in mode 2).
   std::vector<pm::PasteBox> params(static_cast<size_t>(num_masks));
   std::vector<int64_t> tap_offset(static_cast<size_t>(num_masks) + 1, 0);
   for (int64_t k = 0; k < num_masks; ++k) {
@@ -53,8 +56,16 @@ int32_t edgeseg_paste_masks_u8(const float* masks, int64_t num_masks, int64_t ma
                                    static_cast<int>(width), mode);
     tap_offset[k + 1] = tap_offset[k] + (per_pixel ? 0 : params[k].x_end - params[k].x_begin);
   }
+  if (zoom) {
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t k = 0; k < num_masks; ++k) {
+      const pm::BorderedMask<float> source = {masks + k * mask_stride, m, use_logits};
+      pm::mask_range(source, m, &params[k].clip_lo, &params[k].clip_hi);
+    }
+  }
   std::vector<float> bordered;
-  std::vector<pm::AxisTap> column_taps(static_cast<size_t>(tap_offset[num_masks]));
+  std::vector<pm::AxisTap> column_taps(static_cast<size_t>(zoom ? 0 : tap_offset[num_masks]));
+  std::vector<edgeseg::ZoomTap> zoom_column_taps(static_cast<size_t>(zoom ? tap_offset[num_masks] : 0));
   if (!per_pixel) {
     bordered.resize(static_cast<size_t>(num_masks * bordered_stride));
 #pragma omp parallel for schedule(static) num_threads(nt)
@@ -66,7 +77,11 @@ int32_t edgeseg_paste_masks_u8(const float* masks, int64_t num_masks, int64_t ma
       }
       const pm::PasteBox& p = params[k];
       for (int x = p.x_begin; x < p.x_end; ++x) {
-        column_taps[tap_offset[k] + (x - p.x_begin)] = pm::axis_tap(p, m, mode, 0, x);
+        if (zoom) {
+          zoom_column_taps[tap_offset[k] + (x - p.x_begin)] = pm::zoom_axis_tap(p, m, 0, x);
+        } else {
+          column_taps[tap_offset[k] + (x - p.x_begin)] = pm::axis_tap(p, m, mode, 0, x);
+        }
       }
     }
   }
@@ -91,12 +106,20 @@ int32_t edgeseg_paste_masks_u8(const float* masks, int64_t num_masks, int64_t ma
       }
       continue;
     }
+    const pm::DenseBorderedMask source = {bordered.data() + k * bordered_stride, bordered_size};
+    if (zoom) {
+      const edgeseg::ZoomTap ty = pm::zoom_axis_tap(p, m, 1, y);
+      const edgeseg::ZoomTap* taps = zoom_column_taps.data() + tap_offset[k] - p.x_begin;
+      for (int x = p.x_begin; x < p.x_end; ++x) {
+        row[x] = pm::zoom_pixel_from_taps(source, ty, taps[x], p, threshold);
+      }
+      continue;
+    }
     const pm::AxisTap ty = pm::axis_tap(p, m, mode, 1, y);
     if (!ty.inside) {
       memset(row + p.x_begin, 0, static_cast<size_t>(p.x_end - p.x_begin));
       continue;
     }
-    const pm::DenseBorderedMask source = {bordered.data() + k * bordered_stride, bordered_size};
     const pm::AxisTap* taps = column_taps.data() + tap_offset[k] - p.x_begin;
     for (int x = p.x_begin; x < p.x_end; ++x) {
       row[x] = pm::pixel_from_taps(source, ty, taps[x], threshold, mode);

@@ -6,10 +6,15 @@
 // frame-size plane of writes.  Per (mask, tile) a block
 //   1. computes the box parameters once (thread 0, make_paste_box) into shared memory;
 //   2. if the tile meets the box rectangle, stages the mask with its one-sample zero border,
-//      sigmoid applied (BorderedMask), as (M + 2)^2 floats in shared memory;
+//      sigmoid applied (BorderedMask), as (M + 2)^2 floats in shared memory; in mode 2 (zoom)
+//      the block then reduces the staged samples to their min and max (warp shuffles, then one
+//      value per warp in shared memory) into the box's clip range: each block that pastes part
+//      of a mask computes the range itself, which costs M * M / 256 reads per thread and needs no
+//      workspace or second launch;
 //   3. writes the tile's bytes, a contiguous range of the plane, each exactly once: aligned 32-bit
 //      words (plus at most 6 single bytes at the ends), pixels in the box rectangle from
-//      axis_tap + pixel_from_taps on the staged mask, every other pixel 0.
+//      axis_tap + pixel_from_taps (mode 2: zoom_axis_tap + zoom_pixel_from_taps, in double) on
+//      the staged mask, every other pixel 0.
 // The math is the CPU build's fast path (paste_masks_cpu.cpp): same functions, same order, so
 // the same bytes.  Compile with --fmad=false (and without --use_fast_math); nvcc otherwise
 // contracts the interpolation's a * b + c into fused multiply-adds and pixels right at the
@@ -29,8 +34,11 @@ constexpr int kTileBytes = 8192;
 constexpr int64_t kMaxGridX = 65535;
 constexpr int64_t kMaxGridY = 65535;  // CUDA's limit for gridDim.y
 constexpr int kMaxSharedBytes = 48 * 1024;
+constexpr int kWarps = kThreads / 32;
+static_assert(kThreads % 32 == 0, "the range reduction works on whole warps");
 static_assert((kMaxMaskSize + 2) * (kMaxMaskSize + 2) * static_cast<int>(sizeof(float)) +
-                      static_cast<int>(sizeof(PasteBox)) <=
+                      static_cast<int>(sizeof(PasteBox)) +
+                      2 * kWarps * static_cast<int>(sizeof(float)) <=
                   kMaxSharedBytes,
               "kMaxMaskSize: the staged mask must fit 48 KiB of shared memory");
 
@@ -74,6 +82,10 @@ EDGESEG_HD uint8_t pixel_at(const TileView& v, int y, int x) {
   const PasteBox& p = v.box;
   if (x < p.x_begin || x >= p.x_end || y < p.y_begin || y >= p.y_end) return 0;
   const DenseBorderedMask src = {v.bordered, v.mask_size + 2};
+  if (v.mode == kModeZoom) {
+    return zoom_pixel_from_taps(src, zoom_axis_tap(p, v.mask_size, 1, y),
+                                zoom_axis_tap(p, v.mask_size, 0, x), p, v.threshold);
+  }
   const AxisTap ty = axis_tap(p, v.mask_size, v.mode, 1, y);
   const AxisTap tx = axis_tap(p, v.mask_size, v.mode, 0, x);
   return pixel_from_taps(src, ty, tx, v.threshold, v.mode);
@@ -125,10 +137,47 @@ EDGESEG_HD void write_span(const TileView& v, bool active, int width, uint8_t* p
   }
 }
 
+// Mode 2: the min and max of the M x M samples staged in `bordered` (interior of the
+// (M + 2) x (M + 2) copy) into box->clip_lo / clip_hi.  Called by every thread of the block
+// after the staging barrier; returns after a barrier, with the range visible to all threads.
+__device__ void reduce_mask_range(const float* bordered, int mask_size, float* warp_lo,
+                                  float* warp_hi, PasteBox* box) {
+  const int side = mask_size + 2;
+  // Every thread starts from sample (0, 0), so threads without samples of their own are neutral.
+  float lo = bordered[side + 1];
+  float hi = lo;
+  for (int i = static_cast<int>(threadIdx.x); i < mask_size * mask_size; i += blockDim.x) {
+    const float s = bordered[(i / mask_size + 1) * side + (i % mask_size + 1)];
+    lo = hd_min(lo, s);
+    hi = hd_max(hi, s);
+  }
+  for (int offset = 16; offset > 0; offset /= 2) {
+    lo = hd_min(lo, __shfl_down_sync(0xffffffffu, lo, offset));
+    hi = hd_max(hi, __shfl_down_sync(0xffffffffu, hi, offset));
+  }
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  if (threadIdx.x % 32 == 0) {
+    warp_lo[warp] = lo;
+    warp_hi[warp] = hi;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < static_cast<int>(blockDim.x) / 32; ++w) {
+      lo = hd_min(lo, warp_lo[w]);
+      hi = hd_max(hi, warp_hi[w]);
+    }
+    box->clip_lo = lo;
+    box->clip_hi = hi;
+  }
+  __syncthreads();
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads) paste_masks_kernel(const PasteArgs<T> a) {
   extern __shared__ float bordered[];
   __shared__ PasteBox shared_box;
+  __shared__ float warp_lo[kWarps];
+  __shared__ float warp_hi[kWarps];
   const int64_t mask_elems = static_cast<int64_t>(a.mask_size) * a.mask_size;
   const int64_t plane_bytes = static_cast<int64_t>(a.height) * a.width;
   int64_t live = a.num_masks;
@@ -146,16 +195,18 @@ __global__ void __launch_bounds__(kThreads) paste_masks_kernel(const PasteArgs<T
         shared_box = make_paste_box(box, a.mask_size, a.height, a.width, a.mode);
       }
       __syncthreads();
-      const TileView v = {bordered, shared_box, a.mask_size, a.mode, a.threshold};
       const int y0 = tile * a.rows_per_tile;
       const int y1 = min(y0 + a.rows_per_tile, a.height);
-      // Same value in every thread of the block, so the barrier below is reached by all or none.
-      const bool active = v.box.x_begin < v.box.x_end && v.box.y_begin < y1 && y0 < v.box.y_end;
+      // Same value in every thread of the block, so the barriers below are reached by all or none.
+      const bool active = shared_box.x_begin < shared_box.x_end && shared_box.y_begin < y1 &&
+                          y0 < shared_box.y_end;
       if (active) {
         stage_bordered(a.masks + k * mask_elems, a.mask_size, a.logits, bordered,
                        static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x));
         __syncthreads();
+        if (a.mode == kModeZoom) reduce_mask_range(bordered, a.mask_size, warp_lo, warp_hi, &shared_box);
       }
+      const TileView v = {bordered, shared_box, a.mask_size, a.mode, a.threshold};
       write_span(v, active, a.width, a.output + k * plane_bytes,
                  static_cast<uint32_t>(y0) * static_cast<uint32_t>(a.width),
                  static_cast<uint32_t>(y1) * static_cast<uint32_t>(a.width),
@@ -174,7 +225,7 @@ cudaError_t launch_paste_masks(const T* masks, const float* boxes, const int32_t
                                cudaStream_t stream) {
   int64_t plane_bytes = 0;
   if (num_masks < 0 || mask_size < 1 || mask_size > kMaxMaskSize || height < 0 || width < 0 ||
-      (mode != kModeTorchvision && mode != kModeContinuous) ||
+      (mode != kModeTorchvision && mode != kModeContinuous && mode != kModeZoom) ||
       !checked_mul(height, width, INT32_MAX, &plane_bytes)) {
     return cudaErrorInvalidValue;
   }

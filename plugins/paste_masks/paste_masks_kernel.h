@@ -26,11 +26,11 @@ constexpr int kMaxMaskSize = 100;
 //               half would round frame coordinates above 1024 to whole pixels)
 //   count       device int32 [1], read by the kernel: planes [0, clamp(*count, 0, num_masks)) are
 //               written, the rest left as they are; nullptr = all num_masks
-//   height, width, threshold, mode (0 torchvision, 1 continuous), logits: the op's attributes
+//   height, width, threshold, mode (0 torchvision, 1 continuous, 2 zoom), logits: the op's attributes
 //               (plugins/paste_masks/README.md)
 //   output      device uint8 [num_masks, height, width]: 1 = foreground
 // Returns cudaErrorInvalidValue without launching on bad arguments (negative sizes, mask_size
-// not in [1, kMaxMaskSize], mode not 0 or 1, height * width > 2^31 - 1, a null pointer that would
+// not in [1, kMaxMaskSize], mode not 0, 1 or 2, height * width > 2^31 - 1, a null pointer that would
 // be read or written); cudaSuccess without launching when the output is empty (num_masks,
 // height or width 0); otherwise cudaGetLastError() after the launch.
 template <typename T>

@@ -2,7 +2,7 @@
 //
 // Shared by the CPU build (paste_masks_cpu.cpp) and the CUDA kernel (paste_masks_kernel.cu).  Each mask is an
 // M x M grid of probabilities (or logits) covering a box in frame pixels; pasting resamples it
-// to the frame and thresholds it into a uint8 0/1 plane.  Two resampling conventions:
+// to the frame and thresholds it into a uint8 0/1 plane.  Three resampling conventions:
 //
 //   mode 0, "torchvision": torchvision.models.detection.roi_heads.paste_masks_in_image followed
 //     by `value > threshold`.  The mask gets a one-pixel zero border (M + 2), the box is grown
@@ -13,6 +13,13 @@
 //     stays continuous; frame pixel (x, y) is sampled at its centre (x + 0.5, y + 0.5), mapped
 //     to normalised mask coordinates g = (centre - x0) / (x1 - x0) * 2 - 1 and read with
 //     F.grid_sample(bilinear, align_corners=False, padding_mode="zeros").
+//   mode 2, "zoom": matterport's utils.unmold_mask followed by `value >= threshold`.  The box
+//     edges are rounded to integers (rintf; matterport's boxes already are), the mask is zoomed
+//     to the integer box size as skimage.transform.resize(order=1, mode="constant",
+//     anti_aliasing=False) does (scipy's grid-mode linear zoom with a zero border, in double:
+//     common/zoom_taps.h), clipped to the mask's own [min, max] (skimage's clip) and placed at
+//     the box's top-left pixel.  The clip needs the mask's range: callers compute it once per
+//     mask with mask_range() and store it in the PasteBox (clip_lo, clip_hi).
 //
 // Pixels outside a box's paste rectangle (mode 0) or outside the sampling support (mode 1:
 // every bilinear tap falls outside the mask) are background whatever the threshold.  With
@@ -24,6 +31,7 @@
 #pragma once
 
 #include "common/edgeseg_hd.h"
+#include "common/zoom_taps.h"
 
 namespace edgeseg {
 namespace paste_masks {
@@ -31,7 +39,12 @@ namespace paste_masks {
 enum PasteMode : int {
   kModeTorchvision = 0,
   kModeContinuous = 1,
+  kModeZoom = 2,
 };
+
+// Mode 2 box edges are clamped to +-2^29 before they become ints, so that box sizes and frame
+// offsets stay ints; only absurd boxes are affected.
+constexpr float kZoomEdgeLimit = 536870912.0f;
 
 // Everything paste_pixel() needs to know about one box.
 struct PasteBox {
@@ -52,6 +65,15 @@ struct PasteBox {
   float y0;
   float x1;
   float y1;
+  // mode 2: the rounded box, its top-left frame pixel and its size (> 0 unless empty), and the
+  // clip range: the min and max of the mask's M x M samples (after the optional sigmoid), set
+  // by the caller from mask_range().
+  int zoom_x0;
+  int zoom_y0;
+  int zoom_w;
+  int zoom_h;
+  float clip_lo;
+  float clip_hi;
 };
 
 EDGESEG_HD float sigmoid(float v) { return 1.0f / (1.0f + expf(-v)); }
@@ -84,6 +106,9 @@ EDGESEG_HD PasteBox make_paste_box(const float* box, int mask_size, int frame_h,
   p.y0 = box[1];
   p.x1 = box[2];
   p.y1 = box[3];
+  p.zoom_x0 = p.zoom_y0 = p.zoom_w = p.zoom_h = 0;
+  p.clip_lo = 0.0f;
+  p.clip_hi = 1.0f;
   if (!all_finite(box) || mask_size < 1) return p;
 
   if (mode == kModeTorchvision) {
@@ -112,6 +137,23 @@ EDGESEG_HD PasteBox make_paste_box(const float* box, int mask_size, int frame_h,
     p.x_end = static_cast<int>(hd_clamp(bx1 + 1, 0LL, static_cast<long long>(frame_w)));
     p.y_begin = static_cast<int>(hd_clamp(by0, 0LL, static_cast<long long>(frame_h)));
     p.y_end = static_cast<int>(hd_clamp(by1 + 1, 0LL, static_cast<long long>(frame_h)));
+  } else if (mode == kModeZoom) {
+    // Pixels [X0, X1) x [Y0, Y1) of the rounded box, clipped to the frame; nothing when the
+    // box has no width or height (skimage cannot resize to a zero size; matterport never asks).
+    const int bx0 = static_cast<int>(rintf(hd_clamp(box[0], -kZoomEdgeLimit, kZoomEdgeLimit)));
+    const int by0 = static_cast<int>(rintf(hd_clamp(box[1], -kZoomEdgeLimit, kZoomEdgeLimit)));
+    const int bx1 = static_cast<int>(rintf(hd_clamp(box[2], -kZoomEdgeLimit, kZoomEdgeLimit)));
+    const int by1 = static_cast<int>(rintf(hd_clamp(box[3], -kZoomEdgeLimit, kZoomEdgeLimit)));
+    if (bx1 > bx0 && by1 > by0) {
+      p.zoom_x0 = bx0;
+      p.zoom_y0 = by0;
+      p.zoom_w = bx1 - bx0;
+      p.zoom_h = by1 - by0;
+      p.x_begin = hd_clamp(bx0, 0, frame_w);
+      p.x_end = hd_clamp(bx1, 0, frame_w);
+      p.y_begin = hd_clamp(by0, 0, frame_h);
+      p.y_end = hd_clamp(by1, 0, frame_h);
+    }
   } else {
     // Bilinear taps reach half a mask pixel beyond the box; widen by a whole mask pixel plus
     // one frame pixel so rounding can never cut the support.  paste_pixel() decides exactly.
@@ -132,10 +174,11 @@ EDGESEG_HD PasteBox make_paste_box(const float* box, int mask_size, int frame_h,
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reading the mask.  Both modes read it through a one-sample zero border: bordered (row, col) is
+// Reading the mask.  Every mode reads it through a one-sample zero border: bordered (row, col) is
 // mask (row - 1, col - 1) for 1 <= row, col <= M and 0 elsewhere, after the optional sigmoid.
 // In mode 0 the border is torchvision's F.pad; in mode 1 it is grid_sample's zero padding (a
-// bilinear tap never lands further than one sample outside the mask).
+// bilinear tap never lands further than one sample outside the mask); in mode 2 it is skimage's
+// zero cval (see ZoomSamples).
 
 // Reads the bordered mask straight from the M x M samples (what paste_pixel() uses).
 template <typename T>
@@ -234,7 +277,7 @@ EDGESEG_HD float bilinear_value(const Reader& bordered, const AxisTap& ty, const
          bordered(ty.upper, tx.upper) * (ty.w_upper * tx.w_upper);
 }
 
-// Threshold test: value > threshold in mode 0 (torchvision), value >= threshold in mode 1.
+// Threshold test: value > threshold in mode 0 (torchvision), value >= threshold in modes 1, 2.
 EDGESEG_HD uint8_t is_foreground(float value, float threshold, int mode) {
   const bool fg = mode == kModeTorchvision ? value > threshold : value >= threshold;
   return fg ? 1 : 0;
@@ -248,8 +291,58 @@ EDGESEG_HD uint8_t pixel_from_taps(const Reader& bordered, const AxisTap& ty, co
   return is_foreground(bilinear_value(bordered, ty, tx), threshold, mode);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Mode 2, zoom.  The taps are common/zoom_taps.h's (double weights), read through the same
+// one-sample zero border as the other modes.
+
+// The min and max of the M x M samples `bordered` reads (after its optional sigmoid): the clip
+// range of mode 2, computed once per mask.
+template <typename Reader>
+EDGESEG_HD void mask_range(const Reader& bordered, int mask_size, float* lo, float* hi) {
+  float l = bordered(1, 1);
+  float h = l;
+  for (int r = 1; r <= mask_size; ++r) {
+    for (int c = 1; c <= mask_size; ++c) {
+      const float v = bordered(r, c);
+      l = hd_min(l, v);
+      h = hd_max(h, v);
+    }
+  }
+  *lo = l;
+  *hi = h;
+}
+
+// zoom_value's view of a bordered reader: sample (r, c) of the mask, 0 for r or c in {-1, M}
+// (the only out-of-mask indices zoom_tap yields: its coordinate lies in (-0.5, M - 0.5)).
+template <typename Reader>
+struct ZoomSamples {
+  const Reader& bordered;
+
+  EDGESEG_HD double operator()(int row, int col) const {
+    return static_cast<double>(bordered(row + 1, col + 1));
+  }
+};
+
+// Mode 2 tap of frame column x (axis 0) or row y (axis 1) of box `p`; x / y in the box's rectangle.
+EDGESEG_HD ZoomTap zoom_axis_tap(const PasteBox& p, int mask_size, int axis, int i) {
+  return axis == 0 ? zoom_tap(i - p.zoom_x0, mask_size, p.zoom_w)
+                   : zoom_tap(i - p.zoom_y0, mask_size, p.zoom_h);
+}
+
+// Mode 2 output pixel from its row and column taps: skimage's value (double), clipped to the
+// mask's range, stored as float32 as skimage stores a float32 mask's resize, `>= threshold`.
+template <typename Reader>
+EDGESEG_HD uint8_t zoom_pixel_from_taps(const Reader& bordered, ZoomTap ty, ZoomTap tx,
+                                        const PasteBox& p, float threshold) {
+  const ZoomSamples<Reader> at = {bordered};
+  const double v = hd_clamp(zoom_value(at, ty, tx), static_cast<double>(p.clip_lo),
+                            static_cast<double>(p.clip_hi));
+  return static_cast<float>(v) >= threshold ? 1 : 0;
+}
+
 // Output pixel (x, y) of one mask: 1 = foreground, 0 = background.  `mask` is that mask's
-// M x M samples, `p` its make_paste_box() result; pixels outside p's rectangle are 0.
+// M x M samples, `p` its make_paste_box() result (in mode 2 with clip_lo / clip_hi set from
+// mask_range()); pixels outside p's rectangle are 0.
 // A CUDA kernel can call this once per pixel of the rectangle; the CPU build computes the same
 // thing with the row and column taps hoisted out of its loops.
 template <typename T>
@@ -257,6 +350,10 @@ EDGESEG_HD uint8_t paste_pixel(const T* mask, int mask_size, const PasteBox& p, 
                                float threshold, int mode, bool logits) {
   if (x < p.x_begin || x >= p.x_end || y < p.y_begin || y >= p.y_end) return 0;
   const BorderedMask<T> bordered = {mask, mask_size, logits};
+  if (mode == kModeZoom) {
+    return zoom_pixel_from_taps(bordered, zoom_axis_tap(p, mask_size, 1, y),
+                                zoom_axis_tap(p, mask_size, 0, x), p, threshold);
+  }
   const AxisTap ty = axis_tap(p, mask_size, mode, 1, y);
   const AxisTap tx = axis_tap(p, mask_size, mode, 0, x);
   return pixel_from_taps(bordered, ty, tx, threshold, mode);

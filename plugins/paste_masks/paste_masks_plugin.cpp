@@ -23,7 +23,9 @@ std::string PasteMasksAttrs::check() const {
     return "width must be a multiple of 4 (the output holds four mask bytes per int32), got " + std::to_string(width);
   }
   if (static_cast<int64_t>(height) * width > INT32_MAX) return "height * width must stay below 2^31";
-  if (mode != 0 && mode != 1) return "mode must be 0 (torchvision) or 1 (continuous), got " + std::to_string(mode);
+  if (mode != 0 && mode != 1 && mode != 2) {
+    return "mode must be 0 (torchvision), 1 (continuous) or 2 (zoom), got " + std::to_string(mode);
+  }
   if (logits != 0 && logits != 1) return "logits must be 0 or 1, got " + std::to_string(logits);
   return "";
 }

@@ -1,13 +1,15 @@
 """Where Mask R-CNN implementations differ at inference, one small named strategy per decision.
 
 The Mask R-CNN graph (``graph.py``) has one skeleton; a family (torchvision, detectron2,
-maskrcnn-benchmark, ...) is a :class:`~edgeseg.converters.maskrcnn.graph.Conventions` record that
-picks one strategy of each kind below. Each strategy is a frozen record with a name (what it is
-in error messages and metadata) and the few methods the graph calls; each is tested on its own
-(``tests/test_maskrcnn_strategies.py``). A new family adds records here, never a branch in the
-graph. The mask paste is the one decision made elsewhere: a PasteMasks mode by name
-(``GraphOptions.paste``, ``edgeseg.custom_ops.PASTE_MODES``), which each family's graph options set
-and ``--paste`` may override for torchvision models.
+maskrcnn-benchmark, matterport) is a :class:`~edgeseg.converters.maskrcnn.graph.Conventions`
+record that picks one stage record of each step (``stages.py``: preprocess, proposals, pooling,
+refinement, mask channel, boxes to the frame) and one strategy of each kind below, which the
+torchvision family's stages read (matterport's stages read only the RoI sampling and level rule).
+Each strategy is a frozen record with a name (what it is in error messages and metadata) and the
+few methods the graph calls; each is tested on its own (``tests/test_maskrcnn_strategies.py``).
+A new family adds records, never a branch in the graph. The mask paste is the one decision made
+elsewhere: a PasteMasks mode by name (``GraphOptions.paste``, ``edgeseg.custom_ops.PASTE_MODES``),
+which each family's graph options set and ``--paste`` may override for torchvision models.
 
 Coordinates are image pixels, boxes ``(x1, y1, x2, y2)``. Two pixel conventions exist: the
 *continuous* one (torchvision, detectron2: a box's width is ``x2 - x1``) and the *inclusive* or
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from edgeseg.custom_ops import LEVEL_RULES
+from edgeseg.custom_ops import LEVEL_RULES, ROI_SAMPLINGS
 
 # ---------------------------------------------------------------------------------------------
 # Pixel input
@@ -296,19 +298,27 @@ DETECTRON_NMS = NmsForm("detectron", offset=1, inclusive=True)
 class RoIAlignSampling:
     """How RoIAlign samples a box: ``aligned`` shifts by half a feature pixel and keeps RoIs under
     one feature pixel as they are (detectron2's ROIAlignV2); legacy otherwise (torchvision,
-    Detectron, maskrcnn-benchmark). The sampling ratio is the model's pooler's."""
+    Detectron, maskrcnn-benchmark). The sampling ratio is the model's pooler's. ``sampling``: the
+    op's ``sampling`` (``ROI_SAMPLINGS``): RoIAlign's averaged bins on pixel boxes, or
+    ``tf.image.crop_and_resize``'s one corner-aligned sample per cell on normalised boxes
+    (matterport)."""
 
     name: str
     aligned: bool
+    sampling: str = ROI_SAMPLINGS[0]
+
+    def __post_init__(self) -> None:
+        if self.sampling not in ROI_SAMPLINGS:
+            raise ValueError(f"RoI sampling {self.sampling!r}: MultiLevelRoIAlign has {', '.join(ROI_SAMPLINGS)}")
 
     def op_attributes(self) -> dict[str, int]:
-        """MultiLevelRoIAlign's attributes for this sampling (another sampling, e.g. TensorFlow's
-        crop_and_resize, would add its own attribute to the op and set it here)."""
-        return {"aligned": int(self.aligned)}
+        """MultiLevelRoIAlign's attributes for this sampling."""
+        return {"aligned": int(self.aligned), "sampling": ROI_SAMPLINGS.index(self.sampling)}
 
 
 LEGACY_ROI_ALIGN = RoIAlignSampling("legacy", aligned=False)
 ALIGNED_ROI_ALIGN = RoIAlignSampling("aligned", aligned=True)
+CROP_AND_RESIZE = RoIAlignSampling("crop_and_resize", aligned=False, sampling="crop_and_resize")
 
 
 @dataclass(frozen=True)
@@ -316,7 +326,9 @@ class LevelMapper:
     """Which FPN level a RoI is pooled from: MultiLevelRoIAlign's ``level_rule`` (its
     ``op.json``). ``torchvision``: ``floor(L + log2(sqrt(w * h) / S) + 1e-6)`` (detectron2 too);
     ``detectron``: ``floor(L + log2(sqrt((w + 1) * (h + 1)) / S + 1e-6))`` (maskrcnn-benchmark's
-    ``LevelMapper``, the +1 area and the epsilon inside the log); clamped to the levels there are."""
+    ``LevelMapper``, the +1 area and the epsilon inside the log); ``matterport``:
+    ``L + round_half_even(log(sqrt(h * w) / (S / sqrt(image_area))) / log(2))`` on normalised
+    sides (``PyramidROIAlign``; the op's ``image_area``); clamped to the levels there are."""
 
     name: str
 
@@ -336,3 +348,4 @@ class LevelMapper:
 
 TORCHVISION_LEVELS = LevelMapper("torchvision")
 DETECTRON_LEVELS = LevelMapper("detectron")
+MATTERPORT_LEVELS = LevelMapper("matterport")
