@@ -178,6 +178,7 @@ def test_a_frame_that_needs_resizing_runs_and_matches_its_eager_graph(tmp_path: 
     assert cli.main(["convert", "detectron2", "--config", str(config), "--random-weights", "--frame", "240x320",
                      "--score-thresh", "0", "-o", str(out), "-q"]) == 0
     cfg, model = build_detectron2(config, None)
+    assert isinstance(model, torch.nn.Module)
     wrapper = FrameToDetections(model, (240, 320), graph_options(cfg, score_thresh=0.0), conventions(cfg)).eval()
     assert wrapper.resized_hw == (160, 213)
     frame = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)

@@ -71,6 +71,11 @@ DETECTRON_SMALL: dict[str, Any] = {
 }
 
 
+def _module(wrapper: torch.nn.Module, name: str) -> torch.nn.Module:
+    """A submodule the graph registers by name (the network adapter's scopes)."""
+    return wrapper.get_submodule(name)
+
+
 def _write(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data))
     return path
@@ -135,7 +140,8 @@ def test_every_levels_boxes_come_from_its_anchors_at_fixed_strides(
     cfg, model = read("maskrcnn-benchmark", SHARED / "config_caseA.yaml", SHARED / "mrb_caseA.pth")
     wrapper = FrameToDetections(model, (400, 600), graph_options(cfg), conventions(cfg)).eval()
     with torch.no_grad():
-        objectness, deltas = wrapper.rpn(list(wrapper.backbone(wrapper.preprocess(torch.from_numpy(frame))).values()))
+        features = _module(wrapper, "backbone")(wrapper.preprocess(torch.from_numpy(frame)))
+        objectness, deltas = _module(wrapper, "rpn")(list(features.values()))
         deltas = concat_box_prediction_layers(objectness, deltas)[1]
         coder = wrapper.conventions.box_coder
         boxes = coder.clip(coder.decode(wrapper.rpn_coder.weights, wrapper.rpn_coder.bbox_xform_clip, deltas,
@@ -181,7 +187,7 @@ def test_the_eager_graph_is_maskrcnn_benchmark_bit_for_bit(
     wrapper = FrameToDetections(model, (400, 600), graph_options(cfg), conventions(cfg)).eval()
     with torch.no_grad():
         x = wrapper.preprocess(torch.from_numpy(frame))
-        proposals, real = wrapper.propose(list(wrapper.backbone(x).values()))
+        proposals, real = wrapper.propose(list(_module(wrapper, "backbone")(x).values()))
     assert np.array_equal(x[0].numpy(), ref["image_tensor_normalised_padded"])
     got = proposals[real].numpy()
     want = ref["rpn_proposals_boxes_resized_xyxy"]
