@@ -274,3 +274,13 @@ def test_command_line_mistakes_are_one_typed_line(tmp_path: Path, capsys: pytest
         export("matterport", tmp_path / "x.onnx", frame_hw=(200, 300), random_weights=True)
     assert str(e.value) == ("matterport needs its Config: --config train.py[:ConfigClass] (the training script; "
                             "edgeseg reads it without running it) or a .json/.yaml of its attributes")
+
+
+def test_a_mean_with_more_digits_than_float32_carries_is_named() -> None:
+    from edgeseg.converters.matterport.export import mean_not_carried
+
+    # matterport's default and any 6-digit mean are carried exactly by ZoomLinear's float32 attribute
+    assert mean_not_carried([123.7, 116.8, 103.9]) == []
+    assert mean_not_carried([123.675, 116.28, 103.53]) == []
+    # a mean computed over a dataset is not: the conversion says so (a note, not an error)
+    assert mean_not_carried([123.67512345, 116.8, 103.9]) == [123.67512345]

@@ -34,7 +34,7 @@ from edgeseg.converters.matterport.network import build_network
 from edgeseg.converters.onnx_cleanup import tidy
 from edgeseg.converters.onnx_export import DEFAULT_OPSET, check_min_side, trace_to_onnx, write_onnx
 from edgeseg.converters.parity import EagerReference
-from edgeseg.custom_ops import MASK_BYTES_PER_WORD, packed_mask_width
+from edgeseg.custom_ops import MASK_BYTES_PER_WORD, attribute_decimal, packed_mask_width
 from edgeseg.errors import ArgumentError
 from edgeseg.metadata import ModelMetadata, Preprocessing
 from edgeseg.precision.rules import LayerRule, PrecisionRules
@@ -147,6 +147,14 @@ def _by_reason(ignored: dict[str, str]) -> dict[str, list[str]]:
     return out
 
 
+def mean_not_carried(mean: object) -> list[float]:
+    """The MEAN_PIXEL values ZoomLinear cannot subtract exactly: its ``mean`` attribute is float32
+    and read back as the shortest decimal that rounds to it (``custom_ops.attribute_decimal``),
+    which is the Config's value whenever that has at most 6 significant digits."""
+    values = [float(m) for m in np.asarray(mean, dtype=np.float64).reshape(-1)]
+    return [m for m in values if attribute_decimal(m) != m]
+
+
 def export(model: EagerMatterport, output: str | os.PathLike[str], frame_hw: tuple[int, int],
            class_set: ClassSet | None = None, steps: Steps | None = None,
            opset: int = DEFAULT_OPSET) -> ModelMetadata:
@@ -161,6 +169,12 @@ def export(model: EagerMatterport, output: str | os.PathLike[str], frame_hw: tup
     if not steps.quiet:
         for why, names in _by_reason(cfg.ignored).items():
             print(f"edgeseg: note: {cfg.source}: ignored ({why}): {', '.join(names)}", file=steps.stream)
+        inexact = mean_not_carried(cfg["MEAN_PIXEL"])
+        if inexact:
+            print(f"edgeseg: note: {cfg.source}: MEAN_PIXEL {', '.join(map(repr, inexact))}: more significant digits "
+                  "than a float32 attribute carries; ZoomLinear subtracts the nearest 6-digit value, so a few "
+                  "input values may differ from matterport's by one float32 step (round the Config's mean to 6 "
+                  "digits to make the input exact)", file=steps.stream)
     class_set = class_set or classes(None, model.net.num_classes)
     options = graph_options(cfg)
     d = cfg.image_shape[0]
