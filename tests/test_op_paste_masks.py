@@ -463,3 +463,20 @@ def test_zoom_non_finite_and_absurd_boxes() -> None:
     assert not out[:2].any() and out[2].all()  # a constant mask clips to itself everywhere
     assert int(out[3].sum()) == 40 * 25 and out[3, 5:30, :40].all()
     np.testing.assert_array_equal(stand_in(masks, boxes, (40, 52)), out)
+
+
+@pytest.mark.parametrize(("mode", "message"), [
+    (3, "PasteMasks: mode must be one of 0, 1, 2, got 3"),
+    (-1, "PasteMasks: mode must be one of 0, 1, 2, got -1"),
+])
+def test_hand_edited_mode_out_of_range_is_a_typed_error(mode: int, message: str) -> None:
+    """A node edited by hand with a mode out of range: the CPU backend's kernel gives the node
+    check's ValueError, not an IndexError from PASTE_MODES (mode -1 would even pick "zoom")."""
+    from edgeseg.custom_ops import PASTE_MASKS
+
+    masks = np.full((1, 28, 28), 0.9, np.float32)
+    boxes = np.array([[2, 2, 20, 20]], np.float32)
+    attrs = {**PASTE_MASKS.node_attributes(height=32, width=32), "mode": mode}
+    with pytest.raises(ValueError) as err:
+        PASTE_MASKS.kernel(attrs, [masks, boxes], 1)
+    assert str(err.value) == message

@@ -157,10 +157,7 @@ def multilevel_roi_align(rois: Tensor, features: list[Tensor], **attrs: Any) -> 
     """RoIAlign of each RoI on the FPN level its size selects (torchvision's MultiScaleRoIAlign),
     or with ``sampling=1`` tf.image.crop_and_resize on normalised rois (matterport's
     PyramidROIAlign with ``level_rule=2``); attributes as ``plugins/multilevel_roi_align/op.json``."""
-    full = MULTILEVEL_ROI_ALIGN.node_attributes(**attrs)
-    if LEVEL_RULES[full["level_rule"]] == "matterport" and not full["image_area"] > 0:
-        raise ValueError("MultiLevelRoIAlign: image_area must be > 0 with level_rule 2 (matterport): the molded "
-                         f"image's height * width in pixels; got {full['image_area']!r}")
+    full = MULTILEVEL_ROI_ALIGN.node_attributes(**attrs)  # refuses sampling 1 without level_rule 2
     shape = [int(rois.shape[0]), int(features[0].shape[1]), full["output_height"], full["output_width"]]
     out: Tensor = _MultiLevelRoIAlign.apply(full, shape, rois, *features)
     return out
