@@ -83,8 +83,7 @@ EDGESEG_HD uint8_t pixel_at(const TileView& v, int y, int x) {
   if (x < p.x_begin || x >= p.x_end || y < p.y_begin || y >= p.y_end) return 0;
   const DenseBorderedMask src = {v.bordered, v.mask_size + 2};
   if (v.mode == kModeZoom) {
-    return zoom_pixel_from_taps(src, zoom_axis_tap(p, v.mask_size, 1, y),
-                                zoom_axis_tap(p, v.mask_size, 0, x), p, v.threshold);
+    return zoom_pixel_from_taps(src, zoom_axis_tap(p, 1, y), zoom_axis_tap(p, 0, x), p, v.threshold);
   }
   const AxisTap ty = axis_tap(p, v.mask_size, v.mode, 1, y);
   const AxisTap tx = axis_tap(p, v.mask_size, v.mode, 0, x);
