@@ -528,7 +528,8 @@ def paste_masks(
               box edges are rounded to integers (they should already be; exclusive ends), the
               mask is zoomed to the box's integer size as ``skimage.transform.resize(order=1,
               mode="constant", anti_aliasing=False)`` does (scipy's half-pixel linear zoom with
-              a zero border, in float64), clipped to the mask's own [min, max] and placed at the
+              a zero border, in float64), clipped to the mask's own [min, max] (NaN samples skipped,
+              skimage's ``nanmin`` / ``nanmax``; a pixel that reads a NaN is background) and placed at the
               box's top-left pixel; boxes of zero width or height paste nothing.
 
         threshold: foreground when value > threshold (torchvision) or >= threshold

@@ -533,3 +533,31 @@ def test_zoom_factor_once_per_box_is_scipy_bit_for_bit(tmp_path: Path) -> None:
         assert (int(lo), float.fromhex(w_lo), float.fromhex(w_hi)) == (int(np.floor(u)), 1.0 - t, t)
         assert (int(tap_lo), float.fromhex(tap_w_lo), float.fromhex(tap_w_hi)) == (int(np.floor(u)), 1.0 - t, t)
 
+
+def test_zoom_skips_nan_samples_in_the_clip_range_like_skimage() -> None:
+    """NaN samples do not count for the clip range (skimage's nanmin / nanmax), wherever they
+    lie: inside, at sample (0, 0) (which once seeded the range, and a NaN there unclipped the whole
+    mask), at the last sample, and an all-NaN mask (nothing pasted). The pixels that read a NaN
+    are background (NaN >= 0.5 is false). The CPU build, the one-pixel function (the CUDA
+    kernel's) and the torch stand-in all equal skimage, every pixel."""
+    rng = np.random.default_rng(9)
+    masks = np.full((6, 28, 28), 0.6, np.float32)  # clipped to 0.6, the box is whole but for the NaNs
+    masks[0, 5, 5] = np.nan
+    masks[1, 0, 0] = np.nan
+    masks[2, 27, 27] = np.nan
+    masks[3] = np.nan
+    masks[4] = rng.random((28, 28), dtype=np.float32)
+    masks[4][rng.random((28, 28)) < 0.05] = np.nan
+    masks[4, 0, 0] = np.nan
+    masks[5, 0, 0] = np.nan
+    masks[5, 1:, 1:] = 0.4  # below threshold: the clip's max (0.6, from row / column 0) matters
+    boxes = np.array([[0, 0, 56, 56], [3, 2, 59, 58], [1, 1, 15, 20], [0, 0, 40, 40], [4, 6, 90, 70],
+                      [2, 2, 30, 30]], np.float32)
+    frame_hw = (72, 96)
+    want = skimage_zoom_reference(masks, boxes, frame_hw)
+    assert want[3].sum() == 0 and want[1].sum() > 56 * 56 - 16  # (0, 0)'s NaN reaches only its 4 x 4 pixels
+    got = ops.paste_masks(masks, boxes, frame_hw, mode="zoom")
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(ops._paste_masks(masks, boxes, frame_hw, "zoom", 0.5, False, 2, per_pixel=True),
+                                  want)
+    np.testing.assert_array_equal(stand_in(masks, boxes, frame_hw), want)

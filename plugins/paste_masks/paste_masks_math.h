@@ -303,11 +303,14 @@ EDGESEG_HD uint8_t pixel_from_taps(const Reader& bordered, const AxisTap& ty, co
 // one-sample zero border as the other modes.
 
 // The min and max of the M x M samples `bordered` reads (after its optional sigmoid): the clip
-// range of mode 2, computed once per mask.
+// range of mode 2, computed once per mask.  NaN samples are skipped, as skimage's nanmin /
+// nanmax skip them: the range starts empty (+inf, -inf) and hd_min / hd_max keep their first
+// argument when the second is NaN.  An all-NaN mask keeps (+inf, -inf); its values are NaN, so
+// no pixel is foreground, as in skimage.
 template <typename Reader>
 EDGESEG_HD void mask_range(const Reader& bordered, int mask_size, float* lo, float* hi) {
-  float l = bordered(1, 1);
-  float h = l;
+  float l = INFINITY;
+  float h = -INFINITY;
   for (int r = 1; r <= mask_size; ++r) {
     for (int c = 1; c <= mask_size; ++c) {
       const float v = bordered(r, c);

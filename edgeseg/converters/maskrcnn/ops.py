@@ -15,6 +15,7 @@ ONNX is written) and whose ``symbolic`` emits the ONNX node:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -206,7 +207,10 @@ def _paste_zoom(probs: Tensor, boxes: Tensor, h: int, w: int, threshold: float) 
         value = tap(rows, cols, wy0, wx0) + tap(rows, cols + 1, wy0, wx1)
         value = value + tap(rows + 1, cols, wy1, wx0)
         value = value + tap(rows + 1, cols + 1, wy1, wx1)
-        value = value.clamp(float(mask.min()), float(mask.max()))
+        # skimage clips to nanmin / nanmax: NaN samples do not count (the op seeds +-inf too)
+        known = mask[~mask.isnan()]
+        lo, hi = (float(known.min()), float(known.max())) if known.numel() else (math.inf, -math.inf)
+        value = value.clamp(lo, hi)
         out[k, yb:ye, xb:xe] = (value.to(torch.float32) >= thr).to(torch.uint8)
     return out
 
