@@ -560,7 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="K, the fixed number of output rows")
     m.add_argument("--max-candidates", type=int, default=3000, help="class boxes entering the final NMS")
     m.add_argument("--paste", choices=PASTE_MODES, default=PASTE_MODES[0],
-                   help="mask pasting: torchvision's, or detectron2's continuous coordinates")
+                   help="mask pasting: torchvision's (integer box, > threshold), continuous (detectron2's "
+                        "box coordinates, >= threshold), or zoom (matterport's unmold_mask: box edges rounded "
+                        "to integers, skimage's linear zoom clipped to the mask's range, >= threshold)")
     m.add_argument("--mask-threshold", type=float, default=0.5, help="binarise pasted mask probabilities")
     m.add_argument("--trust-checkpoint", action="store_true", help="allow full pickle loading (runs code)")
     _precision_arguments(m)

@@ -97,6 +97,16 @@ class CustomOp:
         unknown = set(values) - set(known)
         if unknown:
             raise ValueError(f"{self.op_type}: unknown attribute(s) {sorted(unknown)}")
+        attrs = self.checked(values)
+        attrs["plugin_version"] = PLUGIN_VERSION
+        attrs["plugin_namespace"] = PLUGIN_NAMESPACE
+        return attrs
+
+    def checked(self, values: Attrs) -> dict[str, Any]:
+        """*values* (a node's attributes, as written or hand-edited) with the defaults of the
+        absent ones filled in; ValueError naming the op and the attribute when one is missing or
+        out of its range, or when the set breaks the op's constraint. Names the op does not know
+        (``plugin_version``...) are kept unchecked."""
         attrs = {**self.defaults, **values}
         for a in self.attributes:
             if a.required and a.name not in values:
@@ -107,8 +117,6 @@ class CustomOp:
         problem = self.constraint(attrs) if self.constraint else None
         if problem:
             raise ValueError(f"{self.op_type}: {problem}")
-        attrs["plugin_version"] = PLUGIN_VERSION
-        attrs["plugin_namespace"] = PLUGIN_NAMESPACE
         return attrs
 
 
@@ -116,8 +124,8 @@ def _roi_align_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) 
     from edgeseg import ops
 
     # Nodes carry no optional attribute at its default, and files written before an attribute
-    # existed lack it: both mean the default.
-    attrs = {**MULTILEVEL_ROI_ALIGN.defaults, **attrs}
+    # existed lack it: both mean the default. A hand-edited value out of range is a typed error.
+    attrs = MULTILEVEL_ROI_ALIGN.checked(attrs)
     rois, *features = inputs
     # FP16 features (an fp16 file): the kernels read half, sum in float and round the output to
     # nearest, which is what computing on exact float copies and rounding the result gives.
@@ -177,6 +185,7 @@ def packed_mask_width(width: int) -> int:
 def _paste_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) -> list[np.ndarray]:
     from edgeseg import ops
 
+    attrs = PASTE_MASKS.checked(attrs)  # a hand-edited mode out of range: a typed error
     masks, boxes, *count = inputs
     out = ops.paste_masks(
         masks.astype(np.float32) if masks.dtype == np.float16 else masks,
@@ -189,6 +198,24 @@ def _paste_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) -> l
         count=int(count[0].reshape(-1)[0]) if count else None,
     )
     return [pack_mask_bytes(out)]
+
+
+#: Why sampling 1 is paired with level_rule 2 (ops.py, the plugin and op.json say the same).
+CROP_AND_RESIZE_PAIRING = (
+    "plugin libraries from before sampling 1 drop the attribute unread and would run RoIAlign on the "
+    "normalised rois without an error; they refuse level_rule 2, so the pairing makes them fail instead"
+)
+
+
+def _roi_align_pairing(attrs: Attrs) -> str | None:
+    """sampling 1 only with level_rule 2; level_rule 2 needs the molded image's area."""
+    if ROI_SAMPLINGS[attrs["sampling"]] == "crop_and_resize" and LEVEL_RULES[attrs["level_rule"]] != "matterport":
+        return (f"sampling 1 (crop_and_resize) requires level_rule 2 (matterport), got level_rule "
+                f"{attrs['level_rule']}: {CROP_AND_RESIZE_PAIRING}")
+    if LEVEL_RULES[attrs["level_rule"]] == "matterport" and not attrs["image_area"] > 0:
+        return ("image_area must be > 0 with level_rule 2 (matterport): the molded image's height * width in "
+                f"pixels; got {attrs['image_area']!r}")
+    return None
 
 
 #: inputs: rois [R, 5] float (batch index, x0, y0, x1, y1 in image pixels; with sampling 1
@@ -210,6 +237,7 @@ MULTILEVEL_ROI_ALIGN = CustomOp(
     ),
     _roi_align_kernel,
     coordinate_inputs=(0,),
+    constraint=_roi_align_pairing,
 )
 
 #: inputs: masks [K, M, M] float, boxes [K, 4] float (x0, y0, x1, y1 in frame pixels), and
@@ -235,6 +263,7 @@ PASTE_MASKS = CustomOp(
 def _zoom_kernel(attrs: Attrs, inputs: Sequence[np.ndarray], threads: int) -> list[np.ndarray]:
     from edgeseg import ops
 
+    attrs = ZOOM_LINEAR.checked(attrs)
     image, value_range = inputs
     names = ("height", "width", "canvas_height", "canvas_width", "top", "left")
     out = ops.zoom_linear(image, value_range, **{n: int(attrs[n]) for n in names},

@@ -29,7 +29,14 @@ from typing import TypeGuard
 import numpy as np
 import numpy.typing as npt
 
-from edgeseg.custom_ops import LEVEL_RULES, PASTE_MODES, ROI_SAMPLINGS, ZOOM_LINEAR, zoom_means
+from edgeseg.custom_ops import (
+    CROP_AND_RESIZE_PAIRING,
+    LEVEL_RULES,
+    PASTE_MODES,
+    ROI_SAMPLINGS,
+    ZOOM_LINEAR,
+    zoom_means,
+)
 from edgeseg.errors import BackendUnavailableError
 
 __all__ = ["library_path", "multilevel_roi_align", "paste_masks", "roi_align", "roi_levels", "zoom_linear"]
@@ -389,7 +396,9 @@ def multilevel_roi_align(
             (out_h - 1))`` (float32, TF's order; the first and last samples on the box edges;
             ``out_h == 1``: the centre, ``0.5 * (y0 + y1) * (H - 1)`` in double) and the same
             along x; a sample outside ``[0, H - 1] x [0, W - 1]`` is 0. *sampling_ratio* and
-            *aligned* are not read.
+            *aligned* are not read. Only with *level_rule* 2 (matterport): a plugin library
+            from before sampling 1 ignores the attribute but refuses level_rule 2, so a graph
+            it cannot run fails to build rather than giving RoIAlign's values.
 
     Returns:
         ``[R, C, out_h, out_w]`` float32.
@@ -466,6 +475,9 @@ def _roi_align_levels(
     rule = _level_rule(level_rule)
     area = _image_area(image_area, rule)
     mode = _sampling(sampling)
+    if ROI_SAMPLINGS[mode] == "crop_and_resize" and LEVEL_RULES[rule] != "matterport":
+        raise ValueError(f"sampling 'crop_and_resize' (1) requires level_rule 2 (matterport); got level_rule {rule}: "
+                         f"{CROP_AND_RESIZE_PAIRING}")
     nthreads = _threads(threads)
     lib = _library()
 
@@ -516,7 +528,8 @@ def paste_masks(
               box edges are rounded to integers (they should already be; exclusive ends), the
               mask is zoomed to the box's integer size as ``skimage.transform.resize(order=1,
               mode="constant", anti_aliasing=False)`` does (scipy's half-pixel linear zoom with
-              a zero border, in float64), clipped to the mask's own [min, max] and placed at the
+              a zero border, in float64), clipped to the mask's own [min, max] (NaN samples skipped,
+              skimage's ``nanmin`` / ``nanmax``; a pixel that reads a NaN is background) and placed at the
               box's top-left pixel; boxes of zero width or height paste nothing.
 
         threshold: foreground when value > threshold (torchvision) or >= threshold

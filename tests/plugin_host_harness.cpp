@@ -321,6 +321,10 @@ void test_roi_align(IPluginCreatorV3One* creator, Finder& finder) {
   Fields sampling;
   sampling.i("sampling", 2).identity();
   check_refused(creator, sampling, finder, "sampling must be 0 or 1", tag + " refuses an unknown sampling");
+  Fields unpaired;
+  unpaired.i("level_rule", 0).i("sampling", 1).identity();
+  check_refused(creator, unpaired, finder, "sampling 1 (crop_and_resize) requires level_rule 2 (matterport), got level_rule 0",
+                tag + " refuses sampling 1 without level_rule 2 (an old library would drop sampling)");
   Fields no_area;
   no_area.i("level_rule", 2).i("sampling", 1).identity();
   check_refused(creator, no_area, finder, "image_area must be > 0 with level_rule 2",

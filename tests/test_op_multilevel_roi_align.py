@@ -400,7 +400,7 @@ def test_crop_and_resize_is_conventions_bit_for_bit():
         batch = rng.integers(0, 2, len(boxes))
         for size in (7, 14, 2, 3):
             ours = ops.multilevel_roi_align([features], yx_to_rois(boxes, batch), size, [0.25],
-                                            sampling="crop_and_resize")
+                                            sampling="crop_and_resize", level_rule=2, image_area=MATTERPORT_AREA)
             for b in range(2):
                 ix = np.flatnonzero(batch == b)
                 ref = conventions.crop_and_resize(torch.from_numpy(features[b]), torch.from_numpy(boxes[ix]), size)
@@ -413,7 +413,7 @@ def test_crop_and_resize_samples_the_box_corners():
     """Corner-aligned: the first and last samples sit on the box edges; outside the map 0."""
     plane = np.arange(5 * 9, dtype=np.float32).reshape(1, 1, 5, 9)  # f(y, x) = 9y + x
     rois = np.array([[0, 0, 0, 1, 1], [0, 0.25, 0.5, 0.75, 1.0], [0, -0.5, 0, 1, 1]], np.float32)
-    out = ops.multilevel_roi_align([plane], rois, (3, 5), [1.0], sampling=1)
+    out = ops.multilevel_roi_align([plane], rois, (3, 5), [1.0], sampling=1, level_rule=2, image_area=MATTERPORT_AREA)
     np.testing.assert_array_equal(out[0, 0], [[0, 2, 4, 6, 8], [18, 20, 22, 24, 26], [36, 38, 40, 42, 44]])
     # y from 2 to 4, x from 2 to 6: bilinear of a linear map is exact
     np.testing.assert_array_equal(out[1, 0], [[20, 21, 22, 23, 24], [29, 30, 31, 32, 33], [38, 39, 40, 41, 42]])
@@ -428,7 +428,8 @@ def test_crop_and_resize_of_any_output_size_is_tf():
     features = rng.standard_normal((1, 2, 11, 7)).astype(np.float32)
     boxes = random_norm_boxes(rng, 40)
     for out_hw in ((1, 1), (1, 4), (5, 1), (3, 2), (2, 9)):
-        ours = ops.multilevel_roi_align([features], yx_to_rois(boxes), out_hw, [0.25], sampling=1)
+        ours = ops.multilevel_roi_align([features], yx_to_rois(boxes), out_hw, [0.25], sampling=1, level_rule=2,
+                                        image_area=MATTERPORT_AREA)
         for r, box in enumerate(boxes):
             for c in range(2):
                 np.testing.assert_array_equal(ours[r, c], tf_crop_and_resize(features[0, c], box, out_hw))
@@ -519,19 +520,65 @@ def test_matterport_pyramid_on_case_a_boxes():
                                       conventions_pyramid(features, boxes, np.zeros(len(boxes)), size))
 
 
-@pytest.mark.parametrize("rule", [0, 1, 2])
-def test_torch_stand_in_is_the_cpu_build(rule: int):
+def test_torch_stand_in_is_the_cpu_build():
     """The converters' eager stand-in of the op (what the exported graph is checked against
-    before ONNX exists) gives the CPU build's floats for crop_and_resize, any output size, under
-    every level rule (rules 0 and 1 read the normalised sides as they are: all on level 0)."""
-    rng = np.random.default_rng(10 + rule)
+    before ONNX exists) gives the CPU build's floats for crop_and_resize, any output size."""
+    rng = np.random.default_rng(12)
     for features, rois, out_hw in crop_and_resize_cases(rng)[::3]:
-        area = MATTERPORT_AREA if rule == 2 else 0.0
-        ours = ops.multilevel_roi_align(features, rois, out_hw, P2_P5, level_rule=rule, sampling=1, image_area=area)
+        ours = ops.multilevel_roi_align(features, rois, out_hw, P2_P5, level_rule=2, sampling=1,
+                                        image_area=MATTERPORT_AREA)
         stand_in = torch_ops.multilevel_roi_align(
             torch.from_numpy(rois), [torch.from_numpy(f) for f in features], output_height=out_hw[0],
-            output_width=out_hw[1], level_rule=rule, sampling=1, image_area=area)
+            output_width=out_hw[1], level_rule=2, sampling=1, image_area=MATTERPORT_AREA)
         np.testing.assert_array_equal(stand_in.numpy(), ours)
+
+
+PAIRING_WHY = ("plugin libraries from before sampling 1 drop the attribute unread and would run RoIAlign on the "
+               "normalised rois without an error; they refuse level_rule 2, so the pairing makes them fail instead")
+
+
+@pytest.mark.parametrize("rule", [0, 1])
+def test_crop_and_resize_is_refused_without_the_matterport_rule(rule: int):
+    """sampling 1 only with level_rule 2 (an old plugin library drops sampling but refuses
+    level_rule 2): the API, the node check (converters' stand-in) and the CPU backend's kernel
+    of a hand-edited node all refuse another pairing, naming both attributes and why."""
+    feats = pyramid(np.random.default_rng(1), 1, 2, (32, 32), [4, 8])
+    rois = np.array([[0, 0.1, 0.1, 0.5, 0.6]], np.float32)
+    with pytest.raises(ValueError) as err:
+        ops.multilevel_roi_align(feats, rois, 7, [0.25, 0.125], level_rule=rule, sampling="crop_and_resize",
+                                 image_area=MATTERPORT_AREA)
+    assert str(err.value) == (f"sampling 'crop_and_resize' (1) requires level_rule 2 (matterport); got level_rule "
+                              f"{rule}: {PAIRING_WHY}")
+    node = (f"MultiLevelRoIAlign: sampling 1 (crop_and_resize) requires level_rule 2 (matterport), got level_rule "
+            f"{rule}: {PAIRING_WHY}")
+    with pytest.raises(ValueError) as err:
+        torch_ops.multilevel_roi_align(torch.from_numpy(rois), [torch.from_numpy(f) for f in feats],
+                                       spatial_scales=[0.25, 0.125], level_rule=rule, sampling=1)
+    assert str(err.value) == node
+    hand_edited = {"spatial_scales": [0.25, 0.125], "level_rule": rule, "sampling": 1, "plugin_version": "1"}
+    with pytest.raises(ValueError) as err:
+        MULTILEVEL_ROI_ALIGN.kernel(hand_edited, [rois, *feats], 1)
+    assert str(err.value) == node
+    # level_rule 2 with the default sampling stays allowed (old libraries refuse it anyway)
+    assert MULTILEVEL_ROI_ALIGN.node_attributes(level_rule=2, image_area=4096.0)["level_rule"] == 2
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"sampling": 5}, "sampling must be one of 0, 1, got 5"),
+    ({"sampling": -1}, "sampling must be one of 0, 1, got -1"),
+    ({"level_rule": 7}, "level_rule must be one of 0, 1, 2, got 7"),
+    ({"aligned": 2}, "aligned must be one of 0, 1, got 2"),
+    ({"output_height": 0}, "output_height must be >= 1, got 0"),
+])
+def test_hand_edited_node_out_of_range_is_a_typed_error(edit: dict, message: str):
+    """A node edited by hand with a value out of its range: the CPU backend's kernel gives the
+    node check's ValueError (not an IndexError from the names tables)."""
+    feats = pyramid(np.random.default_rng(1), 1, 2, (32, 32), [4, 8])
+    rois = np.array([[0, 1, 1, 20, 24]], np.float32)
+    attrs = {**MULTILEVEL_ROI_ALIGN.node_attributes(spatial_scales=[0.25, 0.125]), **edit}
+    with pytest.raises(ValueError) as err:
+        MULTILEVEL_ROI_ALIGN.kernel(attrs, [rois, *feats], 1)
+    assert str(err.value) == f"MultiLevelRoIAlign: {message}"
 
 
 def test_torch_stand_in_levels_are_the_cpu_build():
@@ -584,8 +631,10 @@ def test_sampling_and_level_rule_names():
     assert tuple(spec["level_rule"]["names"]) == LEVEL_RULES == ("torchvision", "detectron", "matterport")
     rois = np.array([[0, 0.1, 0.1, 0.5, 0.6]], np.float32)
     feats = pyramid(np.random.default_rng(1), 1, 2, (32, 32), [4, 8])
-    np.testing.assert_array_equal(ops.multilevel_roi_align(feats, rois, 7, [0.25, 0.125], sampling=1),
-                                  ops.multilevel_roi_align(feats, rois, 7, [0.25, 0.125], sampling="crop_and_resize"))
+    np.testing.assert_array_equal(ops.multilevel_roi_align(feats, rois, 7, [0.25, 0.125], sampling=1, level_rule=2,
+                                                           image_area=MATTERPORT_AREA),
+                                  ops.multilevel_roi_align(feats, rois, 7, [0.25, 0.125], sampling="crop_and_resize",
+                                                           level_rule=2, image_area=MATTERPORT_AREA))
 
 
 def test_torch_stand_in_refuses_the_matterport_rule_without_image_area():

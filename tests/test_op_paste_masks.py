@@ -463,3 +463,101 @@ def test_zoom_non_finite_and_absurd_boxes() -> None:
     assert not out[:2].any() and out[2].all()  # a constant mask clips to itself everywhere
     assert int(out[3].sum()) == 40 * 25 and out[3, 5:30, :40].all()
     np.testing.assert_array_equal(stand_in(masks, boxes, (40, 52)), out)
+
+
+@pytest.mark.parametrize(("mode", "message"), [
+    (3, "PasteMasks: mode must be one of 0, 1, 2, got 3"),
+    (-1, "PasteMasks: mode must be one of 0, 1, 2, got -1"),
+])
+def test_hand_edited_mode_out_of_range_is_a_typed_error(mode: int, message: str) -> None:
+    """A node edited by hand with a mode out of range: the CPU backend's kernel gives the node
+    check's ValueError, not an IndexError from PASTE_MODES (mode -1 would even pick "zoom")."""
+    from edgeseg.custom_ops import PASTE_MASKS
+
+    masks = np.full((1, 28, 28), 0.9, np.float32)
+    boxes = np.array([[2, 2, 20, 20]], np.float32)
+    attrs = {**PASTE_MASKS.node_attributes(height=32, width=32), "mode": mode}
+    with pytest.raises(ValueError) as err:
+        PASTE_MASKS.kernel(attrs, [masks, boxes], 1)
+    assert str(err.value) == message
+
+
+# zoom_taps.h and mode 2's PasteBox compiled for the host: for (M, size, index) per line, the
+# box's zoom factor, zoom_tap_at with it (what the kernel and CPU build call per pixel) and
+# zoom_tap (one division per call, what ZoomLinear calls), as exact hex doubles.
+ZOOM_TAPS_CPP = r"""
+#include <cstdio>
+#include "paste_masks/paste_masks_math.h"
+int main() {
+  int m, size, i;
+  while (std::scanf("%d %d %d", &m, &size, &i) == 3) {
+    const float box[4] = {3.0f, 5.0f, 3.0f + size, 5.0f + 2 * size};
+    const edgeseg::paste_masks::PasteBox p = edgeseg::paste_masks::make_paste_box(box, m, 4096, 4096, 2);
+    const edgeseg::ZoomTap at = edgeseg::paste_masks::zoom_axis_tap(p, 0, 3 + i);
+    const edgeseg::ZoomTap tap = edgeseg::zoom_tap(i, m, size);
+    std::printf("%a %a %d %a %a %d %a %a\n", p.zoom_x, p.zoom_y, at.lo, at.w_lo, at.w_hi, tap.lo, tap.w_lo,
+                tap.w_hi);
+  }
+  return 0;
+}
+"""
+
+
+def test_zoom_factor_once_per_box_is_scipy_bit_for_bit(tmp_path: Path) -> None:
+    """PasteBox's zoom factors (one double division per box) and zoom_tap_at give scipy's
+    coordinate (i + 0.5) * (M / size) - 0.5 in double to the last bit, as zoom_tap does."""
+    import shutil
+    import subprocess
+
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not found")
+    root = Path(__file__).resolve().parents[1]
+    src, exe = tmp_path / "taps.cpp", tmp_path / "taps"
+    src.write_text(ZOOM_TAPS_CPP)
+    proc = subprocess.run(["g++", "-std=c++17", "-O1", "-ffp-contract=off", f"-I{root / 'plugins'}", str(src), "-o",
+                           str(exe)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    rng = np.random.default_rng(3)
+    cases = [(m, size, int(i)) for m in (28, 14, 7) for size in (1, 3, 28, 29, 97, 1000)
+             for i in {0, size - 1, *rng.integers(0, size, 4).tolist()}]
+    run = subprocess.run([str(exe)], input="".join(f"{m} {s} {i}\n" for m, s, i in cases), capture_output=True,
+                         text=True, check=True)
+    lines = run.stdout.splitlines()
+    assert len(lines) == len(cases)
+    for (m, size, i), line in zip(cases, lines, strict=True):
+        zx, zy, lo, w_lo, w_hi, tap_lo, tap_w_lo, tap_w_hi = line.split()
+        zoom = np.float64(m) / np.float64(size)
+        u = (np.float64(i) + 0.5) * zoom - 0.5
+        t = u - np.floor(u)
+        assert float.fromhex(zx) == zoom and float.fromhex(zy) == np.float64(m) / np.float64(2 * size)
+        assert (int(lo), float.fromhex(w_lo), float.fromhex(w_hi)) == (int(np.floor(u)), 1.0 - t, t)
+        assert (int(tap_lo), float.fromhex(tap_w_lo), float.fromhex(tap_w_hi)) == (int(np.floor(u)), 1.0 - t, t)
+
+
+def test_zoom_skips_nan_samples_in_the_clip_range_like_skimage() -> None:
+    """NaN samples do not count for the clip range (skimage's nanmin / nanmax), wherever they
+    lie: inside, at sample (0, 0) (which once seeded the range, and a NaN there unclipped the whole
+    mask), at the last sample, and an all-NaN mask (nothing pasted). The pixels that read a NaN
+    are background (NaN >= 0.5 is false). The CPU build, the one-pixel function (the CUDA
+    kernel's) and the torch stand-in all equal skimage, every pixel."""
+    rng = np.random.default_rng(9)
+    masks = np.full((6, 28, 28), 0.6, np.float32)  # clipped to 0.6, the box is whole but for the NaNs
+    masks[0, 5, 5] = np.nan
+    masks[1, 0, 0] = np.nan
+    masks[2, 27, 27] = np.nan
+    masks[3] = np.nan
+    masks[4] = rng.random((28, 28), dtype=np.float32)
+    masks[4][rng.random((28, 28)) < 0.05] = np.nan
+    masks[4, 0, 0] = np.nan
+    masks[5, 0, 0] = np.nan
+    masks[5, 1:, 1:] = 0.4  # below threshold: the clip's max (0.6, from row / column 0) matters
+    boxes = np.array([[0, 0, 56, 56], [3, 2, 59, 58], [1, 1, 15, 20], [0, 0, 40, 40], [4, 6, 90, 70],
+                      [2, 2, 30, 30]], np.float32)
+    frame_hw = (72, 96)
+    want = skimage_zoom_reference(masks, boxes, frame_hw)
+    assert want[3].sum() == 0 and want[1].sum() > 56 * 56 - 16  # (0, 0)'s NaN reaches only its 4 x 4 pixels
+    got = ops.paste_masks(masks, boxes, frame_hw, mode="zoom")
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(ops._paste_masks(masks, boxes, frame_hw, "zoom", 0.5, False, 2, per_pixel=True),
+                                  want)
+    np.testing.assert_array_equal(stand_in(masks, boxes, frame_hw), want)

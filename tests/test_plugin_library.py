@@ -188,6 +188,11 @@ def test_bad_fields_are_refused_with_the_reason(harness_output: str) -> None:
         "MultiLevelRoIAlign: cannot create layer 'bad': level_rule must be 0, 1 or 2, got 3")
     assert refused["MultiLevelRoIAlign refuses an unknown sampling"] == (
         "MultiLevelRoIAlign: cannot create layer 'bad': sampling must be 0 or 1, got 2")
+    assert refused["MultiLevelRoIAlign refuses sampling 1 without level_rule 2 (an old library would drop sampling)"] \
+        == ("MultiLevelRoIAlign: cannot create layer 'bad': sampling 1 (crop_and_resize) requires level_rule 2 "
+            "(matterport), got level_rule 0: plugin libraries from before sampling 1 drop the attribute unread and "
+            "would run RoIAlign on the normalised rois without an error; they refuse level_rule 2, so the pairing "
+            "makes them fail instead")
     assert refused["MultiLevelRoIAlign refuses level_rule 2 without image_area"] == (
         "MultiLevelRoIAlign: cannot create layer 'bad': image_area must be > 0 with level_rule 2 (matterport): the "
         "molded image's height * width in pixels")

@@ -28,10 +28,15 @@ struct ZoomTap {
   double w_hi;
 };
 
-// Tap of output index out_index when an axis of in_size samples is zoomed to out_size samples
-// (both > 0).
-EDGESEG_HD ZoomTap zoom_tap(int out_index, int in_size, int out_size) {
-  const double zoom = static_cast<double>(in_size) / static_cast<double>(out_size);
+// The zoom factor of an axis of in_size samples zoomed to out_size samples (both > 0): in/out as
+// one double division, scipy's.  A caller tapping many indices of one axis computes it once
+// (a double division is slow on GPUs with 1/32 or 1/64 rate FP64: Jetson, GeForce).
+EDGESEG_HD double zoom_factor(int in_size, int out_size) {
+  return static_cast<double>(in_size) / static_cast<double>(out_size);
+}
+
+// Tap of output index out_index on an axis whose zoom factor is `zoom` (zoom_factor()).
+EDGESEG_HD ZoomTap zoom_tap_at(int out_index, double zoom) {
   const double u = (static_cast<double>(out_index) + 0.5) * zoom - 0.5;
   const double lo = floor(u);
   const double t = u - lo;
@@ -40,6 +45,12 @@ EDGESEG_HD ZoomTap zoom_tap(int out_index, int in_size, int out_size) {
   tap.w_lo = 1.0 - t;
   tap.w_hi = t;
   return tap;
+}
+
+// Tap of output index out_index when an axis of in_size samples is zoomed to out_size samples
+// (both > 0); bit-identical to zoom_tap_at(out_index, zoom_factor(in_size, out_size)).
+EDGESEG_HD ZoomTap zoom_tap(int out_index, int in_size, int out_size) {
+  return zoom_tap_at(out_index, zoom_factor(in_size, out_size));
 }
 
 // The zoomed value at (row, col).  `at(r, c)` returns input sample (r, c) as a double, and 0 for

@@ -29,6 +29,14 @@ std::string RoiAlignAttrs::check() const {
   if (level_rule < 0 || level_rule > 2) return "level_rule must be 0, 1 or 2, got " + std::to_string(level_rule);
   // roi_align_math.h's Sampling: 0 roi_align, 1 crop_and_resize
   if (sampling != 0 && sampling != 1) return "sampling must be 0 or 1, got " + std::to_string(sampling);
+  // A library from before sampling 1 drops the field unread; it refuses level_rule 2, so requiring
+  // the pair makes an old library fail on such a node instead of running RoIAlign on normalised rois.
+  if (sampling == 1 && level_rule != 2) {
+    return "sampling 1 (crop_and_resize) requires level_rule 2 (matterport), got level_rule " +
+           std::to_string(level_rule) +
+           ": plugin libraries from before sampling 1 drop the attribute unread and would run RoIAlign on the "
+           "normalised rois without an error; they refuse level_rule 2, so the pairing makes them fail instead";
+  }
   if (!(image_area >= 0.0f) || !std::isfinite(image_area)) return "image_area must be a finite number >= 0";
   if (level_rule == 2 && !(image_area > 0.0f)) {
     return "image_area must be > 0 with level_rule 2 (matterport): the molded image's height * width in pixels";

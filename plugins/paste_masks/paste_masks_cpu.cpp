@@ -78,7 +78,7 @@ int32_t edgeseg_paste_masks_u8(const float* masks, int64_t num_masks, int64_t ma
       const pm::PasteBox& p = params[k];
       for (int x = p.x_begin; x < p.x_end; ++x) {
         if (zoom) {
-          zoom_column_taps[tap_offset[k] + (x - p.x_begin)] = pm::zoom_axis_tap(p, m, 0, x);
+          zoom_column_taps[tap_offset[k] + (x - p.x_begin)] = pm::zoom_axis_tap(p, 0, x);
         } else {
           column_taps[tap_offset[k] + (x - p.x_begin)] = pm::axis_tap(p, m, mode, 0, x);
         }
@@ -108,7 +108,7 @@ int32_t edgeseg_paste_masks_u8(const float* masks, int64_t num_masks, int64_t ma
     }
     const pm::DenseBorderedMask source = {bordered.data() + k * bordered_stride, bordered_size};
     if (zoom) {
-      const edgeseg::ZoomTap ty = pm::zoom_axis_tap(p, m, 1, y);
+      const edgeseg::ZoomTap ty = pm::zoom_axis_tap(p, 1, y);
       const edgeseg::ZoomTap* taps = zoom_column_taps.data() + tap_offset[k] - p.x_begin;
       for (int x = p.x_begin; x < p.x_end; ++x) {
         row[x] = pm::zoom_pixel_from_taps(source, ty, taps[x], p, threshold);

@@ -83,8 +83,7 @@ EDGESEG_HD uint8_t pixel_at(const TileView& v, int y, int x) {
   if (x < p.x_begin || x >= p.x_end || y < p.y_begin || y >= p.y_end) return 0;
   const DenseBorderedMask src = {v.bordered, v.mask_size + 2};
   if (v.mode == kModeZoom) {
-    return zoom_pixel_from_taps(src, zoom_axis_tap(p, v.mask_size, 1, y),
-                                zoom_axis_tap(p, v.mask_size, 0, x), p, v.threshold);
+    return zoom_pixel_from_taps(src, zoom_axis_tap(p, 1, y), zoom_axis_tap(p, 0, x), p, v.threshold);
   }
   const AxisTap ty = axis_tap(p, v.mask_size, v.mode, 1, y);
   const AxisTap tx = axis_tap(p, v.mask_size, v.mode, 0, x);
@@ -143,9 +142,12 @@ EDGESEG_HD void write_span(const TileView& v, bool active, int width, uint8_t* p
 __device__ void reduce_mask_range(const float* bordered, int mask_size, float* warp_lo,
                                   float* warp_hi, PasteBox* box) {
   const int side = mask_size + 2;
-  // Every thread starts from sample (0, 0), so threads without samples of their own are neutral.
-  float lo = bordered[side + 1];
-  float hi = lo;
+  // Every thread starts from the empty range, neutral for threads without samples of their own;
+  // NaN samples are skipped (hd_min / hd_max keep the first argument), as skimage's nanmin /
+  // nanmax and the CPU build's mask_range do.  Seeding from a sample would let a NaN there
+  // poison the range while NaNs elsewhere were ignored.
+  float lo = INFINITY;
+  float hi = -INFINITY;
   for (int i = static_cast<int>(threadIdx.x); i < mask_size * mask_size; i += blockDim.x) {
     const float s = bordered[(i / mask_size + 1) * side + (i % mask_size + 1)];
     lo = hd_min(lo, s);

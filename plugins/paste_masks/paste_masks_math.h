@@ -72,6 +72,10 @@ struct PasteBox {
   int zoom_y0;
   int zoom_w;
   int zoom_h;
+  // mode 2: mask samples per frame pixel along x and y, zoom_factor(M, zoom_w / zoom_h): the
+  // double divisions done once per box, not per pixel.
+  double zoom_x;
+  double zoom_y;
   float clip_lo;
   float clip_hi;
 };
@@ -107,6 +111,7 @@ EDGESEG_HD PasteBox make_paste_box(const float* box, int mask_size, int frame_h,
   p.x1 = box[2];
   p.y1 = box[3];
   p.zoom_x0 = p.zoom_y0 = p.zoom_w = p.zoom_h = 0;
+  p.zoom_x = p.zoom_y = 0.0;
   p.clip_lo = 0.0f;
   p.clip_hi = 1.0f;
   if (!all_finite(box) || mask_size < 1) return p;
@@ -149,6 +154,8 @@ EDGESEG_HD PasteBox make_paste_box(const float* box, int mask_size, int frame_h,
       p.zoom_y0 = by0;
       p.zoom_w = bx1 - bx0;
       p.zoom_h = by1 - by0;
+      p.zoom_x = zoom_factor(mask_size, p.zoom_w);
+      p.zoom_y = zoom_factor(mask_size, p.zoom_h);
       p.x_begin = hd_clamp(bx0, 0, frame_w);
       p.x_end = hd_clamp(bx1, 0, frame_w);
       p.y_begin = hd_clamp(by0, 0, frame_h);
@@ -296,11 +303,14 @@ EDGESEG_HD uint8_t pixel_from_taps(const Reader& bordered, const AxisTap& ty, co
 // one-sample zero border as the other modes.
 
 // The min and max of the M x M samples `bordered` reads (after its optional sigmoid): the clip
-// range of mode 2, computed once per mask.
+// range of mode 2, computed once per mask.  NaN samples are skipped, as skimage's nanmin /
+// nanmax skip them: the range starts empty (+inf, -inf) and hd_min / hd_max keep their first
+// argument when the second is NaN.  An all-NaN mask keeps (+inf, -inf); its values are NaN, so
+// no pixel is foreground, as in skimage.
 template <typename Reader>
 EDGESEG_HD void mask_range(const Reader& bordered, int mask_size, float* lo, float* hi) {
-  float l = bordered(1, 1);
-  float h = l;
+  float l = INFINITY;
+  float h = -INFINITY;
   for (int r = 1; r <= mask_size; ++r) {
     for (int c = 1; c <= mask_size; ++c) {
       const float v = bordered(r, c);
@@ -324,9 +334,9 @@ struct ZoomSamples {
 };
 
 // Mode 2 tap of frame column x (axis 0) or row y (axis 1) of box `p`; x / y in the box's rectangle.
-EDGESEG_HD ZoomTap zoom_axis_tap(const PasteBox& p, int mask_size, int axis, int i) {
-  return axis == 0 ? zoom_tap(i - p.zoom_x0, mask_size, p.zoom_w)
-                   : zoom_tap(i - p.zoom_y0, mask_size, p.zoom_h);
+// The zoom factors are the box's (make_paste_box), so no division happens here.
+EDGESEG_HD ZoomTap zoom_axis_tap(const PasteBox& p, int axis, int i) {
+  return axis == 0 ? zoom_tap_at(i - p.zoom_x0, p.zoom_x) : zoom_tap_at(i - p.zoom_y0, p.zoom_y);
 }
 
 // Mode 2 output pixel from its row and column taps: skimage's value (double), clipped to the
@@ -351,8 +361,7 @@ EDGESEG_HD uint8_t paste_pixel(const T* mask, int mask_size, const PasteBox& p, 
   if (x < p.x_begin || x >= p.x_end || y < p.y_begin || y >= p.y_end) return 0;
   const BorderedMask<T> bordered = {mask, mask_size, logits};
   if (mode == kModeZoom) {
-    return zoom_pixel_from_taps(bordered, zoom_axis_tap(p, mask_size, 1, y),
-                                zoom_axis_tap(p, mask_size, 0, x), p, threshold);
+    return zoom_pixel_from_taps(bordered, zoom_axis_tap(p, 1, y), zoom_axis_tap(p, 0, x), p, threshold);
   }
   const AxisTap ty = axis_tap(p, mask_size, mode, 1, y);
   const AxisTap tx = axis_tap(p, mask_size, mode, 0, x);

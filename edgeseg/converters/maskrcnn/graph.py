@@ -91,8 +91,12 @@ class GraphOptions:
     ``box_score_thresh``/``box_detections_per_img`` when set. ``max_candidates`` bounds the
     class-specific boxes that enter the final NMS (the highest-scoring ones; torchvision keeps
     all above the score threshold: the two differ only if more than this many pass it and the
-    ones past the bound would have reached the top K). ``paste`` is ``torchvision`` or
-    ``continuous``; ``mask_threshold`` binarises pasted masks."""
+    ones past the bound would have reached the top K). ``paste`` is PasteMasks' mode
+    (``PASTE_MODES``): ``torchvision`` (paste_masks_in_image: the box grown and truncated to
+    integer pixels, ``> mask_threshold``), ``continuous`` (detectron2's _do_paste_mask on the
+    continuous box, ``>=``) or ``zoom`` (matterport's unmold_mask: box edges rounded to integers,
+    exclusive ends, skimage's linear zoom in float64 clipped to the mask's own range, ``>=``);
+    ``mask_threshold`` binarises pasted masks."""
 
     score_thresh: float | None = None
     detections: int | None = None

@@ -15,6 +15,7 @@ ONNX is written) and whose ``symbolic`` emits the ONNX node:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -157,10 +158,7 @@ def multilevel_roi_align(rois: Tensor, features: list[Tensor], **attrs: Any) -> 
     """RoIAlign of each RoI on the FPN level its size selects (torchvision's MultiScaleRoIAlign),
     or with ``sampling=1`` tf.image.crop_and_resize on normalised rois (matterport's
     PyramidROIAlign with ``level_rule=2``); attributes as ``plugins/multilevel_roi_align/op.json``."""
-    full = MULTILEVEL_ROI_ALIGN.node_attributes(**attrs)
-    if LEVEL_RULES[full["level_rule"]] == "matterport" and not full["image_area"] > 0:
-        raise ValueError("MultiLevelRoIAlign: image_area must be > 0 with level_rule 2 (matterport): the molded "
-                         f"image's height * width in pixels; got {full['image_area']!r}")
+    full = MULTILEVEL_ROI_ALIGN.node_attributes(**attrs)  # refuses sampling 1 without level_rule 2
     shape = [int(rois.shape[0]), int(features[0].shape[1]), full["output_height"], full["output_width"]]
     out: Tensor = _MultiLevelRoIAlign.apply(full, shape, rois, *features)
     return out
@@ -209,7 +207,10 @@ def _paste_zoom(probs: Tensor, boxes: Tensor, h: int, w: int, threshold: float) 
         value = tap(rows, cols, wy0, wx0) + tap(rows, cols + 1, wy0, wx1)
         value = value + tap(rows + 1, cols, wy1, wx0)
         value = value + tap(rows + 1, cols + 1, wy1, wx1)
-        value = value.clamp(float(mask.min()), float(mask.max()))
+        # skimage clips to nanmin / nanmax: NaN samples do not count (the op seeds +-inf too)
+        known = mask[~mask.isnan()]
+        lo, hi = (float(known.min()), float(known.max())) if known.numel() else (math.inf, -math.inf)
+        value = value.clamp(lo, hi)
         out[k, yb:ye, xb:xe] = (value.to(torch.float32) >= thr).to(torch.uint8)
     return out
 
