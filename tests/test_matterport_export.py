@@ -284,3 +284,15 @@ def test_a_mean_with_more_digits_than_float32_carries_is_named() -> None:
     assert mean_not_carried([123.675, 116.28, 103.53]) == []
     # a mean computed over a dataset is not: the conversion says so (a note, not an error)
     assert mean_not_carried([123.67512345, 116.8, 103.9]) == [123.67512345]
+
+
+def test_a_frame_too_large_for_the_exact_unmold_is_one_line_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"NUM_CLASSES": 3, "IMAGE_MIN_DIM": 64, "IMAGE_MAX_DIM": 128}))
+    assert cli.main(["convert", "matterport", "--config", str(config), "--random-weights", "--frame", "4200x300",
+                     "-o", str(tmp_path / "m.onnx"), "-q"]) == 2
+    assert capsys.readouterr().err == ("edgeseg: error: --frame 4200x300: matterport graphs take frame sides of 2 to "
+                                       "4096 pixels (boxes are scaled back to the frame exactly only up to that "
+                                       "size); resize the frames first\n")
+    assert not (tmp_path / "m.onnx").exists()

@@ -417,7 +417,9 @@ def test_unmold_of_case_a(case_a: dict[str, np.ndarray]) -> None:
 
 
 def test_unmold_refuses_frames_it_cannot_scale_exactly() -> None:
-    with pytest.raises(ArgumentError, match=r"^frame 5000x3000: boxes are scaled back exactly for sides 2..4096$"):
+    message = (r"^--frame 5000x3000: matterport graphs take frame sides of 2 to 4096 pixels \(boxes are scaled back "
+               r"to the frame exactly only up to that size\); resize the frames first$")
+    with pytest.raises(ArgumentError, match=message):
         gs.unmold_boxes_xy(torch.zeros((3, 4)), (0, 0, 1024, 614), (1024, 1024), (5000, 3000))
 
 

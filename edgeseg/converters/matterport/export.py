@@ -29,6 +29,7 @@ from edgeseg.converters.maskrcnn.graph import OUTPUT_NAMES, GraphOptions
 from edgeseg.converters.matterport import conventions as cv
 from edgeseg.converters.matterport.config import MatterportConfig, read_config
 from edgeseg.converters.matterport.detect import EagerMatterport, load_eager
+from edgeseg.converters.matterport.graph_steps import check_frame
 from edgeseg.converters.matterport.model import build_graph
 from edgeseg.converters.matterport.network import build_network
 from edgeseg.converters.onnx_cleanup import tidy
@@ -165,6 +166,7 @@ def export(model: EagerMatterport, output: str | os.PathLike[str], frame_hw: tup
     """
     cfg = model.cfg
     check_min_side("frame", frame_hw, "Mask R-CNN")
+    check_frame(frame_hw)
     steps = steps or Steps(3, quiet=True)
     if not steps.quiet:
         for why, names in _by_reason(cfg.ignored).items():

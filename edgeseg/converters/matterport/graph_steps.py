@@ -396,6 +396,16 @@ def _round_times(b: Tensor, n: int, offset: int = 0) -> Tensor:
     return torch.where(s - torch.floor(s) == 0.5, at_half, torch.round(s) + float(offset))
 
 
+def check_frame(frame_hw: tuple[int, int]) -> None:
+    """ArgumentError unless every side of *frame_hw* (pixels) is 2..4096: the exact float32 form
+    of matterport's float64 box rounding (:func:`_round_times`) holds for those sides only."""
+    h, w = frame_hw
+    if not 1 < max(h, w) <= UNMOLD_MAX_SCALE + 1 or min(h, w) < 2:
+        raise ArgumentError(f"--frame {h}x{w}: matterport graphs take frame sides of 2 to {UNMOLD_MAX_SCALE + 1} "
+                            "pixels (boxes are scaled back to the frame exactly only up to that size); resize the "
+                            "frames first")
+
+
 def unmold_boxes_xy(boxes: Tensor, window: Sequence[int], molded_hw: tuple[int, int],
                     frame_hw: tuple[int, int]) -> Tensor:
     """``unmold_detections``' box step (:func:`.conventions.unmold_boxes`) on x-first normalised
@@ -404,9 +414,8 @@ def unmold_boxes_xy(boxes: Tensor, window: Sequence[int], molded_hw: tuple[int, 
     1])`` (halves to even), exactly, in float32 (:func:`_round_times`).
 
     Returns float32 [K, 4] integer-valued frame pixels (x1, y1, x2, y2), x2/y2 exclusive."""
+    check_frame(frame_hw)
     h, w = frame_hw
-    if not 1 < max(h, w) <= UNMOLD_MAX_SCALE + 1 or min(h, w) < 2:
-        raise ArgumentError(f"frame {h}x{w}: boxes are scaled back exactly for sides 2..{UNMOLD_MAX_SCALE + 1}")
     wy1, wx1, wy2, wx2 = (float(v) for v in cv.norm_boxes(np.asarray(window), molded_hw))
     wh, ww = float(np.float32(wy2) - np.float32(wy1)), float(np.float32(wx2) - np.float32(wx1))
     shift = torch.tensor([wx1, wy1, wx1, wy1], dtype=torch.float32)
