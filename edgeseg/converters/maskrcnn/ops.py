@@ -169,15 +169,34 @@ def multilevel_roi_align(rois: Tensor, features: list[Tensor], **attrs: Any) -> 
 _ZOOM_EDGE_LIMIT = float(1 << 29)
 
 
-def _zoom_axis(first: int, stop: int, start: int, size: int, mask_size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """scipy's grid-mode zoom taps (plugins/common/zoom_taps.h) of frame indices [first, stop)
-    of a box edge *start* and *size* pixels: lower bordered-mask index (sample index + 1, so the
-    zero border is index 0 and M + 1), its weight and the upper one's; float64, scipy's order."""
-    zoom = mask_size / size  # double division, like zoom_tap
-    u = (torch.arange(first - start, stop - start, dtype=torch.float64) + 0.5) * zoom - 0.5
+def _zoom_taps(n_in: int, n_out: int, first: int = 0, stop: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """scipy's grid-mode zoom taps (plugins/common/zoom_taps.h, ``zoom_tap``) of output indices
+    [first, stop) (default all *n_out*) of an axis of *n_in* samples zoomed to *n_out*: the lower
+    sample's index in the zero-bordered axis (sample index + 1: the border is 0 and n_in + 1), its
+    weight and the upper one's; float64, scipy's order."""
+    zoom = n_in / n_out  # a double division, as scipy's
+    u = (torch.arange(first, n_out if stop is None else stop, dtype=torch.float64) + 0.5) * zoom - 0.5
     lower = torch.floor(u)
     t = u - lower
-    return lower.long() + 1, 1.0 - t, t
+    # never outside the border for an output index in range; the clamp only keeps indexing safe
+    return (lower.long() + 1).clamp(0, n_in), 1.0 - t, t
+
+
+def _zoomed(bordered: Tensor, rows: tuple[Tensor, Tensor, Tensor], cols: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """The zoomed values of a zero-bordered [n + 2, m + 2, ...] float64 tensor at the taps of
+    :func:`_zoom_taps`: each tap (sample * row weight) * column weight, summed top-left,
+    top-right, bottom-left, bottom-right (zoom_taps.h's ``zoom_value``); trailing axes (channels)
+    ride along."""
+    r, wy0, wy1 = rows
+    c, wx0, wx1 = cols
+    extra = (1,) * (bordered.dim() - 2)
+
+    def tap(ri: Tensor, ci: Tensor, wy: Tensor, wx: Tensor) -> Tensor:
+        return bordered[ri[:, None], ci[None, :]] * wy.view(-1, 1, *extra) * wx.view(1, -1, *extra)
+
+    value = tap(r, c, wy0, wx0) + tap(r, c + 1, wy0, wx1)
+    value = value + tap(r + 1, c, wy1, wx0)
+    return value + tap(r + 1, c + 1, wy1, wx1)
 
 
 def _paste_zoom(probs: Tensor, boxes: Tensor, h: int, w: int, threshold: float) -> Tensor:
@@ -198,15 +217,7 @@ def _paste_zoom(probs: Tensor, boxes: Tensor, h: int, w: int, threshold: float) 
         mask = probs[k].to(torch.float64)
         bordered = torch.zeros((m + 2, m + 2), dtype=torch.float64)
         bordered[1:-1, 1:-1] = mask
-        rows, wy0, wy1 = _zoom_axis(yb, ye, y0, y1 - y0, m)
-        cols, wx0, wx1 = _zoom_axis(xb, xe, x0, x1 - x0, m)
-
-        def tap(r: Tensor, c: Tensor, wy: Tensor, wx: Tensor, b: Tensor = bordered) -> Tensor:
-            return b[r[:, None], c[None, :]] * wy[:, None] * wx[None, :]
-
-        value = tap(rows, cols, wy0, wx0) + tap(rows, cols + 1, wy0, wx1)
-        value = value + tap(rows + 1, cols, wy1, wx0)
-        value = value + tap(rows + 1, cols + 1, wy1, wx1)
+        value = _zoomed(bordered, _zoom_taps(m, y1 - y0, yb - y0, ye - y0), _zoom_taps(m, x1 - x0, xb - x0, xe - x0))
         # skimage clips to nanmin / nanmax: NaN samples do not count (the op seeds +-inf too)
         known = mask[~mask.isnan()]
         lo, hi = (float(known.min()), float(known.max())) if known.numel() else (math.inf, -math.inf)
@@ -277,34 +288,13 @@ def paste_masks(masks: Tensor, boxes: Tensor, count: Tensor, **attrs: Any) -> Te
     return out
 
 
-def _zoom_taps(n_in: int, n_out: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Per output index along one axis: the lower input index and its two weights, in float64
-    and in scipy's order (plugins/common/zoom_taps.h, ``zoom_tap``)."""
-    zoom = n_in / n_out  # a double division, as scipy's
-    u = (torch.arange(n_out, dtype=torch.float64) + 0.5) * zoom - 0.5
-    lo = torch.floor(u)
-    t = u - lo
-    return lo.to(torch.int64), 1.0 - t, t
-
-
 def _zoom_eager(image: Tensor, value_range: Tensor, attrs: dict[str, Any], channels: int) -> Tensor:
     """ZoomLinear in float64 torch, operation for operation as zoom_linear_math.h."""
     x = image.to(torch.float64)
     rows, cols = x.shape[0], x.shape[1]
     padded = torch.zeros((rows + 2, cols + 2, channels), dtype=torch.float64)  # samples outside are 0
     padded[1:-1, 1:-1] = x
-    ry, wy0, wy1 = _zoom_taps(rows, attrs["height"])
-    cx, wx0, wx1 = _zoom_taps(cols, attrs["width"])
-    # +1 for the zero border; an index past it has weight 0 (clamped, never read with weight)
-    y0, y1 = (ry + 1).clamp(0, rows + 1), (ry + 2).clamp(0, rows + 1)
-    x0, x1 = (cx + 1).clamp(0, cols + 1), (cx + 2).clamp(0, cols + 1)
-
-    def tap(yi: Tensor, xi: Tensor, wy: Tensor, wx: Tensor) -> Tensor:
-        return padded[yi[:, None], xi[None, :]] * wy[:, None, None] * wx[None, :, None]
-
-    v = tap(y0, x0, wy0, wx0) + tap(y0, x1, wy0, wx1)
-    v = v + tap(y1, x0, wy1, wx0)
-    v = v + tap(y1, x1, wy1, wx1)
+    v = _zoomed(padded, _zoom_taps(rows, attrs["height"]), _zoom_taps(cols, attrs["width"]))
     lo, hi = value_range[0].to(torch.float64), value_range[1].to(torch.float64)
     v = torch.trunc(torch.minimum(torch.maximum(v, lo), hi))
     canvas = torch.zeros((channels, attrs["canvas_height"], attrs["canvas_width"]), dtype=torch.float64)
