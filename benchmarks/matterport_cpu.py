@@ -20,8 +20,6 @@ import json
 import lzma
 import os
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -33,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.maskrcnn_cpu import peak_rss_mb
-from benchmarks.timing import timed
+from benchmarks.timing import alternate_in_processes, print_against_eager, timed
 from edgeseg.cli import parse_hw
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "matterport"
@@ -125,7 +123,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(out))
         return 0
 
-    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in CONTENDERS}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         env = {**os.environ, "EDGESEG_CACHE_DIR": str(work / "cache")}
@@ -133,23 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"preparing the model, {args.calib_count} calibration frames, the FP32 and INT8 files ...",
               file=sys.stderr)
         what = prepare(work, parse_hw(args.frame) if args.frame else None, args.calib_count)
-        for turn in range(args.rounds):
-            for name in CONTENDERS:
-                print(f"round {turn + 1}/{args.rounds}: {name} ...", file=sys.stderr)
-                proc = subprocess.run([sys.executable, __file__, "--child", name, str(work), "--threads",
-                                       str(args.threads), "--runs", str(args.runs)],
-                                      capture_output=True, text=True, check=True, env=env)
-                rounds[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    results = {name: {"seconds": statistics.median(r["seconds"] for r in runs),
-                      "peak_mb": max(r["peak_mb"] for r in runs), "detections": runs[-1]["detections"]}
-               for name, runs in rounds.items()}
+        results = alternate_in_processes(
+            list(CONTENDERS), lambda name: [sys.executable, __file__, "--child", name, str(work), "--threads",
+                                            str(args.threads), "--runs", str(args.runs)], args.rounds, env)
     print(f"matterport Mask R-CNN R50-FPN, {what}, {args.threads} threads, median of {args.rounds}x{args.runs} "
           f"runs, alternating; one frame in -> frame-size binary masks out")
-    base = results["matterport_eager"]["seconds"]
-    for name, r in results.items():
-        print(f"  {name:18} {r['seconds'] * 1000:8.0f} ms  {base / r['seconds']:5.2f}x eager  "
-              f"peak memory {r['peak_mb']:6.0f} MB  {r['detections']:3d} detections")
-    print(f"  int8 vs fp32: {results['edgeseg_fp32']['seconds'] / results['edgeseg_int8']['seconds']:.2f}x")
+    print_against_eager(results, "matterport_eager")
     return 0
 
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -36,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.maskrcnn_cpu import peak_rss_mb, run_torchvision_eager
-from benchmarks.timing import timed
+from benchmarks.timing import alternate_in_processes, print_against_eager, timed
 from edgeseg.cli import parse_hw
 
 
@@ -146,7 +144,6 @@ def bench(key: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     setup = SETUPS[key]
     precisions = ["fp32", "int8"] + (["fp16"] if args.fp16 else [])
     names = [setup.eager] + [f"edgeseg_{p}" for p in precisions]
-    rounds: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         print(f"preparing {setup.title} at {setup.frame}: weights, {args.calib_count} calibration frames, "
@@ -154,17 +151,9 @@ def bench(key: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         env = {**os.environ, "EDGESEG_CACHE_DIR": str(work / "cache")}
         os.environ["EDGESEG_CACHE_DIR"] = env["EDGESEG_CACHE_DIR"]
         prepare(work, setup, args.calib_count, precisions)
-        for turn in range(args.rounds):
-            for name in names:
-                print(f"round {turn + 1}/{args.rounds}: {name} ...", file=sys.stderr)
-                proc = subprocess.run(
-                    [sys.executable, __file__, "--child", key, name, str(work), "--threads",
-                     str(args.threads), "--runs", str(args.runs)],
-                    capture_output=True, text=True, check=True, env=env)
-                rounds[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return {name: {"seconds": statistics.median(r["seconds"] for r in runs),
-                   "peak_mb": max(r["peak_mb"] for r in runs), "detections": runs[-1]["detections"]}
-            for name, runs in rounds.items()}
+        return alternate_in_processes(
+            names, lambda name: [sys.executable, __file__, "--child", key, name, str(work), "--threads",
+                                 str(args.threads), "--runs", str(args.runs)], args.rounds, env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,12 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         results = bench(key, args)
         print(f"{setup.title} (random weights), frame {setup.frame}, {args.threads} threads, median of "
               f"{args.rounds}x{args.runs} runs, alternating (cpu count {os.cpu_count()})")
-        base = results[setup.eager]["seconds"]
-        for name, r in results.items():
-            dets = f"  {r['detections']:3d} detections" if r["detections"] is not None else ""
-            print(f"  {name:18} {r['seconds'] * 1000:8.0f} ms  {base / r['seconds']:5.2f}x eager  "
-                  f"peak memory {r['peak_mb']:6.0f} MB{dets}")
-        print(f"  int8 vs fp32: {results['edgeseg_fp32']['seconds'] / results['edgeseg_int8']['seconds']:.2f}x")
+        print_against_eager(results, setup.eager)
     return 0
 
 
