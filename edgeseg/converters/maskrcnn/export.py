@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import onnx
 import torch
 from torchvision.models.detection import MaskRCNN
 
@@ -89,6 +90,20 @@ def maskrcnn_classes(spec: str | None, num_classes: int) -> ClassSet:
     return ClassSet(names, generated_palette(num_classes))
 
 
+def trace_detection_graph(module: torch.nn.Module, frame_hw: tuple[int, int], detections: int,
+                          opset: int) -> onnx.ModelProto:
+    """*module* (a frame -> detections graph of any family: uint8 [H, W, 3] in, ``OUTPUT_NAMES``
+    out, *detections* rows) traced to ONNX and tidied, with the static shape of every input and
+    output stated (masks: int32 words of four bytes, ``packed_mask_width``)."""
+    h, w = frame_hw
+    k = detections
+    graph = trace_to_onnx(module, (torch.zeros((h, w, 3), dtype=torch.uint8),), ["frame"], list(OUTPUT_NAMES),
+                          opset=opset)
+    tidy(graph, {"frame": (h, w, 3), "num_detections": (1,), "boxes": (k, 4), "scores": (k,), "labels": (k,),
+                 "masks": (k, h, packed_mask_width(w) // MASK_BYTES_PER_WORD)})
+    return graph
+
+
 def export_maskrcnn(
     model: MaskRCNN,
     output: str | os.PathLike[str],
@@ -118,11 +133,7 @@ def export_maskrcnn(
         )
     k = wrapper.detections
     with steps.step(f"tracing {arch} at {frame_hw[0]}x{frame_hw[1]} to ONNX"):
-        graph = trace_to_onnx(wrapper, (torch.zeros((*frame_hw, 3), dtype=torch.uint8),), ["frame"],
-                              list(OUTPUT_NAMES), opset=opset)
-        tidy(graph, {"frame": (*frame_hw, 3), "num_detections": (1,), "boxes": (k, 4),
-                     "scores": (k,), "labels": (k,),
-                     "masks": (k, frame_hw[0], packed_mask_width(frame_hw[1]) // MASK_BYTES_PER_WORD)})
+        graph = trace_detection_graph(wrapper, frame_hw, k, opset)
     t = model.transform
     meta = ModelMetadata(
         kind="instance",

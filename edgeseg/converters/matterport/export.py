@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from edgeseg.classes import ClassSet
-from edgeseg.converters.maskrcnn.export import maskrcnn_classes
+from edgeseg.converters.maskrcnn.export import maskrcnn_classes, trace_detection_graph
 from edgeseg.converters.maskrcnn.graph import OUTPUT_NAMES, GraphOptions
 from edgeseg.converters.matterport import conventions as cv
 from edgeseg.converters.matterport.config import MatterportConfig, read_config
@@ -32,10 +32,9 @@ from edgeseg.converters.matterport.detect import EagerMatterport, load_eager
 from edgeseg.converters.matterport.graph_steps import check_frame
 from edgeseg.converters.matterport.model import build_graph
 from edgeseg.converters.matterport.network import build_network
-from edgeseg.converters.onnx_cleanup import tidy
-from edgeseg.converters.onnx_export import DEFAULT_OPSET, check_min_side, trace_to_onnx, write_onnx
+from edgeseg.converters.onnx_export import DEFAULT_OPSET, check_min_side, write_onnx
 from edgeseg.converters.parity import EagerReference
-from edgeseg.custom_ops import MASK_BYTES_PER_WORD, attribute_decimal, packed_mask_width
+from edgeseg.custom_ops import attribute_decimal
 from edgeseg.errors import ArgumentError
 from edgeseg.metadata import ModelMetadata, Preprocessing
 from edgeseg.precision.rules import LayerRule, PrecisionRules
@@ -188,10 +187,7 @@ def export(model: EagerMatterport, output: str | os.PathLike[str], frame_hw: tup
     with steps.step("computing anchors and sizes for the frame"):
         graph_module = build_graph(model.net, cfg, frame_hw, options).eval()
     with steps.step(f"tracing {arch} at {h}x{w} to ONNX"):
-        graph = trace_to_onnx(graph_module, (torch.zeros((h, w, 3), dtype=torch.uint8),), ["frame"],
-                              list(OUTPUT_NAMES), opset=opset)
-        tidy(graph, {"frame": (h, w, 3), "num_detections": (1,), "boxes": (k, 4), "scores": (k,), "labels": (k,),
-                     "masks": (k, h, packed_mask_width(w) // MASK_BYTES_PER_WORD)})
+        graph = trace_detection_graph(graph_module, frame_hw, k, opset)
     meta = ModelMetadata(
         kind="instance",
         arch=arch,
